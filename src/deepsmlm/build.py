@@ -1,0 +1,133 @@
+"""Experiment config → objects. The only place that reads the config tree.
+
+Components elsewhere take explicit arguments; this module translates the experiment file
+into them (PSF, camera, structure, emission, background, simulator).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from deepsmlm.camera import Camera
+from deepsmlm.config import Experiment, FileMask, Optics, ZernikeMask
+from deepsmlm.emitters import EmitterSet
+from deepsmlm.errors import UserError
+from deepsmlm.optics import masks
+from deepsmlm.optics.psf import PSF, AstigmaticGaussianPSF, GaussianPSF, PupilPSF
+from deepsmlm.optics.pupil import PupilGrid
+from deepsmlm.simulation import emission, structures
+from deepsmlm.simulation.background import ConstantBackground, SmoothBackground
+from deepsmlm.simulation.simulator import Simulator
+
+
+def pupil_grid(optics: Optics) -> PupilGrid:
+    return PupilGrid(optics.pupil_grid_px, optics.wavelength_nm, optics.na_eff)
+
+
+def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
+    """The experiment's phase mask on ``grid`` [rad], (n_px, n_px)."""
+    m = optics.mask
+    if isinstance(m, ZernikeMask):
+        return masks.zernike_mask(grid, m.noll)
+    if isinstance(m, FileMask):
+        arr = masks.load_phase_array(m.path, m.key)
+        radius = m.pupil_radius_px or masks.estimate_pupil_radius_px(arr)
+        return masks.resample_phase(arr, radius, grid)
+    return torch.zeros(grid.n_px, grid.n_px)
+
+
+def default_patch_px(optics: Optics) -> int:
+    """Patch side for the pupil model: room for a Tetrapod-sized PSF with a file mask,
+    about 3.5 Airy diameters around a clear or Zernike PSF; odd, below the grid period."""
+    if optics.patch_px is not None:
+        return optics.patch_px
+    airy_nm = 1.22 * optics.wavelength_nm / optics.na
+    if isinstance(optics.mask, FileMask):
+        extent_nm = 6500.0
+    else:
+        extent_nm = 7.0 * airy_nm + 2.0 * sum(abs(a) for a in optics.mask.model_dump()
+                                              .get("noll", {}).values()) * airy_nm
+    p = int(math.ceil(extent_nm / optics.pixel_size_nm)) | 1
+    period_px = int(pupil_grid(optics).period_nm / optics.pixel_size_nm)
+    largest_odd = period_px - 1 if (period_px - 1) % 2 else period_px - 2
+    return max(3, min(p, largest_odd))
+
+
+def build_psf(exp: Experiment) -> PSF:
+    o = exp.optics
+    z_lo, z_hi = exp.emitters.z_range_nm
+    if o.psf == "gaussian":
+        return GaussianPSF(o.sigma_nm, o.pixel_size_nm, o.patch_px)
+    if o.psf == "astigmatic-gaussian":
+        zmax = max(abs(z_lo - o.focus_nm), abs(z_hi - o.focus_nm))
+        return AstigmaticGaussianPSF(o.sigma_nm, o.astigmatism.focal_offset_nm,
+                                     o.astigmatism.depth_of_focus_nm, o.focus_nm,
+                                     o.pixel_size_nm, o.patch_px, zmax)
+    grid = pupil_grid(o)
+    aberr = masks.zernike_mask(grid, o.aberrations.noll) if o.aberrations.noll else None
+    try:
+        return PupilPSF(grid, o.n_sample, o.n_immersion, o.focus_nm, o.pixel_size_nm,
+                        default_patch_px(o), o.pixel_oversampling, mask_phase(o, grid), aberr)
+    except ValueError as err:
+        raise UserError(f"optics: {err}") from None
+
+
+def build_camera(exp: Experiment) -> Camera:
+    return Camera.from_config(exp.camera)
+
+
+def field_nm(exp: Experiment) -> tuple[float, float]:
+    """Field of view (width, height) in nm."""
+    px = exp.optics.pixel_size_nm
+    return exp.frame.width_px * px, exp.frame.height_px * px
+
+
+def build_structure(exp: Experiment, generator: torch.Generator | None = None
+                    ) -> emission.Structure:
+    e = exp.emitters
+    w, h = field_nm(exp)
+    z = tuple(e.z_range_nm)
+    if e.structure == "filaments":
+        return structures.Filaments.random(e.n_filaments, w, h, z, e.filament_persistence_nm,
+                                           generator)
+    if e.structure == "ellipsoid":
+        return structures.EllipsoidSurface.fitting(w, h, z)
+    return structures.UniformVolume(w, h, z)
+
+
+def photon_distribution(exp: Experiment) -> emission.PhotonDistribution:
+    p = exp.emitters.photons
+    return emission.PhotonDistribution(p.distribution, p.lo, p.hi, p.mean, p.std)
+
+
+def sample_emitters(exp: Experiment, n_frames: int, generator: torch.Generator | None = None,
+                    structure: emission.Structure | None = None) -> EmitterSet:
+    """Draw a structure (unless given) and the emitters of ``n_frames`` frames on it."""
+    e = exp.emitters
+    structure = structure or build_structure(exp, generator)
+    photons = photon_distribution(exp)
+    w, h = field_nm(exp)
+    mean_active = (e.density_per_um2 or 0.0) * w * h * 1e-6
+    if e.blinking is not None:
+        return emission.emit_blinking(structure, n_frames, mean_active,
+                                      e.blinking.mean_on_frames, e.blinking.duty_cycle,
+                                      photons, generator)
+    counts = emission.draw_counts(n_frames, mean_active,
+                                  tuple(e.n_per_frame) if e.n_per_frame else None, generator)
+    return emission.emit_independent(structure, n_frames, counts, photons, generator)
+
+
+def build_background(exp: Experiment):
+    b = exp.background
+    if b.kind == "nonuniform":
+        return SmoothBackground(tuple(b.photons_per_px),
+                                b.length_scale_nm / exp.optics.pixel_size_nm)
+    return ConstantBackground(tuple(b.photons_per_px))
+
+
+def build_simulator(exp: Experiment) -> Simulator:
+    return Simulator(build_psf(exp), build_camera(exp), build_background(exp),
+                     (exp.frame.height_px, exp.frame.width_px),
+                     exp.emitters.blur_sigma_nm / exp.optics.pixel_size_nm)

@@ -1,0 +1,293 @@
+"""The experiment file: a typed, validated description of microscope, camera, scene.
+
+Every key is checked on load: unknown keys and impossible values are errors that name the
+key and the allowed range. Lengths are in nm, phases in radians, photons at the sample.
+
+>>> exp = Experiment.model_validate({"frame": {"height_px": 32, "width_px": 32}})
+>>> exp.optics.wavelength_nm
+680.0
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deepsmlm.errors import UserError
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_range(pair: list[float] | tuple[float, float], name: str) -> None:
+    if pair[0] > pair[1]:
+        raise ValueError(f"{name} must be [lo, hi] with lo <= hi, got {list(pair)}")
+
+
+# ---------------------------------------------------------------- optics
+class ClearMask(_Strict):
+    kind: Literal["clear"] = "clear"
+
+
+class ZernikeMask(_Strict):
+    """Phase mask as a sum of Zernike modes; amplitudes in rad RMS, Noll indices."""
+
+    kind: Literal["zernike"]
+    noll: dict[Annotated[int, Field(ge=1, le=231)], float] = Field(default_factory=dict)
+
+
+class FileMask(_Strict):
+    """Phase mask [rad] loaded from .npy, .mat or .tif.
+
+    ``pupil_radius_px`` is the radius, in the file's own pixels, that corresponds to the
+    pupil edge NA_eff/λ. When omitted it is estimated from the mask's non-zero support.
+    Relative paths are resolved against the experiment file's folder.
+    """
+
+    kind: Literal["file"]
+    path: str
+    key: str | None = None
+    pupil_radius_px: PosFloat | None = None
+
+
+Mask = Annotated[ClearMask | ZernikeMask | FileMask, Field(discriminator="kind")]
+
+
+class Aberrations(_Strict):
+    noll: dict[Annotated[int, Field(ge=1, le=231)], float] = Field(default_factory=dict)
+
+
+class Astigmatism(_Strict):
+    """Elliptical-Gaussian PSF: sigma_x,y(z) = sigma0·sqrt(1 + ((z - focus ∓ c)/d)²)."""
+
+    focal_offset_nm: NonNegFloat = 400.0
+    depth_of_focus_nm: PosFloat = 500.0
+
+
+class Optics(_Strict):
+    wavelength_nm: Annotated[float, Field(gt=200, lt=2000)] = 680.0
+    na: Annotated[float, Field(gt=0, le=1.7)] = 1.45
+    n_immersion: Annotated[float, Field(ge=1.0, le=2.0)] = 1.518
+    n_sample: Annotated[float, Field(ge=1.0, le=2.0)] = 1.33
+    pixel_size_nm: Annotated[float, Field(gt=0, le=10000)] = 100.0
+    focus_nm: float = 0.0
+    psf: Literal["pupil", "gaussian", "astigmatic-gaussian"] = "pupil"
+    mask: Mask = Field(default_factory=ClearMask)
+    aberrations: Aberrations = Field(default_factory=Aberrations)
+    gaussian_sigma_nm: PosFloat | None = None
+    astigmatism: Astigmatism = Field(default_factory=Astigmatism)
+    pixel_oversampling: Annotated[int, Field(ge=1, le=16)] = 1
+    pupil_grid_px: Annotated[int, Field(ge=16, le=1024)] = 64
+    patch_px: Annotated[int, Field(ge=3, le=512)] | None = None
+    supercritical: bool = False
+
+    @model_validator(mode="after")
+    def _physics(self) -> Optics:
+        if self.na >= self.n_immersion:
+            raise ValueError(
+                f"optics.na must be < optics.n_immersion ({self.n_immersion}), got {self.na}"
+            )
+        return self
+
+    @property
+    def na_eff(self) -> float:
+        """Pupil cut-off NA: min(NA, n_sample) unless supercritical light is kept."""
+        return self.na if self.supercritical else min(self.na, self.n_sample)
+
+    @property
+    def sigma_nm(self) -> float:
+        """Gaussian PSF sigma: given, or the Gaussian matched to the Airy core (0.21 λ/NA)."""
+        if self.gaussian_sigma_nm is not None:
+            return self.gaussian_sigma_nm
+        return 0.21 * self.wavelength_nm / self.na
+
+
+# ---------------------------------------------------------------- camera
+CAMERA_PRESETS: dict[str, dict[str, float]] = {
+    "ideal": dict(qe=1.0, em_gain=1.0, read_noise_e=0.0, spurious_charge=0.0,
+                  e_per_adu=1.0, baseline_adu=0.0, bit_depth=16),
+    # SMLM Challenge 2016 EMCCD (Sage et al., Nat. Methods 2019).
+    "emccd-smlm2016": dict(qe=0.9, em_gain=300.0, read_noise_e=74.4, spurious_charge=0.002,
+                           e_per_adu=45.0, baseline_adu=100.0, bit_depth=16),
+    # A typical back-illuminated sCMOS (uniform pixels).
+    "scmos": dict(qe=0.8, em_gain=1.0, read_noise_e=1.6, spurious_charge=0.0,
+                  e_per_adu=0.46, baseline_adu=100.0, bit_depth=16),
+}
+
+
+class CameraConfig(_Strict):
+    """Camera: a preset, with any explicit value overriding it."""
+
+    preset: Literal["ideal", "emccd-smlm2016", "scmos"] | None = "ideal"
+    qe: Annotated[float, Field(gt=0, le=1)] | None = None
+    em_gain: Annotated[float, Field(ge=1, le=10000)] | None = None
+    read_noise_e: NonNegFloat | None = None
+    spurious_charge: NonNegFloat | None = None
+    e_per_adu: PosFloat | None = None
+    baseline_adu: NonNegFloat | None = None
+    bit_depth: Annotated[int, Field(ge=8, le=32)] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> CameraConfig:
+        base = CAMERA_PRESETS[self.preset] if self.preset else {}
+        missing = []
+        for key in ("qe", "em_gain", "read_noise_e", "spurious_charge", "e_per_adu",
+                    "baseline_adu", "bit_depth"):
+            if getattr(self, key) is None:
+                if key not in base:
+                    missing.append(key)
+                    continue
+                object.__setattr__(self, key, type(base[key])(base[key])
+                                   if key != "bit_depth" else int(base[key]))
+        if missing:
+            raise ValueError(f"camera needs a preset or explicit values for {missing}")
+        return self
+
+
+# ---------------------------------------------------------------- scene
+class FrameConfig(_Strict):
+    height_px: Annotated[int, Field(ge=4, le=8192)] = 64
+    width_px: Annotated[int, Field(ge=4, le=8192)] = 64
+
+
+class Photons(_Strict):
+    """Photons per emitter per frame (at the sample).
+
+    uniform: in [lo, hi]; lognormal: mean and std; exponential: mean; constant: mean.
+    """
+
+    distribution: Literal["uniform", "lognormal", "exponential", "constant"] = "uniform"
+    lo: PosFloat = 1000.0
+    hi: PosFloat = 5000.0
+    mean: PosFloat = 2000.0
+    std: NonNegFloat = 500.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Photons:
+        _check_range((self.lo, self.hi), "emitters.photons.[lo, hi]")
+        return self
+
+
+class Blinking(_Strict):
+    """Two-state blinking of a pool of fluorophores (Markov chain over frames).
+
+    Each fluorophore stays on for a geometric number of frames with mean ``mean_on_frames``
+    and is on a fraction ``duty_cycle`` of the time; the pool is sized so that the mean
+    number of active emitters per frame matches the requested density.
+    """
+
+    mean_on_frames: Annotated[float, Field(ge=1.0)] = 2.0
+    duty_cycle: Annotated[float, Field(gt=0, lt=1)] = 0.05
+
+
+class EmittersConfig(_Strict):
+    structure: Literal["uniform", "filaments", "ellipsoid"] = "uniform"
+    density_per_um2: Annotated[float, Field(gt=0, le=100)] | None = None
+    n_per_frame: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = None
+    z_range_nm: tuple[float, float] = (0.0, 0.0)
+    photons: Photons = Field(default_factory=Photons)
+    blinking: Blinking | None = None
+    n_filaments: Annotated[int, Field(ge=1, le=1000)] = 6
+    filament_persistence_nm: PosFloat = 3000.0
+    blur_sigma_nm: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _count(self) -> EmittersConfig:
+        if (self.density_per_um2 is None) == (self.n_per_frame is None):
+            if self.density_per_um2 is None:
+                self.__dict__["density_per_um2"] = 1.0
+            else:
+                raise ValueError("emitters: give either density_per_um2 or n_per_frame, not both")
+        if self.n_per_frame is not None:
+            _check_range(self.n_per_frame, "emitters.n_per_frame")
+            if self.blinking is not None:
+                raise ValueError("emitters.blinking needs density_per_um2, not n_per_frame")
+        _check_range(self.z_range_nm, "emitters.z_range_nm")
+        return self
+
+
+class BackgroundConfig(_Strict):
+    """constant: one level per frame drawn in [lo, hi]; nonuniform: a smooth field in [lo, hi]."""
+
+    kind: Literal["constant", "nonuniform"] = "constant"
+    photons_per_px: tuple[NonNegFloat, NonNegFloat] = (10.0, 10.0)
+    length_scale_nm: PosFloat = 2000.0
+
+    @model_validator(mode="after")
+    def _order(self) -> BackgroundConfig:
+        _check_range(self.photons_per_px, "background.photons_per_px")
+        return self
+
+
+class Experiment(_Strict):
+    optics: Optics = Field(default_factory=Optics)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    frame: FrameConfig = Field(default_factory=FrameConfig)
+    emitters: EmittersConfig = Field(default_factory=EmittersConfig)
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+
+    def to_dict(self) -> dict:
+        """Fully expanded, JSON/YAML-ready dictionary (presets resolved)."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- loading
+def _format_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown kind; allowed: {e.get('ctx', {}).get('expected_tags', '')}"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def experiment_from_dict(data: dict, source: str = "experiment", base_dir: Path | None = None
+                         ) -> Experiment:
+    """Validate a dictionary; relative mask paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        exp = Experiment.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_error(err, source)) from None
+    mask = exp.optics.mask
+    if isinstance(mask, FileMask):
+        p = Path(os.path.expandvars(os.path.expanduser(mask.path)))
+        if not p.is_absolute() and base_dir is not None:
+            p = (base_dir / p).resolve()
+        mask.path = str(p)
+    return exp
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+    """Read and validate an experiment YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"experiment file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+    return experiment_from_dict(data or {}, source=str(path), base_dir=path.parent)
+
+
+def save_experiment(exp: Experiment, path: str | os.PathLike) -> None:
+    """Write the fully expanded experiment as YAML (atomically)."""
+    import yaml
+
+    from deepsmlm.io.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(exp.to_dict(), sort_keys=False))

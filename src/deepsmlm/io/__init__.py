@@ -1,0 +1,1 @@
+"""Files: frames (TIFF), localization tables (CSV), atomic writes."""

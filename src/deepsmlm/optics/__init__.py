@@ -1,0 +1,1 @@
+"""Image formation: Zernike polynomials, the pupil, phase masks and PSF models."""

@@ -1,0 +1,90 @@
+"""Phase masks on the pupil grid: clear, Zernike, and pixel maps loaded from files.
+
+A file mask is an N×N phase [rad] with its own sampling: ``pupil_radius_px`` file pixels
+correspond to the pupil edge NA_eff/λ, centred at ((N−1)/2, (N−1)/2). It is resampled onto
+our grid by bilinear interpolation of the complex transmission exp(i·φ), not of φ itself,
+so 2π wraps in the file do not smear into wrong phases.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deepsmlm.errors import UserError
+from deepsmlm.optics.pupil import PupilGrid
+from deepsmlm.optics.zernike import zernike_phase
+
+
+def zernike_mask(grid: PupilGrid, noll: dict[int, float]) -> torch.Tensor:
+    """Σ a_j Z_j on the pupil grid [rad], float32 (n_px, n_px)."""
+    rho, theta = grid.polar(torch.float64)
+    return zernike_phase(noll, rho, theta).to(torch.float32)
+
+
+def load_phase_array(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Read a 2D phase map [rad] from .npy, .mat (``key``) or .tif/.tiff."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mask file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    elif suffix == ".mat":
+        from scipy.io import loadmat
+
+        data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+        if key is None:
+            if len(data) != 1:
+                raise UserError(f"{path}: several arrays {sorted(data)}; set mask.key")
+            key = next(iter(data))
+        if key not in data:
+            raise UserError(f"{path}: no key {key!r}; it holds {sorted(data)}")
+        arr = data[key]
+    elif suffix in (".tif", ".tiff"):
+        import tifffile
+
+        arr = tifffile.imread(path)
+    else:
+        raise UserError(f"{path}: mask must be .npy, .mat or .tif, not {suffix!r}")
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"{path}: mask must be a 2D numeric phase map, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"{path}: mask contains NaN or inf")
+    return arr
+
+
+def estimate_pupil_radius_px(phase: np.ndarray) -> float:
+    """Radius of the mask's non-zero support, sqrt(area/π), in file pixels."""
+    support = phase != 0
+    if support.mean() > 0.95 or support.sum() < 16:
+        raise UserError("cannot infer the pupil radius from the mask support; "
+                        "set mask.pupil_radius_px")
+    return math.sqrt(support.sum() / math.pi)
+
+
+def resample_phase(phase: np.ndarray, pupil_radius_px: float, grid: PupilGrid) -> torch.Tensor:
+    """Resample a file phase map onto ``grid`` [rad], float32 (n_px, n_px).
+
+    Interpolates exp(i·φ) bilinearly and takes its angle, so wrapped phases stay exact.
+    """
+    n_file = phase.shape[0]
+    if phase.shape[0] != phase.shape[1]:
+        raise UserError(f"mask must be square, got shape {phase.shape}")
+    field = torch.from_numpy(np.exp(1j * phase))
+    img = torch.stack([field.real, field.imag])[None].to(torch.float64)  # (1, 2, N, N)
+    k = grid.k_1d(torch.float64) / grid.k_max  # normalised pupil coordinate
+    centre = (n_file - 1) / 2.0
+    pos_px = centre + k * pupil_radius_px  # file pixel coordinates
+    norm = 2.0 * pos_px / (n_file - 1) - 1.0  # align_corners=True convention
+    gy, gx = torch.meshgrid(norm, norm, indexing="ij")
+    sample_grid = torch.stack([gx, gy], dim=-1)[None]
+    out = F.grid_sample(img, sample_grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=True)[0]
+    return torch.atan2(out[1], out[0]).to(torch.float32)

@@ -1,0 +1,233 @@
+"""PSF models: emitters (nm, photons) → expected photons per camera pixel.
+
+Every model renders a small square patch around each emitter (batched over emitters, no
+Python loop per emitter) and ``render`` places the patches into frames. Positions follow
+DESIGN §3: x along columns, y along rows, origin at the top-left corner of the top-left
+pixel, so pixel i spans [i, i+1)·pixel_size_nm. Shapes: N emitters, P patch pixels,
+T frames, H×W frame.
+
+Models:
+- ``PupilPSF``: scalar Fourier optics, |F{P}|², by a matrix DFT so that pupil sampling and
+  pixel size are independent; normalised to the emitter's photons over the infinite plane.
+- ``GaussianPSF`` / ``AstigmaticGaussianPSF``: integrated (erf) Gaussians, exact per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from deepsmlm.optics.pupil import PupilGrid, defocus_phase_terms
+
+
+def patch_origin(xy_nm: torch.Tensor, pixel_size_nm: float, patch_px: int) -> torch.Tensor:
+    """Top-left pixel (row, col) of each emitter's patch, long (N, 2).
+
+    The emitter's own pixel sits at index P//2 of the patch.
+    """
+    ij = torch.floor(xy_nm.detach().flip(-1) / pixel_size_nm).long()  # (row, col)
+    return ij - patch_px // 2
+
+
+def place_patches(values: torch.Tensor, origin: torch.Tensor, frame_idx: torch.Tensor,
+                  shape: tuple[int, int, int]) -> torch.Tensor:
+    """Sum patches (N, P, P) into frames (T, H, W); parts outside the frame are dropped.
+
+    Differentiable with respect to ``values``.
+    """
+    n_frames, height, width = shape
+    n, p, _ = values.shape
+    out = values.new_zeros(n_frames * height * width)
+    if n == 0:
+        return out.view(shape)
+    ar = torch.arange(p, device=values.device)
+    rows = origin[:, 0, None] + ar  # (N, P)
+    cols = origin[:, 1, None] + ar
+    valid = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
+    flat = (frame_idx.long()[:, None, None] * height + rows[:, :, None]) * width + cols[:, None]
+    return out.index_add(0, flat[valid], values[valid]).view(shape)
+
+
+class PSF(nn.Module):
+    """Base class: subclasses implement ``patches``."""
+
+    pixel_size_nm: float
+    patch_px: int
+
+    def patches(self, xyz_nm: torch.Tensor, photons: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected photons per pixel around each emitter: values (N, P, P), origin (N, 2)."""
+        raise NotImplementedError
+
+    def render(self, xyz_nm: torch.Tensor, photons: torch.Tensor, frame_idx: torch.Tensor,
+               shape: tuple[int, int, int], chunk: int = 2048) -> torch.Tensor:
+        """Expected photon image (T, H, W) of emitters xyz_nm (N, 3) with photons (N,)."""
+        out = None
+        for s in range(0, max(len(photons), 1), chunk):
+            vals, origin = self.patches(xyz_nm[s:s + chunk], photons[s:s + chunk])
+            part = place_patches(vals, origin, frame_idx[s:s + chunk], shape)
+            out = part if out is None else out + part
+        return out
+
+    def forward(self, xyz_nm: torch.Tensor, photons: torch.Tensor) -> torch.Tensor:
+        return self.patches(xyz_nm, photons)[0]
+
+
+# ------------------------------------------------------------------ Gaussian models
+def integrated_gaussian_patches(xy_nm: torch.Tensor, sigma_x_nm: torch.Tensor,
+                                sigma_y_nm: torch.Tensor, photons: torch.Tensor,
+                                pixel_size_nm: float, patch_px: int
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel integrals of an elliptical Gaussian of total ``photons``: (N, P, P), (N, 2).
+
+    value[r, c] = photons · ∫_row r ∫_col c N(x; x0, σx²) N(y; y0, σy²) dx dy, by erf.
+    """
+    origin = patch_origin(xy_nm, pixel_size_nm, patch_px)
+    edges = torch.arange(patch_px + 1, device=xy_nm.device, dtype=xy_nm.dtype)
+    # pixel edges relative to the emitter, nm: (N, P+1)
+    ex = (origin[:, 1, None] + edges) * pixel_size_nm - xy_nm[:, 0, None]
+    ey = (origin[:, 0, None] + edges) * pixel_size_nm - xy_nm[:, 1, None]
+    cx = torch.erf(ex / (math.sqrt(2.0) * sigma_x_nm[:, None]))
+    cy = torch.erf(ey / (math.sqrt(2.0) * sigma_y_nm[:, None]))
+    px = 0.5 * (cx[:, 1:] - cx[:, :-1])
+    py = 0.5 * (cy[:, 1:] - cy[:, :-1])
+    return photons[:, None, None] * py[:, :, None] * px[:, None, :], origin
+
+
+class GaussianPSF(PSF):
+    """Integrated isotropic 2D Gaussian of width ``sigma_nm`` (z ignored)."""
+
+    def __init__(self, sigma_nm: float, pixel_size_nm: float, patch_px: int | None = None):
+        super().__init__()
+        self.sigma_nm = float(sigma_nm)
+        self.pixel_size_nm = float(pixel_size_nm)
+        self.patch_px = patch_px or _odd(2 * math.ceil(4 * sigma_nm / pixel_size_nm) + 1)
+
+    def patches(self, xyz_nm, photons):
+        sigma = torch.full_like(photons, self.sigma_nm)
+        return integrated_gaussian_patches(xyz_nm[:, :2], sigma, sigma, photons,
+                                           self.pixel_size_nm, self.patch_px)
+
+
+class AstigmaticGaussianPSF(PSF):
+    """Integrated elliptical Gaussian whose x and y foci sit at focus ± focal_offset.
+
+    σx(z) = σ0·sqrt(1 + ((z − focus − c)/d)²),  σy(z) = σ0·sqrt(1 + ((z − focus + c)/d)²).
+    """
+
+    def __init__(self, sigma_nm: float, focal_offset_nm: float, depth_of_focus_nm: float,
+                 focus_nm: float, pixel_size_nm: float, patch_px: int | None = None,
+                 z_max_abs_nm: float = 1000.0):
+        super().__init__()
+        self.sigma_nm = float(sigma_nm)
+        self.focal_offset_nm = float(focal_offset_nm)
+        self.depth_of_focus_nm = float(depth_of_focus_nm)
+        self.focus_nm = float(focus_nm)
+        self.pixel_size_nm = float(pixel_size_nm)
+        widest = self.sigmas(torch.tensor([z_max_abs_nm + focal_offset_nm + focus_nm]))[0]
+        self.patch_px = patch_px or _odd(2 * math.ceil(4 * float(widest) / pixel_size_nm) + 1)
+
+    def sigmas(self, z_nm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dz = z_nm - self.focus_nm
+        sx = self.sigma_nm * torch.sqrt(1 + ((dz - self.focal_offset_nm) / self.depth_of_focus_nm) ** 2)
+        sy = self.sigma_nm * torch.sqrt(1 + ((dz + self.focal_offset_nm) / self.depth_of_focus_nm) ** 2)
+        return sx, sy
+
+    def patches(self, xyz_nm, photons):
+        sx, sy = self.sigmas(xyz_nm[:, 2])
+        return integrated_gaussian_patches(xyz_nm[:, :2], sx, sy, photons,
+                                           self.pixel_size_nm, self.patch_px)
+
+
+# ------------------------------------------------------------------ pupil model
+class PupilPSF(PSF):
+    """Scalar pupil PSF (DESIGN §4.1), computed by a matrix DFT on a patch per emitter.
+
+    For emitter n at (x, y, z) and image sample points (X, Y) relative to it:
+        E_n(X, Y) = dk² Σ_k P_n(k)·exp(i2π(kx·X + ky·Y)),   P_n = A·e^{iφ}·e^{i kz_s z − i kz_i f}
+        I_n = photons_n·|E_n|² / (dk² Σ_k |P_n(k)|²)        [photons/nm², ∫ I dA = photons]
+    The pixel value is I averaged over ``oversampling``² sub-pixel points × pixel area.
+
+    ``mask_phase`` [rad] (n_px, n_px) is a tensor attribute; make it an ``nn.Parameter``
+    (``set_mask_phase(..., learnable=True)``) to learn it.
+    """
+
+    def __init__(self, grid: PupilGrid, n_sample: float, n_immersion: float, focus_nm: float,
+                 pixel_size_nm: float, patch_px: int, oversampling: int = 1,
+                 mask_phase: torch.Tensor | None = None,
+                 aberration_phase: torch.Tensor | None = None):
+        super().__init__()
+        if patch_px * pixel_size_nm > grid.period_nm:
+            raise ValueError(
+                f"patch of {patch_px} px × {pixel_size_nm} nm exceeds the pupil grid's image "
+                f"period {grid.period_nm:.0f} nm; raise optics.pupil_grid_px or lower patch_px")
+        self.grid = grid
+        self.focus_nm = float(focus_nm)
+        self.pixel_size_nm = float(pixel_size_nm)
+        self.patch_px = int(patch_px)
+        self.oversampling = int(oversampling)
+        n = grid.n_px
+        kz_s, kz_i = defocus_phase_terms(grid, n_sample, n_immersion)
+        self.register_buffer("kz_sample", kz_s, persistent=False)
+        self.register_buffer("kz_immersion", kz_i, persistent=False)
+        self.register_buffer("aperture", grid.aperture(torch.float32), persistent=False)
+        self.register_buffer("k_1d", grid.k_1d(torch.float32), persistent=False)
+        zero = torch.zeros(n, n)
+        self.register_buffer("aberration_phase",
+                             zero.clone() if aberration_phase is None else aberration_phase.float(),
+                             persistent=False)
+        self.mask_phase: torch.Tensor
+        self.register_buffer("mask_phase", zero.clone(), persistent=False)
+        if mask_phase is not None:
+            self.set_mask_phase(mask_phase)
+
+    def set_mask_phase(self, phase: torch.Tensor, learnable: bool = False) -> None:
+        """Replace the phase mask [rad], shape (n_px, n_px)."""
+        phase = phase.detach().to(self.aperture.device, torch.float32).clone()
+        if "mask_phase" in self._buffers:
+            del self._buffers["mask_phase"]
+        elif "mask_phase" in self._parameters:
+            del self._parameters["mask_phase"]
+        if learnable:
+            self.mask_phase = nn.Parameter(phase)
+        else:
+            self.register_buffer("mask_phase", phase, persistent=False)
+
+    def pupil(self, z_nm: torch.Tensor, mask_phase: torch.Tensor | None = None) -> torch.Tensor:
+        """Pupil fields P_n(k) for depths z_nm (N,): complex64 (N, n_px, n_px)."""
+        phi = (self.mask_phase if mask_phase is None else mask_phase) + self.aberration_phase
+        base = self.aperture * torch.exp(1j * phi)  # (n, n)
+        axial = 1j * (self.kz_sample * z_nm[:, None, None].to(self.kz_sample.dtype)
+                      - self.kz_immersion * self.focus_nm)
+        return base * torch.exp(axial)
+
+    def sample_offsets_nm(self, xy_nm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch origin (N, 2) and sample points relative to each emitter: X (N, P·os), Y."""
+        os_ = self.oversampling
+        origin = patch_origin(xy_nm, self.pixel_size_nm, self.patch_px)
+        sub = (torch.arange(self.patch_px * os_, device=xy_nm.device, dtype=xy_nm.dtype)
+               + 0.5) / os_  # sub-pixel centres in px from the patch corner
+        x_rel = (origin[:, 1, None] + sub) * self.pixel_size_nm - xy_nm[:, 0, None]
+        y_rel = (origin[:, 0, None] + sub) * self.pixel_size_nm - xy_nm[:, 1, None]
+        return origin, x_rel, y_rel
+
+    def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None):
+        origin, x_rel, y_rel = self.sample_offsets_nm(xyz_nm[:, :2])
+        pupil = self.pupil(xyz_nm[:, 2], mask_phase)  # (N, n, n)
+        two_pi_k = 2.0 * math.pi * self.k_1d
+        ax = torch.exp(1j * (x_rel[:, :, None].float() * two_pi_k))  # (N, P·os, n)
+        ay = torch.exp(1j * (y_rel[:, :, None].float() * two_pi_k))
+        field = ay @ pupil @ ax.transpose(1, 2)  # (N, P·os, P·os) without the dk² factor
+        intensity = field.real ** 2 + field.imag ** 2
+        os_, p = self.oversampling, self.patch_px
+        if os_ > 1:
+            intensity = intensity.view(-1, p, os_, p, os_).mean(dim=(2, 4))
+        energy = (pupil.real ** 2 + pupil.imag ** 2).sum(dim=(1, 2))  # Σ|P|²
+        scale = photons * (self.grid.dk * self.pixel_size_nm) ** 2 / energy
+        return intensity * scale[:, None, None], origin
+
+
+def _odd(n: int) -> int:
+    return n if n % 2 == 1 else n + 1

@@ -1,0 +1,1 @@
+"""Scenes (structures, blinking), backgrounds and the simulator that composes them."""

@@ -1,0 +1,91 @@
+"""Which emitters are on in which frame, and how bright: counts, blinking, photons.
+
+``emit(structure, n_frames, ...)`` returns an ``EmitterSet`` over frames 0..T−1.
+Without blinking every frame is independent (the usual training regime); with blinking a
+fixed pool of fluorophores switches on and off as a two-state Markov chain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from deepsmlm.emitters import EmitterSet
+
+
+class Structure(Protocol):
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class PhotonDistribution:
+    """Photons per emitter per frame: uniform [lo, hi], lognormal (mean, std),
+    exponential (mean) or constant (mean)."""
+
+    kind: str = "uniform"
+    lo: float = 1000.0
+    hi: float = 5000.0
+    mean: float = 2000.0
+    std: float = 500.0
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.kind == "uniform":
+            return self.lo + (self.hi - self.lo) * torch.rand(n, generator=generator)
+        if self.kind == "constant":
+            return torch.full((n,), self.mean)
+        if self.kind == "exponential":
+            u = torch.rand(n, generator=generator).clamp_min(1e-12)
+            return -self.mean * torch.log(u)
+        if self.kind == "lognormal":
+            s2 = math.log1p((self.std / self.mean) ** 2)
+            mu = math.log(self.mean) - s2 / 2
+            return torch.exp(mu + math.sqrt(s2) * torch.randn(n, generator=generator))
+        raise ValueError(f"unknown photon distribution {self.kind!r}")
+
+
+def emit_independent(structure: Structure, n_frames: int, counts: torch.Tensor,
+                     photons: PhotonDistribution, generator: torch.Generator | None = None
+                     ) -> EmitterSet:
+    """Fresh emitters in every frame: ``counts`` (T,) emitters in frame t."""
+    total = int(counts.sum())
+    frame = torch.repeat_interleave(torch.arange(n_frames), counts.long())
+    xyz = structure.sample(total, generator)
+    return EmitterSet(xyz.float(), photons.sample(total, generator).float(), frame)
+
+
+def draw_counts(n_frames: int, mean: float | None = None, lo_hi: tuple[int, int] | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Emitters per frame: Poisson(mean) or uniform integers in [lo, hi]. Long (T,)."""
+    if lo_hi is not None:
+        lo, hi = lo_hi
+        return torch.randint(lo, hi + 1, (n_frames,), generator=generator)
+    return torch.poisson(torch.full((n_frames,), float(mean)), generator=generator).long()
+
+
+def emit_blinking(structure: Structure, n_frames: int, mean_active: float,
+                  mean_on_frames: float, duty_cycle: float, photons: PhotonDistribution,
+                  generator: torch.Generator | None = None) -> EmitterSet:
+    """A pool of M = mean_active/duty_cycle fluorophores blinking over frames.
+
+    On → off with probability p_off = 1/mean_on_frames per frame; off → on with
+    p_on = duty·p_off/(1 − duty), so the stationary on-fraction is ``duty_cycle`` and the
+    mean number of active emitters per frame is ``mean_active``. ``id`` is the fluorophore.
+    """
+    pool = max(1, round(mean_active / duty_cycle))
+    p_off = 1.0 / mean_on_frames
+    p_on = min(1.0, duty_cycle * p_off / (1.0 - duty_cycle))
+    xyz = structure.sample(pool, generator).float()
+    state = torch.rand(pool, generator=generator) < duty_cycle
+    frames, ids = [], []
+    for t in range(n_frames):
+        on = state.nonzero().squeeze(1)
+        frames.append(torch.full((len(on),), t, dtype=torch.long))
+        ids.append(on)
+        u = torch.rand(pool, generator=generator)
+        state = torch.where(state, u >= p_off, u < p_on)
+    frame = torch.cat(frames)
+    idx = torch.cat(ids)
+    return EmitterSet(xyz[idx], photons.sample(len(idx), generator).float(), frame, idx)
