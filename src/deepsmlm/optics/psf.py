@@ -39,15 +39,17 @@ def place_patches(values: torch.Tensor, origin: torch.Tensor, frame_idx: torch.T
     """
     n_frames, height, width = shape
     n, p, _ = values.shape
-    out = values.new_zeros(n_frames * height * width)
+    size = n_frames * height * width
     if n == 0:
-        return out.view(shape)
+        return values.new_zeros(shape)
     ar = torch.arange(p, device=values.device)
     rows = origin[:, 0, None] + ar  # (N, P)
     cols = origin[:, 1, None] + ar
     valid = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
     flat = (frame_idx.long()[:, None, None] * height + rows[:, :, None]) * width + cols[:, None]
-    return out.index_add(0, flat[valid], values[valid]).view(shape)
+    flat = torch.where(valid, flat, size)  # out-of-frame pixels go to one dropped slot
+    out = values.new_zeros(size + 1).index_add(0, flat.reshape(-1), values.reshape(-1))
+    return out[:size].view(shape)
 
 
 class PSF(nn.Module):
@@ -174,6 +176,13 @@ class PupilPSF(PSF):
         self.register_buffer("kz_immersion", kz_i, persistent=False)
         self.register_buffer("aperture", grid.aperture(torch.float32), persistent=False)
         self.register_buffer("k_1d", grid.k_1d(torch.float32), persistent=False)
+        self.evanescent = bool((kz_s.imag.abs() * self.aperture).max() > 0)
+        # Shared image-plane DFT: samples at sub-pixel centres relative to the emitter's own
+        # pixel corner; the in-pixel offset enters as a pupil phase ramp.
+        sub = (torch.arange(patch_px * oversampling, dtype=torch.float64) + 0.5) / oversampling
+        pos_nm = (sub - patch_px // 2) * pixel_size_nm
+        dft = torch.exp(2j * math.pi * pos_nm[:, None] * grid.k_1d(torch.float64)[None, :])
+        self.register_buffer("dft", dft.to(torch.complex64), persistent=False)  # (P·os, n)
         zero = torch.zeros(n, n)
         self.register_buffer("aberration_phase",
                              zero.clone() if aberration_phase is None else aberration_phase.float(),
@@ -195,36 +204,42 @@ class PupilPSF(PSF):
         else:
             self.register_buffer("mask_phase", phase, persistent=False)
 
-    def pupil(self, z_nm: torch.Tensor, mask_phase: torch.Tensor | None = None) -> torch.Tensor:
-        """Pupil fields P_n(k) for depths z_nm (N,): complex64 (N, n_px, n_px)."""
-        phi = (self.mask_phase if mask_phase is None else mask_phase) + self.aberration_phase
-        base = self.aperture * torch.exp(1j * phi)  # (n, n)
-        axial = 1j * (self.kz_sample * z_nm[:, None, None].to(self.kz_sample.dtype)
-                      - self.kz_immersion * self.focus_nm)
-        return base * torch.exp(axial)
+    def pupil(self, z_nm: torch.Tensor, shift_nm: torch.Tensor | None = None,
+              mask_phase: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pupil fields P_n(k) for depths z_nm (N,): complex64 (N, n_px, n_px), and Σ|P_n|².
 
-    def sample_offsets_nm(self, xy_nm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch origin (N, 2) and sample points relative to each emitter: X (N, P·os), Y."""
-        os_ = self.oversampling
-        origin = patch_origin(xy_nm, self.pixel_size_nm, self.patch_px)
-        sub = (torch.arange(self.patch_px * os_, device=xy_nm.device, dtype=xy_nm.dtype)
-               + 0.5) / os_  # sub-pixel centres in px from the patch corner
-        x_rel = (origin[:, 1, None] + sub) * self.pixel_size_nm - xy_nm[:, 0, None]
-        y_rel = (origin[:, 0, None] + sub) * self.pixel_size_nm - xy_nm[:, 1, None]
-        return origin, x_rel, y_rel
+        ``shift_nm`` (N, 2) adds the lateral phase ramp exp(−i2π(kx·x + ky·y)).
+        """
+        phi = (self.mask_phase if mask_phase is None else mask_phase) + self.aberration_phase
+        base = phi - self.kz_immersion.real * self.focus_nm  # (n, n)
+        z = z_nm.float()[:, None, None]
+        phase = torch.addcmul(base, self.kz_sample.real, z)  # (N, n, n)
+        if shift_nm is not None:
+            two_pi_k = 2.0 * math.pi * self.k_1d
+            phase = phase - (shift_nm[:, 0, None, None].float() * two_pi_k)
+            phase = phase - (shift_nm[:, 1, None, None].float() * two_pi_k[:, None])
+        if self.evanescent:  # supercritical light decays with depth
+            amp = self.aperture * torch.exp(-self.kz_sample.imag * z.clamp_min(0.0))
+            energy = (amp ** 2).sum(dim=(1, 2))
+        else:
+            amp = self.aperture[None]
+            energy = self.aperture.sum().expand(phase.shape[0])
+        return torch.polar(amp, phase), energy
 
     def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None):
-        origin, x_rel, y_rel = self.sample_offsets_nm(xyz_nm[:, :2])
-        pupil = self.pupil(xyz_nm[:, 2], mask_phase)  # (N, n, n)
-        two_pi_k = 2.0 * math.pi * self.k_1d
-        ax = torch.exp(1j * (x_rel[:, :, None].float() * two_pi_k))  # (N, P·os, n)
-        ay = torch.exp(1j * (y_rel[:, :, None].float() * two_pi_k))
-        field = ay @ pupil @ ax.transpose(1, 2)  # (N, P·os, P·os) without the dk² factor
-        intensity = field.real ** 2 + field.imag ** 2
+        xy_px = xyz_nm[:, :2] / self.pixel_size_nm
+        frac_nm = (xy_px - torch.floor(xy_px.detach())) * self.pixel_size_nm  # in-pixel offset
+        origin = patch_origin(xyz_nm[:, :2], self.pixel_size_nm, self.patch_px)
+        pupil, energy = self.pupil(xyz_nm[:, 2], frac_nm, mask_phase)  # (N, n, n)
+        n, m = pupil.shape[0], self.grid.n_px
+        dft_t = self.dft.t()  # (n_px, P·os), shared by x and y
+        # E_n = A · P_n · Aᵀ as two large GEMMs over all emitters
+        half = (pupil.reshape(n * m, m) @ dft_t).view(n, m, -1)  # (N, ky, X)
+        field = (half.transpose(1, 2).reshape(-1, m) @ dft_t).view(n, -1, dft_t.shape[1])
+        intensity = (field.real ** 2 + field.imag ** 2).transpose(1, 2)  # (N, Y, X)
         os_, p = self.oversampling, self.patch_px
         if os_ > 1:
-            intensity = intensity.view(-1, p, os_, p, os_).mean(dim=(2, 4))
-        energy = (pupil.real ** 2 + pupil.imag ** 2).sum(dim=(1, 2))  # Σ|P|²
+            intensity = intensity.reshape(-1, p, os_, p, os_).mean(dim=(2, 4))
         scale = photons * (self.grid.dk * self.pixel_size_nm) ** 2 / energy
         return intensity * scale[:, None, None], origin
 
