@@ -265,7 +265,8 @@ def experiment_from_dict(data: dict, source: str = "experiment", base_dir: Path 
     if isinstance(mask, FileMask):
         p = Path(os.path.expandvars(os.path.expanduser(mask.path)))
         if not p.is_absolute() and base_dir is not None:
-            p = (base_dir / p).resolve()
+            # relative to the file's folder as the user named it (symlinks not resolved)
+            p = Path(os.path.abspath(base_dir / p))
         mask.path = str(p)
     return exp
 
