@@ -97,8 +97,22 @@ def _version() -> str:
     return f"deepsmlm {__version__}"
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let '--z-nm -400:400:100' through argparse, which reads '-400…' as an option."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a == "--z-nm":
+            nxt = next(it, None)
+            out.append(a if nxt is None else f"{a}={nxt}")
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_join_negative_values(list(argv)))
     try:
         args.func(args)
     except UserError as err:

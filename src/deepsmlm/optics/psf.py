@@ -133,8 +133,9 @@ class AstigmaticGaussianPSF(PSF):
 
     def sigmas(self, z_nm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dz = z_nm - self.focus_nm
-        sx = self.sigma_nm * torch.sqrt(1 + ((dz - self.focal_offset_nm) / self.depth_of_focus_nm) ** 2)
-        sy = self.sigma_nm * torch.sqrt(1 + ((dz + self.focal_offset_nm) / self.depth_of_focus_nm) ** 2)
+        c, d = self.focal_offset_nm, self.depth_of_focus_nm
+        sx = self.sigma_nm * torch.sqrt(1 + ((dz - c) / d) ** 2)
+        sy = self.sigma_nm * torch.sqrt(1 + ((dz + c) / d) ** 2)
         return sx, sy
 
     def patches(self, xyz_nm, photons):

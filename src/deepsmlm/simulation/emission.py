@@ -35,7 +35,7 @@ class PhotonDistribution:
         if self.kind == "uniform":
             return self.lo + (self.hi - self.lo) * torch.rand(n, generator=generator)
         if self.kind == "constant":
-            return torch.full((n,), self.mean)
+            return torch.full((n,), float(self.mean))
         if self.kind == "exponential":
             u = torch.rand(n, generator=generator).clamp_min(1e-12)
             return -self.mean * torch.log(u)
