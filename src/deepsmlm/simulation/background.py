@@ -7,6 +7,11 @@ from dataclasses import dataclass
 import torch
 
 
+def _device(generator: torch.Generator | None) -> torch.device | None:
+    """Draw on the generator's device (CPU or GPU)."""
+    return generator.device if generator is not None else None
+
+
 @dataclass(frozen=True)
 class ConstantBackground:
     """One level per frame, uniform in [lo, hi] photons/px (lo == hi: fixed)."""
@@ -16,7 +21,8 @@ class ConstantBackground:
     def __call__(self, n_frames: int, shape: tuple[int, int],
                  generator: torch.Generator | None = None) -> torch.Tensor:
         lo, hi = self.photons_per_px
-        level = lo + (hi - lo) * torch.rand(n_frames, generator=generator)
+        level = torch.rand(n_frames, generator=generator, device=_device(generator))
+        level = lo + (hi - lo) * level
         return level[:, None, None].expand(n_frames, *shape)
 
 
@@ -32,9 +38,10 @@ class SmoothBackground:
     def __call__(self, n_frames: int, shape: tuple[int, int],
                  generator: torch.Generator | None = None) -> torch.Tensor:
         h, w = shape
-        noise = torch.randn(h, w, generator=generator, dtype=torch.float64)
-        fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
-        fx = torch.fft.fftfreq(w, dtype=torch.float64)[None, :]
+        dev = _device(generator)
+        noise = torch.randn(h, w, generator=generator, dtype=torch.float64, device=dev)
+        fy = torch.fft.fftfreq(h, dtype=torch.float64, device=dev)[:, None]
+        fx = torch.fft.fftfreq(w, dtype=torch.float64, device=dev)[None, :]
         kernel = torch.exp(-2 * (torch.pi * self.length_px) ** 2 * (fx ** 2 + fy ** 2))
         field = torch.fft.ifft2(torch.fft.fft2(noise) * kernel).real
         field = (field - field.min()) / (field.max() - field.min()).clamp_min(1e-12)
