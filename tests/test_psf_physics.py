@@ -217,3 +217,46 @@ def test_tetrapod_extent_grows_across_the_axial_range():
     assert np.all(np.diff(rms[: i_min + 1]) < 0.3) and np.all(np.diff(rms[i_min:]) > -0.3)
     # the compact PSF is still far wider than a clear-aperture spot (≈1.3 px rms)
     assert rms.min() > 4
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".mat", ".tif"])
+def test_mask_files_load_in_every_format(tmp_path, suffix):
+    from scipy.io import savemat
+
+    from deepsmlm.build import mask_phase, pupil_grid
+    from deepsmlm.errors import UserError
+
+    n = 65
+    yy, xx = np.mgrid[:n, :n] - 32.0
+    phase = (0.02 * xx * yy) * (np.hypot(xx, yy) <= 30)
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".npy":
+        np.save(path, phase)
+    elif suffix == ".mat":
+        savemat(path, {"ph": phase, "other": np.zeros(3)})
+    else:
+        import tifffile
+
+        tifffile.imwrite(path, phase.astype(np.float32))
+    mask = {"kind": "file", "path": str(path)}
+    if suffix == ".mat":
+        mask["key"] = "ph"
+    exp = make_experiment(optics={**MATCHED, "pupil_grid_px": 32, "mask": mask})
+    got = mask_phase(exp.optics, pupil_grid(exp.optics))  # radius inferred from the support
+    assert got.shape == (32, 32) and float(got.abs().max()) > 1.0
+    if suffix == ".mat":
+        bad = make_experiment(optics={**MATCHED, "mask": {**mask, "key": "nope"}})
+        with pytest.raises(UserError, match="no key 'nope'"):
+            mask_phase(bad.optics, pupil_grid(bad.optics))
+
+
+def test_pixel_integration_converges_with_oversampling():
+    # 160 nm pixels are coarse for a 600 nm / NA 1.4 PSF: point sampling overestimates the peak
+    peaks = {}
+    for os_ in (1, 2, 4, 8):
+        exp = pupil_exp(pixel_size_nm=160.0, pupil_grid_px=64, patch_px=21,
+                        pixel_oversampling=os_)
+        peaks[os_] = psf_stack(exp, np.array([0.0]))[0].max()
+    err = {k: abs(v - peaks[8]) for k, v in peaks.items() if k != 8}
+    assert err[1] > err[2] > err[4] and peaks[1] > peaks[8]
+    assert err[4] < 0.01 * peaks[8]

@@ -248,7 +248,7 @@ def _format_error(err: ValidationError, source: str) -> str:
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown kind; allowed: {e.get('ctx', {}).get('expected_tags', '')}"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
     return f"{source}: " + "; ".join(parts)
 
 
