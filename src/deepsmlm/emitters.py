@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -18,6 +19,7 @@ class EmitterSet:
     photons: torch.Tensor
     frame: torch.Tensor
     id: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    uncertainty_nm: torch.Tensor | None = None  # lateral localization precision (N,), optional
 
     def __post_init__(self):
         n = self.xyz_nm.shape[0]
@@ -27,6 +29,8 @@ class EmitterSet:
             raise ValueError("photons and frame must be (N,) like xyz_nm")
         if self.id is None:
             self.id = torch.arange(n, dtype=torch.long)
+        if self.uncertainty_nm is not None and self.uncertainty_nm.shape != (n,):
+            raise ValueError("uncertainty_nm must be (N,) like xyz_nm")
 
     def __len__(self) -> int:
         return self.xyz_nm.shape[0]
@@ -36,8 +40,9 @@ class EmitterSet:
         return cls(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, dtype=torch.long))
 
     def subset(self, index: torch.Tensor) -> EmitterSet:
+        unc = None if self.uncertainty_nm is None else self.uncertainty_nm[index]
         return EmitterSet(self.xyz_nm[index], self.photons[index], self.frame[index],
-                          self.id[index])
+                          self.id[index], unc)
 
     def in_frame(self, t: int) -> EmitterSet:
         return self.subset(self.frame == t)
@@ -46,5 +51,29 @@ class EmitterSet:
     def cat(sets: list[EmitterSet]) -> EmitterSet:
         if not sets:
             return EmitterSet.empty()
+        unc = None
+        if all(s.uncertainty_nm is not None for s in sets):
+            unc = torch.cat([s.uncertainty_nm for s in sets])
         return EmitterSet(torch.cat([s.xyz_nm for s in sets]), torch.cat([s.photons for s in sets]),
-                          torch.cat([s.frame for s in sets]), torch.cat([s.id for s in sets]))
+                          torch.cat([s.frame for s in sets]), torch.cat([s.id for s in sets]),
+                          unc)
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """Columns as numpy arrays (xyz in nm, frame 0-based)."""
+        out = {"id": self.id.cpu().numpy(), "frame": self.frame.cpu().numpy(),
+               "xyz_nm": self.xyz_nm.detach().cpu().double().numpy(),
+               "photons": self.photons.detach().cpu().double().numpy()}
+        if self.uncertainty_nm is not None:
+            out["uncertainty_nm"] = self.uncertainty_nm.detach().cpu().double().numpy()
+        return out
+
+    @classmethod
+    def from_numpy(cls, xyz_nm, photons, frame, id=None, uncertainty_nm=None) -> EmitterSet:
+        """Build from arrays; frame 0-based."""
+        t = torch.as_tensor
+        return cls(t(np.asarray(xyz_nm, np.float64)).float().reshape(-1, 3),
+                   t(np.asarray(photons, np.float64)).float(),
+                   t(np.asarray(frame)).long(),
+                   None if id is None else t(np.asarray(id)).long(),
+                   None if uncertainty_nm is None
+                   else t(np.asarray(uncertainty_nm, np.float64)).float())

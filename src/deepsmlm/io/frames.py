@@ -6,8 +6,76 @@ Stacks are ImageJ hyperstacks (T×H×W) so Fiji, napari and tifffile read the pi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from deepsmlm.errors import UserError
+
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.uint32, np.int16, np.int32, np.float32,
+                    np.float64)
+
+
+@dataclass
+class Stack:
+    """A frame stack: ``data`` (T, H, W), memory-mapped when the file allows it."""
+
+    data: np.ndarray
+    pixel_size_nm: float | None
+    path: Path
+    memory_mapped: bool
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def chunks(self, size: int):
+        """Yield (t0, frames as float32) in chunks of ``size`` frames; NaN/inf is an error."""
+        for t0 in range(0, len(self), size):
+            block = np.asarray(self.data[t0:t0 + size], dtype=np.float32)
+            if not np.all(np.isfinite(block)):
+                raise UserError(f"{self.path}: frames {t0}..{t0 + len(block) - 1} contain "
+                                "NaN or inf")
+            yield t0, block
+
+
+def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Stack:
+    """Open a TIFF / OME-TIFF / ImageJ stack (T, H, W); memory-mapped where possible.
+
+    Errors (``UserError``): missing file, not a TIFF, not a stack (a single 2D image unless
+    ``allow_single_frame``; more than 3 dimensions), unsupported dtype, NaN in a float stack
+    (checked here for small stacks and per chunk by ``Stack.chunks``).
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"movie not found: {path}")
+    try:
+        try:
+            data = tifffile.memmap(path, mode="r")
+            mapped = True
+        except (ValueError, OSError):
+            data = tifffile.imread(path)
+            mapped = False
+    except (tifffile.TiffFileError, ValueError, OSError) as err:
+        raise UserError(f"{path}: cannot read as TIFF ({err})") from None
+    data = np.squeeze(data) if data.ndim > 3 else data
+    if data.ndim == 2:
+        if not allow_single_frame:
+            raise UserError(f"{path}: a single {data.shape[0]}×{data.shape[1]} image, "
+                            "not a stack of frames (T×H×W)")
+        data = data[None]
+    if data.ndim != 3:
+        raise UserError(f"{path}: expected a T×H×W stack, got shape {data.shape}")
+    if data.dtype.type not in SUPPORTED_DTYPES:
+        raise UserError(f"{path}: unsupported pixel type {data.dtype} "
+                        "(expected unsigned/signed integers or float32/64)")
+    if data.shape[0] == 0 or data.shape[1] < 4 or data.shape[2] < 4:
+        raise UserError(f"{path}: empty or tiny frames, shape {data.shape}")
+    if data.dtype.kind == "f" and data.nbytes < 512 * 2**20 and not np.all(np.isfinite(data)):
+        raise UserError(f"{path}: contains NaN or inf")
+    return Stack(data, read_pixel_size_nm(path), path, mapped)
 
 
 def write_stack(path: str | os.PathLike, stack: np.ndarray, pixel_size_nm: float,
@@ -31,6 +99,10 @@ def read_pixel_size_nm(path: str | os.PathLike) -> float | None:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        if tif.ome_metadata:
+            size = _ome_pixel_size_nm(tif.ome_metadata)
+            if size is not None:
+                return size
         page = tif.pages[0]
         tag = page.tags.get("XResolution")
         if tag is None:
@@ -46,3 +118,15 @@ def read_pixel_size_nm(path: str | os.PathLike) -> float | None:
         if res_unit is not None and int(res_unit.value) == 3:  # centimetre
             return 1e7 / per_unit
         return None
+
+
+def _ome_pixel_size_nm(xml: str) -> float | None:
+    """PhysicalSizeX of an OME-XML header in nm (unit µm unless stated)."""
+    import re
+
+    m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', xml)
+    if not m:
+        return None
+    unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
+    scale = {"nm": 1.0, "µm": 1000.0, "um": 1000.0, "mm": 1e6}.get(unit.group(1) if unit else "µm")
+    return float(m.group(1)) * scale if scale else None

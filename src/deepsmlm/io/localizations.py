@@ -1,53 +1,230 @@
-"""Localization tables in our CSV (ThunderSTORM-compatible header).
-
-Columns: ``id,frame,x [nm],y [nm],z [nm],intensity [photon]`` (+ optional extras).
-``frame`` is 1-based in the file (ThunderSTORM's convention) and 0-based inside;
-x, y follow DESIGN §3 (origin at the top-left corner of the top-left pixel).
+"""Localization tables: our CSV (ThunderSTORM-compatible), ThunderSTORM CSV, Picasso HDF5,
+and the SMLM Challenge 2016 CSV. One convention inside (``EmitterSet``: nm, origin at the
+top-left corner of the top-left pixel, 0-based frames); each format converts at this
+boundary. Every column, unit and base is listed in ``docs/file_formats.md``.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
+from deepsmlm.io.atomic import atomic_path
 
 COLUMNS = ["id", "frame", "x [nm]", "y [nm]", "z [nm]", "intensity [photon]"]
+SMLM_COLUMNS = ["Ground-truth", "frame", "xnano", "ynano", "znano", "intensity"]
+# Picasso's camera-pixel coordinates put the centre of pixel i at i (ours: i + 0.5).
+PICASSO_OFFSET_PX = 0.5
+PICASSO_DTYPE = [("frame", "<u4"), ("x", "<f4"), ("y", "<f4"), ("photons", "<f4"),
+                 ("sx", "<f4"), ("sy", "<f4"), ("bg", "<f4"), ("lpx", "<f4"), ("lpy", "<f4")]
 
 
+# ------------------------------------------------------------------ our CSV / ThunderSTORM
 def write_csv(emitters: EmitterSet, path: str | os.PathLike) -> None:
-    """Write emitters as our CSV, atomically."""
-    from deepsmlm.io.atomic import atomic_path
-
-    xyz = emitters.xyz_nm.detach().cpu().double().numpy()
-    table = np.column_stack([
-        emitters.id.cpu().numpy(), emitters.frame.cpu().numpy() + 1,
-        xyz, emitters.photons.detach().cpu().double().numpy(),
-    ])
-    fmt = ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.2f"]
+    """Our CSV: ``id,frame,x [nm],y [nm],z [nm],intensity [photon][,uncertainty [nm]]``,
+    frame 1-based (as ThunderSTORM). Written atomically."""
+    a = emitters.numpy()
+    cols = [a["id"], a["frame"] + 1, a["xyz_nm"], a["photons"]]
+    header, fmt = list(COLUMNS), ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.2f"]
+    if "uncertainty_nm" in a:
+        cols.append(a["uncertainty_nm"])
+        header.append("uncertainty [nm]")
+        fmt.append("%.3f")
+    table = np.column_stack(cols) if len(a["id"]) else np.zeros((0, len(header)))
     with atomic_path(path) as tmp:
-        np.savetxt(tmp, table, fmt=fmt, delimiter=",", header=",".join(COLUMNS), comments="")
+        np.savetxt(tmp, table, fmt=fmt, delimiter=",", header=",".join(header), comments="")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return [h.strip().strip('"') for h in next(csv.reader(f), [])]
+
+
+def _load_table(path: Path, header: list[str]) -> np.ndarray:
+    try:
+        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as err:
+        raise UserError(f"{path}: not a numeric table ({err})") from None
+    if data.size and data.shape[1] != len(header):
+        raise UserError(f"{path}: {data.shape[1]} values per row but {len(header)} columns")
+    if data.size and not np.all(np.isfinite(data)):
+        raise UserError(f"{path}: contains NaN or inf")
+    return data.reshape(-1, len(header))
 
 
 def read_csv(path: str | os.PathLike) -> EmitterSet:
-    """Read our CSV (or any CSV with these ThunderSTORM-style columns) into an EmitterSet."""
-    import csv
+    """Our CSV or a ThunderSTORM CSV (frames 1-based, x/y/z in nm, quoted headers allowed).
 
-    with open(path, newline="") as f:
-        header = [h.strip().strip('"') for h in next(csv.reader(f), [])]
+    Uses ``uncertainty [nm]`` or ThunderSTORM's ``uncertainty_xy [nm]`` when present.
+    """
+    path = Path(path)
+    header = _csv_header(path)
     missing = [c for c in ("frame", "x [nm]", "y [nm]") if c not in header]
     if missing:
         raise UserError(f"{path}: missing columns {missing}; header is {header}")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    data = _load_table(path, header)
     col = {name: i for i, name in enumerate(header)}
-    n = data.shape[0]
-    z = data[:, col["z [nm]"]] if "z [nm]" in col else np.zeros(n)
-    phot = data[:, col["intensity [photon]"]] if "intensity [photon]" in col else np.ones(n)
-    ids = data[:, col["id"]] if "id" in col else np.arange(n)
-    xyz = np.column_stack([data[:, col["x [nm]"]], data[:, col["y [nm]"]], z])
-    return EmitterSet(torch.from_numpy(xyz).float(), torch.from_numpy(phot).float(),
-                      torch.from_numpy(data[:, col["frame"]] - 1).long(),
-                      torch.from_numpy(ids).long())
+    n = len(data)
+
+    def get(name, default):
+        return data[:, col[name]] if name in col else default
+
+    unc = get("uncertainty [nm]", get("uncertainty_xy [nm]", None))
+    xyz = np.column_stack([get("x [nm]", None), get("y [nm]", None), get("z [nm]", np.zeros(n))])
+    return EmitterSet.from_numpy(xyz, get("intensity [photon]", np.ones(n)),
+                                 get("frame", None).astype(np.int64) - 1,
+                                 get("id", np.arange(n)).astype(np.int64), unc)
+
+
+# ------------------------------------------------------------------ SMLM Challenge 2016
+def write_smlm(emitters: EmitterSet, path: str | os.PathLike) -> None:
+    """SMLM Challenge CSV: ``Ground-truth,frame,xnano,ynano,znano,intensity``, frame 1-based."""
+    a = emitters.numpy()
+    table = np.column_stack([a["id"] + 1, a["frame"] + 1, a["xyz_nm"], a["photons"]])
+    with atomic_path(path) as tmp:
+        np.savetxt(tmp, table.reshape(-1, 6), fmt=["%d", "%d", "%.3f", "%.3f", "%.3f", "%.2f"],
+                   delimiter=",", header=",".join(SMLM_COLUMNS), comments="")
+
+
+def read_smlm(path: str | os.PathLike) -> EmitterSet:
+    path = Path(path)
+    header = _csv_header(path)
+    if header[:6] != SMLM_COLUMNS:
+        raise UserError(f"{path}: expected the SMLM Challenge header {SMLM_COLUMNS}")
+    data = _load_table(path, header)
+    return EmitterSet.from_numpy(data[:, 2:5], data[:, 5], data[:, 1].astype(np.int64) - 1,
+                                 data[:, 0].astype(np.int64) - 1)
+
+
+# ------------------------------------------------------------------ Picasso HDF5
+def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: float,
+                  frame_shape: tuple[int, int], n_frames: int | None = None,
+                  sigma_nm: float | None = None, background_photons: float = 0.0,
+                  default_uncertainty_nm: float = 10.0, source: str = "") -> None:
+    """Picasso HDF5 (``/locs``, x/y in camera pixels, 0-based frames) + ``.yaml`` sidecar.
+
+    Without per-localization precision, ``lpx``/``lpy`` get ``default_uncertainty_nm``
+    (recorded in the metadata); ``sx``/``sy`` get ``sigma_nm`` (default 1 px).
+    """
+    import h5py
+    import yaml
+
+    from deepsmlm import __version__
+
+    path = Path(path)
+    a = emitters.numpy()
+    n = len(a["id"])
+    has_z = bool(n and np.any(a["xyz_nm"][:, 2] != 0))
+    dtype = PICASSO_DTYPE + ([("z", "<f4")] if has_z else [])
+    locs = np.zeros(n, dtype=dtype)
+    px = float(pixel_size_nm)
+    locs["frame"] = a["frame"]
+    locs["x"] = a["xyz_nm"][:, 0] / px - PICASSO_OFFSET_PX
+    locs["y"] = a["xyz_nm"][:, 1] / px - PICASSO_OFFSET_PX
+    locs["photons"] = a["photons"]
+    locs["sx"] = locs["sy"] = (sigma_nm / px) if sigma_nm else 1.0
+    locs["bg"] = background_photons
+    unc = a.get("uncertainty_nm", np.full(n, default_uncertainty_nm))
+    locs["lpx"] = locs["lpy"] = unc / px
+    if has_z:
+        locs["z"] = a["xyz_nm"][:, 2]  # Picasso keeps z in nm
+    h, w = frame_shape
+    frames = int(n_frames if n_frames is not None else (a["frame"].max() + 1 if n else 0))
+    info = [{"Generated by": f"deepsmlm {__version__}", "File": source, "Frames": frames,
+             "Height": int(h), "Width": int(w), "Pixelsize": px,
+             "Byte Order": "<", "Data Type": "uint16",
+             "deepsmlm": {"coordinates": "x, y in camera pixels, pixel centre at integers",
+                          "lpx nominal": "uncertainty_nm" not in a}}]
+    import json
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("locs", data=locs)
+            f.create_dataset("metadata", data=json.dumps(info))
+    with atomic_path(path.with_suffix(".yaml")) as tmp:
+        tmp.write_text(yaml.safe_dump_all(info, sort_keys=False))
+
+
+def read_picasso_info(path: str | os.PathLike) -> list[dict]:
+    """Picasso metadata: the ``.yaml`` sidecar, else the embedded ``/metadata`` JSON."""
+    import yaml
+
+    path = Path(path)
+    side = path.with_suffix(".yaml")
+    if side.is_file():
+        return [d for d in yaml.safe_load_all(side.read_text()) if d]
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "metadata" in f:
+            raw = f["metadata"][()]
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    return []
+
+
+def read_picasso(path: str | os.PathLike, pixel_size_nm: float | None = None) -> EmitterSet:
+    """Read a Picasso HDF5 file; the pixel size comes from its metadata unless given."""
+    import h5py
+
+    path = Path(path)
+    if pixel_size_nm is None:
+        sizes = [d["Pixelsize"] for d in read_picasso_info(path) if "Pixelsize" in d]
+        if not sizes:
+            raise UserError(f"{path}: no Pixelsize in its metadata; give the pixel size")
+        pixel_size_nm = float(sizes[-1])
+    try:
+        with h5py.File(path, "r") as f:
+            if "locs" not in f:
+                raise UserError(f"{path}: no /locs dataset (not a Picasso localization file)")
+            locs = f["locs"][()]
+    except OSError as err:
+        raise UserError(f"{path}: cannot read as HDF5 ({err})") from None
+    names = locs.dtype.names or ()
+    for need in ("frame", "x", "y"):
+        if need not in names:
+            raise UserError(f"{path}: /locs lacks the field {need!r}")
+    px = pixel_size_nm
+    n = len(locs)
+    z = locs["z"].astype(float) if "z" in names else np.zeros(n)
+    xyz = np.column_stack([(locs["x"] + PICASSO_OFFSET_PX) * px,
+                           (locs["y"] + PICASSO_OFFSET_PX) * px, z])
+    unc = None
+    if "lpx" in names and "lpy" in names:
+        unc = np.sqrt(0.5 * (locs["lpx"].astype(float) ** 2 + locs["lpy"].astype(float) ** 2)) * px
+    photons = locs["photons"] if "photons" in names else np.ones(n)
+    return EmitterSet.from_numpy(xyz, photons, locs["frame"].astype(np.int64), None, unc)
+
+
+# ------------------------------------------------------------------ any format
+def detect_format(path: str | os.PathLike) -> str:
+    """'picasso' (.hdf5/.h5), 'smlm' (SMLM Challenge header) or 'csv' (ours/ThunderSTORM)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"localization file not found: {path}")
+    if path.suffix.lower() in (".hdf5", ".h5"):
+        return "picasso"
+    if path.suffix.lower() not in (".csv", ".txt"):
+        raise UserError(f"{path}: unknown localization format {path.suffix!r} "
+                        "(expected .csv or .hdf5)")
+    header = _csv_header(path)
+    if header[:1] == ["Ground-truth"] or "xnano" in header:
+        return "smlm"
+    if "x [nm]" in header:
+        return "csv"
+    raise UserError(f"{path}: unrecognised CSV header {header[:6]}")
+
+
+def read_localizations(path: str | os.PathLike, pixel_size_nm: float | None = None
+                       ) -> EmitterSet:
+    """Read any supported localization file (format from extension and header)."""
+    fmt = detect_format(path)
+    if fmt == "picasso":
+        return read_picasso(path, pixel_size_nm)
+    return read_smlm(path) if fmt == "smlm" else read_csv(path)

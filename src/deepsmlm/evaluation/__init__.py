@@ -1,0 +1,1 @@
+"""Measurement: matching, metrics, CRLB, FRC (pure functions on arrays and EmitterSets)."""
