@@ -61,6 +61,54 @@ def cmd_demo(args) -> None:
     run_demo(args.out, args.frames, args.seed)
 
 
+def cmd_evaluate(args) -> None:
+    from deepsmlm.measure import format_report, run_evaluate
+
+    res = run_evaluate(args.pred, args.truth, args.tol_xy_nm, args.tol_z_nm, args.method,
+                       args.border_nm, args.experiment, args.pixel_size_nm, args.json)
+    print(format_report(res))
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def cmd_render(args) -> None:
+    from deepsmlm.measure import run_render
+
+    sigma = None if args.sigma in (None, "precision") else _float(args.sigma, "--sigma")
+    img = run_render(args.locs, args.pixel_nm, args.out, sigma, args.sigma == "precision",
+                     args.experiment, args.pixel_size_nm)
+    print(f"wrote {args.out} ({img.shape[0]}×{img.shape[1]} px of {args.pixel_nm:g} nm) "
+          f"and {args.out.with_suffix('.png')}")
+
+
+def cmd_crlb(args) -> None:
+    import math
+
+    from deepsmlm.measure import run_crlb
+
+    res = run_crlb(args.experiment, args.photons, args.background, args.out, args.z_nm)
+    print("z [nm]    crlb_x [nm]  crlb_y [nm]  crlb_z [nm]")
+    for z, x, y, zz in zip(res["z_nm"], res["crlb_x"], res["crlb_y"], res["crlb_z"]):
+        zs = "–" if math.isnan(zz) else f"{zz:.2f}"
+        print(f"{z:8.0f}  {x:11.2f}  {y:11.2f}  {zs:>11}")
+    print(f"wrote {args.out}/crlb.csv, crlb.png")
+
+
+def cmd_frc(args) -> None:
+    from deepsmlm.measure import run_frc
+
+    res = run_frc(args.locs, args.pixel_nm, args.block_frames, args.out, args.experiment,
+                  args.pixel_size_nm)
+    print(f"FRC resolution: {res.resolution_nm:.1f} nm (1/7 threshold)")
+
+
+def _float(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{name} must be a number or 'precision', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepsmlm",
                                 description="Deep-learning SMLM at high emitter density.")
@@ -82,6 +130,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size-px", type=_positive_int, default=None,
                    help="side of each plane in pixels (default: the model's patch)")
     s.set_defaults(func=cmd_psf)
+
+    s = sub.add_parser("evaluate", help="match localizations to the truth; Jaccard, RMSE, ...")
+    s.add_argument("pred", type=Path, help="predicted localizations (CSV or Picasso .hdf5)")
+    s.add_argument("truth", type=Path, help="ground truth (any supported format)")
+    s.add_argument("--tol-xy-nm", type=float, default=250.0)
+    s.add_argument("--tol-z-nm", type=float, default=500.0)
+    s.add_argument("--method", choices=["greedy", "hungarian"], default="greedy")
+    s.add_argument("--border-nm", type=float, default=0.0,
+                   help="exclude a band at the frame edges (needs the field of view)")
+    s.add_argument("--experiment", type=Path, default=None,
+                   help="experiment file for the field of view (default: beside TRUTH)")
+    s.add_argument("--pixel-size-nm", type=float, default=None,
+                   help="camera pixel size for Picasso files without metadata")
+    s.add_argument("--json", type=Path, default=None, help="write every metric as JSON")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("render", help="super-resolution image of localizations")
+    s.add_argument("locs", type=Path)
+    s.add_argument("--pixel-nm", type=float, default=10.0)
+    s.add_argument("--out", type=Path, required=True, help="IMG.tif (+ IMG.png)")
+    s.add_argument("--sigma", default=None,
+                   help="Gaussian σ in nm, or 'precision' (per localization); default histogram")
+    s.add_argument("--experiment", type=Path, default=None)
+    s.add_argument("--pixel-size-nm", type=float, default=None)
+    s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("crlb", help="Cramér–Rao bound of the experiment's PSF and camera")
+    s.add_argument("experiment", type=Path)
+    s.add_argument("--photons", type=float, required=True)
+    s.add_argument("--background", type=float, required=True, help="photons per pixel")
+    s.add_argument("--z-nm", type=_z_range, default=None)
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=cmd_crlb)
+
+    s = sub.add_parser("frc", help="Fourier ring correlation resolution")
+    s.add_argument("locs", type=Path)
+    s.add_argument("--pixel-nm", type=float, default=5.0)
+    s.add_argument("--block-frames", type=_positive_int, default=None)
+    s.add_argument("--out", type=Path, default=None, help="folder for the curve")
+    s.add_argument("--experiment", type=Path, default=None)
+    s.add_argument("--pixel-size-nm", type=float, default=None)
+    s.set_defaults(func=cmd_frc)
 
     s = sub.add_parser("demo", help="the main job on built-in data")
     s.add_argument("--out", type=Path, default=Path("demo_out"))

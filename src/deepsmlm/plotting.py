@@ -67,3 +67,65 @@ def frame_preview(frames: np.ndarray, truth_xy_px: list[np.ndarray], path: str |
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def image_preview(img: np.ndarray, pixel_nm: float, path: str | os.PathLike, title: str = ""
+                  ) -> None:
+    """A super-resolution image with a robust colour scale and a 1 µm (or 100 nm) bar."""
+    from deepsmlm.io.atomic import atomic_path
+
+    plt = _plt()
+    h, w = img.shape
+    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.3))
+    vmax = np.percentile(img[img > 0], 99.5) if np.any(img > 0) else 1.0
+    ax.imshow(img, cmap="hot", vmin=0, vmax=vmax, interpolation="nearest")
+    bar_nm = 1000.0 if w * pixel_nm > 3000 else 100.0
+    bar = bar_nm / pixel_nm
+    ax.plot([w - 0.05 * w - bar, w - 0.05 * w], [0.95 * h, 0.95 * h], color="white", lw=3)
+    ax.text(w - 0.05 * w - bar / 2, 0.93 * h, f"{bar_nm:g} nm", color="white", ha="center",
+            fontsize=8)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def crlb_plot(res: dict, path: str | os.PathLike, title: str = "") -> None:
+    """CRLB of x, y, z against z."""
+    from deepsmlm.io.atomic import atomic_path
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in (("crlb_x", "x"), ("crlb_y", "y"), ("crlb_z", "z")):
+        if np.any(np.isfinite(res[key])):
+            ax.plot(res["z_nm"], res[key], marker="o", ms=3, label=label)
+    ax.set_xlabel("z [nm]")
+    ax.set_ylabel("CRLB [nm]")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def frc_plot(res, path: str | os.PathLike) -> None:
+    """FRC curve with the 1/7 threshold and the resolution."""
+    from deepsmlm.io.atomic import atomic_path
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(res.q_per_nm * 1000, res.frc_raw, color="0.7", lw=0.8, label="FRC")
+    ax.plot(res.q_per_nm * 1000, res.frc, color="tab:blue", label="smoothed")
+    ax.axhline(1 / 7, color="tab:red", ls="--", lw=1, label="1/7")
+    ax.set_xlabel("spatial frequency [1/µm]")
+    ax.set_ylabel("FRC")
+    ax.set_ylim(-0.2, 1.05)
+    ax.set_title(f"FRC resolution {res.resolution_nm:.1f} nm", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -45,6 +45,7 @@ class Filaments:
     tangents: torch.Tensor
     step_nm: float
     tube_sigma_nm: float = 10.0
+    flat: bool = False  # no axial jitter when the z range is a single plane
 
     @classmethod
     def random(cls, n_filaments: int, width_nm: float, height_nm: float,
@@ -77,12 +78,14 @@ class Filaments:
                                torch.full_like(t, 0.5 * (z_lo + z_hi))], 1)[None]
             tang = torch.zeros_like(pts)
             inside = torch.ones(1, n_steps, dtype=torch.bool)
-        return cls(pts[inside].float(), tang[inside].float(), step_nm)
+        return cls(pts[inside].float(), tang[inside].float(), step_nm, flat=z_hi == z_lo)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         idx = torch.randint(len(self.vertices), (n,), generator=generator)
         along = (torch.rand(n, generator=generator) - 0.5) * self.step_nm
         jitter = torch.randn(n, 3, generator=generator) * self.tube_sigma_nm
+        if self.flat:
+            jitter[:, 2] = 0.0
         return self.vertices[idx] + along[:, None] * self.tangents[idx] + jitter
 
 
