@@ -46,8 +46,12 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _load_table(path: Path, header: list[str]) -> np.ndarray:
+    import warnings
+
     try:
-        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an empty table is fine
+            data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except ValueError as err:
         raise UserError(f"{path}: not a numeric table ({err})") from None
     if data.size and data.shape[1] != len(header):

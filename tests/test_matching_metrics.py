@@ -1,0 +1,99 @@
+"""Matching and metrics on cases worked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from deepsmlm.evaluation.matching import match
+from deepsmlm.evaluation.metrics import efficiency, evaluate
+
+
+def arr(*rows):
+    return np.array(rows, dtype=float).reshape(-1, 3)
+
+
+def test_nearest_first_not_first_come():
+    # gt A at 0, gt B at 200; pred P at 150 is nearer B (50) than A (150); pred Q at 40
+    gt = arr([0, 0, 0], [200, 0, 0])
+    pr = arr([150, 0, 0], [40, 0, 0])
+    m = match([0, 0], gt, [0, 0], pr)
+    assert dict(zip(m.gt_index.tolist(), m.pred_index.tolist())) == {0: 1, 1: 0}
+
+
+def test_greedy_versus_hungarian():
+    # greedy takes the closest pair (B–P, 10 nm) and leaves A unmatched (A–P only);
+    # Hungarian finds two matches: A–P and B–Q.
+    gt = arr([0, 0, 0], [100, 0, 0])
+    pr = arr([90, 0, 0], [300, 0, 0])
+    g = match([0, 0], gt, [0, 0], pr, tol_xy_nm=220)
+    h = match([0, 0], gt, [0, 0], pr, tol_xy_nm=220, method="hungarian")
+    assert g.tp == 1 and g.gt_index.tolist() == [1]
+    assert h.tp == 2 and dict(zip(h.gt_index.tolist(), h.pred_index.tolist())) == {0: 0, 1: 1}
+
+
+def test_one_to_one_and_ties():
+    gt = arr([0, 0, 0])
+    pr = arr([50, 0, 0], [-50, 0, 0], [0, 50, 0])  # three at the same distance
+    m = match([0], gt, [0, 0, 0], pr)
+    assert m.tp == 1 and m.pred_index.tolist() == [0]  # tie → lowest index
+    assert sorted(m.fp_index.tolist()) == [1, 2] and m.fn_index.tolist() == []
+
+
+def test_tolerance_edges_are_inclusive_and_axial_counts():
+    gt = arr([0, 0, 0], [1000, 0, 0], [2000, 0, 0])
+    pr = arr([250, 0, 0], [1000 + 250.001, 0, 0], [2000, 0, 501])
+    m = match([0, 0, 0], gt, [0, 0, 0], pr)
+    assert m.gt_index.tolist() == [0]  # exactly 250 nm matches; 250.001 and dz 501 do not
+
+
+def test_frames_are_separate_and_empty_frames_work():
+    gt = arr([0, 0, 0], [0, 0, 0])
+    pr = arr([10, 0, 0])
+    m = match([0, 1], gt, [1], pr)
+    assert m.gt_index.tolist() == [1]
+    empty = match(np.zeros(0), np.zeros((0, 3)), [0], pr)
+    assert empty.tp == 0 and empty.fp_index.tolist() == [0]
+    none = match([0], gt[:1], np.zeros(0), np.zeros((0, 3)))
+    assert none.fn_index.tolist() == [0]
+
+
+def test_border_exclusion():
+    gt = arr([50, 500, 0], [500, 500, 0])
+    pr = arr([60, 500, 0], [520, 500, 0], [990, 990, 0])
+    m = match([0, 0], gt, [0, 0, 0], pr, field_nm=(1000, 1000), border_nm=100)
+    assert m.n_gt == 1 and m.n_pred == 1 and m.tp == 1
+
+
+def test_metrics_by_hand():
+    # 3 gt, 3 pred: two matches with errors (30, 40, 0) and (0, 0, 100); one FP; one FN
+    gt = arr([0, 0, 0], [1000, 0, 0], [5000, 5000, 0])
+    pr = arr([30, 40, 0], [1000, 0, 100], [3000, 3000, 0])
+    r = evaluate([0, 0, 0], gt, [0, 0, 0], pr)
+    assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 1)
+    assert r["jaccard"] == pytest.approx(50.0)
+    assert r["rmse_xy_nm"] == pytest.approx(math.sqrt((50 ** 2 + 0) / 2))
+    assert r["rmse_z_nm"] == pytest.approx(math.sqrt(100 ** 2 / 2))
+    assert (r["bias_x_nm"], r["bias_y_nm"], r["bias_z_nm"]) == pytest.approx((15, 20, 50))
+    assert r["recall"] == pytest.approx(2 / 3) and r["precision"] == pytest.approx(2 / 3)
+    assert r["efficiency_xy"] == pytest.approx(100 - math.hypot(50, r["rmse_xy_nm"]))
+    assert r["efficiency_z"] == pytest.approx(100 - math.hypot(50, 0.5 * r["rmse_z_nm"]))
+
+
+def test_efficiency_formula():
+    assert efficiency(100.0, 0.0, 1.0) == 100.0
+    assert efficiency(70.0, 40.0, 1.0) == pytest.approx(50.0)  # 100 − sqrt(30² + 40²)
+    assert efficiency(70.0, 80.0, 0.5) == pytest.approx(50.0)
+
+
+def test_breakdown_by_density_and_z():
+    # frame 0: 1 emitter in a 1 µm² field; frame 1: 3 emitters, one missed
+    gt = arr([100, 100, -200], [100, 100, 0], [500, 500, 300], [900, 900, 300])
+    pr = arr([100, 100, -200], [100, 100, 0], [500, 500, 300])
+    r = evaluate([0, 1, 1, 1], gt, [0, 1, 1], pr, field_nm=(1000, 1000), density_edges=(0, 2, 5),
+                 z_step_nm=250)
+    dens = {(b["lo"], b["hi"]): b for b in r["by_density"]}
+    assert dens[(0, 2)]["jaccard"] == pytest.approx(100.0)
+    assert dens[(2, 5)]["jaccard"] == pytest.approx(200 / 3)
+    z = r["by_z"]
+    assert sum(b["tp"] + b["fn"] for b in z) == 4 and z[-1]["fn"] == 1
