@@ -28,8 +28,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-bench: $(STAMP)
-	$(PY) benchmarks/simulation_speed.py
+$(VENV)/.peers: $(STAMP)
+	$(PIP) install -q -e ".[peers]"
+	touch $(VENV)/.peers
+
+bench: $(STAMP) $(VENV)/.peers
+	$(PY) benchmarks/simulation_speed.py --json bench_out/simulation_speed_cpu.json
+	$(PY) benchmarks/picasso_baseline.py --json bench_out/picasso_baseline.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache build src/*.egg-info
