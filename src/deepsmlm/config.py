@@ -226,12 +226,49 @@ class BackgroundConfig(_Strict):
         return self
 
 
+class TrainingConfig(_Strict):
+    """How a Deep-STORM model is trained on frames simulated from this experiment.
+
+    Published values (Nehme et al. 2018) are the defaults where they exist; ``channels``
+    (32, 64, 128, 512) is the published network, smaller tuples give CPU-scale models.
+    """
+
+    upsampling: Literal[1, 2, 4, 8, 16] = 8
+    channels: tuple[int, int, int, int] = (32, 64, 128, 512)
+    patch_px: Annotated[int, Field(ge=8, le=512)] = 26
+    margin_px: Annotated[int, Field(ge=0, le=64)] = 4
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    steps_per_epoch: Annotated[int, Field(ge=1)] = 400
+    max_epochs: Annotated[int, Field(ge=1)] = 100
+    learning_rate: PosFloat = 1e-3
+    lr_patience_epochs: Annotated[int, Field(ge=1)] = 5
+    min_learning_rate: PosFloat = 5e-5
+    early_stop_epochs: Annotated[int, Field(ge=1)] = 12
+    target_scale: PosFloat = 100.0
+    heatmap_sigma_px: PosFloat = 1.0
+    l1_weight: NonNegFloat = 1.0
+    normalization: Literal["photons", "per-frame"] = "photons"
+    density_range_per_um2: tuple[PosFloat, PosFloat] | None = None
+    val_frames: Annotated[int, Field(ge=1)] = 64
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingConfig:
+        if self.density_range_per_um2 is not None:
+            _check_range(self.density_range_per_um2, "training.density_range_per_um2")
+        if (self.patch_px * self.upsampling) % 8:
+            raise ValueError(f"training.patch_px × upsampling must be a multiple of 8, got "
+                             f"{self.patch_px} × {self.upsampling}")
+        return self
+
+
 class Experiment(_Strict):
     optics: Optics = Field(default_factory=Optics)
     camera: CameraConfig = Field(default_factory=CameraConfig)
     frame: FrameConfig = Field(default_factory=FrameConfig)
     emitters: EmittersConfig = Field(default_factory=EmittersConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict:
         """Fully expanded, JSON/YAML-ready dictionary (presets resolved)."""

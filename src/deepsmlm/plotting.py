@@ -129,3 +129,48 @@ def frc_plot(res, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def training_curves(history: list[dict], path: str | os.PathLike) -> None:
+    """Training and validation loss per epoch (log scale)."""
+    from deepsmlm.io.atomic import atomic_path
+
+    plt = _plt()
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(ep, [h["train_loss"] for h in history], label="train")
+    ax.plot(ep, [h["val_loss"] for h in history], label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def widefield_vs_sr(widefield: np.ndarray, sr: np.ndarray, pixel_nm: float, fine_nm: float,
+                    path: str | os.PathLike, title: str = "") -> None:
+    """The widefield sum beside the super-resolved reconstruction, 1 µm scale bars."""
+    from deepsmlm.io.atomic import atomic_path
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    for ax, img, px, name in ((axes[0], widefield, pixel_nm, "widefield (sum of frames)"),
+                              (axes[1], sr, fine_nm, "Deep-STORM reconstruction")):
+        pos = img[img > 0]
+        vmax = np.percentile(pos, 99.5) if pos.size else 1.0
+        ax.imshow(img, cmap="hot" if ax is axes[1] else "gray", vmin=0 if ax is axes[1]
+                  else None, vmax=vmax if ax is axes[1] else None, interpolation="nearest")
+        h, w = img.shape
+        bar = 1000.0 / px
+        ax.plot([w * 0.95 - bar, w * 0.95], [h * 0.95, h * 0.95], color="white", lw=3)
+        ax.set_title(f"{name}  (bar 1 µm)", fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

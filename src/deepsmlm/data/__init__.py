@@ -1,0 +1,1 @@
+"""Training targets and on-the-fly simulated datasets."""

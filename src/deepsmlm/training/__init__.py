@@ -1,0 +1,1 @@
+"""Training: a small fit() loop and the Deep-STORM training procedure."""

@@ -1,0 +1,159 @@
+"""Train a Deep-STORM model for an experiment and write its model folder.
+
+Frames are simulated on the fly (``data.datasets.PatchSampler``) — or cut from a user's
+simulated stack with its ground truth — the network is fitted with the Deep-STORM loss, the
+best weights are kept, and the detection threshold is tuned on the fixed validation set for
+the highest Jaccard index. The folder then holds everything needed to run the model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepsmlm.build import build_camera
+from deepsmlm.config import Experiment, load_experiment, save_experiment
+from deepsmlm.data.datasets import (
+    Batch,
+    Normalizer,
+    PatchSampler,
+    batches_from_stack,
+    fixed_batches,
+)
+from deepsmlm.emitters import EmitterSet
+from deepsmlm.errors import UserError
+from deepsmlm.io.models import read_json, versions, write_json
+from deepsmlm.losses import deepstorm_loss
+from deepsmlm.models.deepstorm import DeepSTORM, count_weights
+from deepsmlm.training.loop import Checkpoints, fit
+
+
+def model_settings(exp: Experiment, normalizer: Normalizer) -> dict:
+    t = exp.training
+    return {"kind": "deepstorm", "upsampling": t.upsampling, "channels": list(t.channels),
+            "pixel_size_nm": exp.optics.pixel_size_nm,
+            "fine_pixel_nm": exp.optics.pixel_size_nm / t.upsampling,
+            "target_scale": t.target_scale, "normalization": normalizer.to_dict(),
+            "threshold": None, "versions": versions()}
+
+
+def tune_threshold(model: DeepSTORM, normalizer: Normalizer, batches: list[Batch],
+                   fine_pixel_nm: float, scale: float, device) -> dict:
+    """Threshold with the highest Jaccard on ``batches`` (greedy matching, 250 nm)."""
+    from deepsmlm.evaluation.metrics import evaluate
+    from deepsmlm.postprocess import decode
+
+    model.eval()
+    outs, truths, offset = [], [], 0
+    with torch.no_grad():
+        for b in batches:
+            outs.append(model(normalizer(b.inputs_adu).to(device)).cpu())
+            e = b.emitters
+            truths.append(EmitterSet(e.xyz_nm, e.photons, e.frame + offset, e.id))
+            offset += len(b.inputs_adu)
+    sr = torch.cat(outs)
+    truth = EmitterSet.cat(truths).numpy()
+    best = None
+    for thr in scale * np.geomspace(0.002, 1.0, 32):
+        pred = decode(sr, fine_pixel_nm, float(thr), scale).numpy()
+        r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"])
+        score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
+        if best is None or score > best["jaccard"]:
+            best = {"threshold": float(thr), "jaccard": score, "rmse_xy_nm": r["rmse_xy_nm"],
+                    "recall": r["recall"], "precision": r["precision"]}
+    model.train()
+    return best
+
+
+def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minutes=None,
+                    resume: bool = False, device: str = "cpu", progress: bool = True,
+                    stack: tuple[np.ndarray, EmitterSet] | None = None) -> dict:
+    """Train and write the model folder ``out``; returns the model settings (model.json)."""
+    out = Path(out)
+    ckpt = Checkpoints(out)
+    if resume:
+        if not ckpt.exists():
+            raise UserError(f"--resume: no checkpoint in {out}")
+        exp = load_experiment(out / "experiment.yaml")
+    elif isinstance(exp, (str, Path)):
+        exp = load_experiment(exp)
+    t = exp.training
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(t.seed)
+    camera = build_camera(exp)
+    if stack is None:
+        sampler = PatchSampler(exp)
+        probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
+        val = fixed_batches(sampler, t.val_frames, t.batch_size, t.seed + 1)
+
+        def next_batch(g):
+            return sampler(t.batch_size, g)
+    else:
+        frames, truth = stack
+        px = exp.optics.pixel_size_nm
+        n_val = max(1, len(frames) // 5)  # the last fifth of the frames validates
+        sel_val = truth.frame >= len(frames) - n_val
+        tr_truth = truth.subset(~sel_val)
+        va_truth = truth.subset(sel_val)
+        va_truth.frame = va_truth.frame - (len(frames) - n_val)
+        tr_frames, va_frames = frames[: len(frames) - n_val], frames[len(frames) - n_val:]
+        vgen = torch.Generator().manual_seed(t.seed + 1)
+        val = [batches_from_stack(va_frames, va_truth, px, t.patch_px, t.upsampling,
+                                  t.batch_size, vgen) for _ in range(max(1, t.val_frames
+                                                                         // t.batch_size))]
+        probe = torch.from_numpy(np.asarray(tr_frames[:64], dtype=np.float32))
+
+        def next_batch(g):
+            return batches_from_stack(tr_frames, tr_truth, px, t.patch_px, t.upsampling,
+                                      t.batch_size, g)
+
+    if resume:
+        settings = read_json(out / "model.json")
+        normalizer = Normalizer.from_dict(settings["normalization"])
+    else:
+        normalizer = Normalizer.fit(t.normalization, camera, probe)
+        settings = model_settings(exp, normalizer)
+        save_experiment(exp, out / "experiment.yaml")
+        write_json(out / "model.json", settings)
+    model = DeepSTORM(t.upsampling, tuple(t.channels)).to(device)
+    settings["weights"] = count_weights(model)
+
+    def loss_fn(m, b: Batch):
+        pred = m(normalizer(b.inputs_adu).to(device))
+        return deepstorm_loss(pred, b.spikes.to(device), t.target_scale, t.heatmap_sigma_px,
+                              t.l1_weight)
+
+    t0 = time.perf_counter()
+    state = fit(model, loss_fn, next_batch, val, ckpt, lr=t.learning_rate,
+                steps_per_epoch=t.steps_per_epoch, max_epochs=t.max_epochs,
+                lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
+                early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
+                resume=resume, progress=progress)
+    from deepsmlm.io.models import load_tensors
+
+    model.load_state_dict(load_tensors(ckpt.best_path))
+    tuned = tune_threshold(model, normalizer, val, settings["fine_pixel_nm"], t.target_scale,
+                           device)
+    settings.update(threshold=tuned["threshold"], validation=tuned,
+                    training={"epochs": state.epoch, "stopped": state.stopped,
+                              "seconds": state.seconds, "best_val_loss": state.best_val,
+                              "samples": sum(h["steps"] for h in state.history) * t.batch_size,
+                              "device": str(device), "session_seconds":
+                                  time.perf_counter() - t0})
+    write_json(out / "model.json", settings)
+    write_curves(state.history, out)
+    return settings
+
+
+def write_curves(history: list[dict], out: Path) -> None:
+    from deepsmlm.io.atomic import atomic_write_text
+    from deepsmlm.plotting import training_curves
+
+    keys = ["epoch", "steps", "train_loss", "val_loss", "lr", "seconds"]
+    lines = [",".join(keys)] + [",".join(f"{h[k]:.6g}" for k in keys) for h in history]
+    atomic_write_text(out / "curves.csv", "\n".join(lines) + "\n")
+    if history:
+        training_curves(history, out / "curves.png")
