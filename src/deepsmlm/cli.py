@@ -58,7 +58,7 @@ def cmd_psf(args) -> None:
 def cmd_demo(args) -> None:
     from deepsmlm.workflows import run_demo
 
-    run_demo(args.out, args.frames, args.seed)
+    run_demo(args.out, args.frames, args.seed, args.train_minutes)
 
 
 def cmd_evaluate(args) -> None:
@@ -100,6 +100,45 @@ def cmd_frc(args) -> None:
     res = run_frc(args.locs, args.pixel_nm, args.block_frames, args.out, args.experiment,
                   args.pixel_size_nm)
     print(f"FRC resolution: {res.resolution_nm:.1f} nm (1/7 threshold)")
+
+
+def cmd_train(args) -> None:
+    from deepsmlm.deepstorm_steps import run_train
+
+    s = run_train(args.experiment, args.out, args.max_minutes, args.resume, args.device,
+                  args.stack, args.truth, progress=not args.quiet)
+    v, t = s["validation"], s["training"]
+    print(f"trained {t['epochs']} epochs ({t['stopped']}) in {t['seconds'] / 60:.1f} min; "
+          f"validation Jaccard {v['jaccard']:.1f} %, RMSE {v['rmse_xy_nm']:.1f} nm at threshold "
+          f"{s['threshold']:.3g} → {args.out}")
+
+
+def cmd_localize(args) -> None:
+    from deepsmlm.deepstorm_steps import run_localize
+
+    camera = {"baseline_adu": args.camera_baseline_adu, "e_per_adu": args.camera_e_per_adu,
+              "em_gain": args.camera_em_gain, "qe": args.camera_qe}
+    r = run_localize(args.model, args.movie, args.out, args.chunk_frames, args.batch_size,
+                     args.device, camera, args.threshold, progress=not args.quiet)
+    print(f"{r['localizations']} localizations in {r['frames']} frames, "
+          f"{r['frames_per_s']:.1f} frames/s → {r['out']}/localizations.csv, .hdf5, sr.tif, sr.png")
+
+
+def cmd_estimate(args) -> None:
+    from deepsmlm.deepstorm_steps import run_estimate
+
+    est, skeleton = run_estimate(args.movie, args.pixel_size_nm, args.baseline_adu,
+                                 args.e_per_adu, args.em_gain, args.qe)
+    print(f"frames analysed        {est['frames']}")
+    print(f"camera                 {est['camera_from']}")
+    print(f"baseline               {est['baseline_adu']:.1f} ADU")
+    print(f"ADU per photon         {est['adu_per_photon']:.3f}")
+    lo, hi = est["background_photons_per_px"]
+    print(f"background             {lo:.1f} – {hi:.1f} photons/px (5–95 % of frames)")
+    lo, hi = est["spot_photons"]
+    print(f"spot photons           {lo:.0f} – {hi:.0f} (10–90 %, {est['spots']} spots)")
+    print(f"PSF sigma              {est['psf_sigma_px']:.2f} px = {est['psf_sigma_nm']:.0f} nm")
+    print("\n" + skeleton)
 
 
 def _float(text: str, name: str) -> float:
@@ -173,10 +212,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size-nm", type=float, default=None)
     s.set_defaults(func=cmd_frc)
 
+    s = sub.add_parser("train", help="train a Deep-STORM model on simulated frames")
+    s.add_argument("experiment", type=Path, nargs="?", default=None,
+                   help="experiment YAML (omit with --resume)")
+    s.add_argument("--out", type=Path, required=True, help="model folder")
+    s.add_argument("--max-minutes", type=float, default=None, help="time budget")
+    s.add_argument("--resume", action="store_true", help="continue the model in --out")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--stack", type=Path, default=None,
+                   help="train on your own simulated stack (with --truth) instead")
+    s.add_argument("--truth", type=Path, default=None, help="ground truth of --stack")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("localize", help="reconstruct a movie with a trained model")
+    s.add_argument("model", type=Path, help="model folder")
+    s.add_argument("movie", type=Path, help="TIFF stack in ADU")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--chunk-frames", type=_positive_int, default=256)
+    s.add_argument("--batch-size", type=_positive_int, default=16)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threshold", type=float, default=None, help="override the tuned one")
+    s.add_argument("--camera-baseline-adu", type=float, default=None)
+    s.add_argument("--camera-e-per-adu", type=float, default=None)
+    s.add_argument("--camera-em-gain", type=float, default=None)
+    s.add_argument("--camera-qe", type=float, default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_localize)
+
+    s = sub.add_parser("estimate", help="measure a raw movie; print an experiment skeleton")
+    s.add_argument("movie", type=Path)
+    s.add_argument("--pixel-size-nm", type=float, default=None)
+    s.add_argument("--baseline-adu", type=float, default=None)
+    s.add_argument("--e-per-adu", type=float, default=None)
+    s.add_argument("--em-gain", type=float, default=None)
+    s.add_argument("--qe", type=float, default=None)
+    s.set_defaults(func=cmd_estimate)
+
     s = sub.add_parser("demo", help="the main job on built-in data")
     s.add_argument("--out", type=Path, default=Path("demo_out"))
     s.add_argument("--frames", type=_positive_int, default=200)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-minutes", type=float, default=5.0)
     s.set_defaults(func=cmd_demo)
     return p
 

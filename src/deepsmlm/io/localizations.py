@@ -25,12 +25,15 @@ PICASSO_DTYPE = [("frame", "<u4"), ("x", "<f4"), ("y", "<f4"), ("photons", "<f4"
 
 
 # ------------------------------------------------------------------ our CSV / ThunderSTORM
-def write_csv(emitters: EmitterSet, path: str | os.PathLike) -> None:
+def write_csv(emitters: EmitterSet, path: str | os.PathLike,
+              value_column: str = "intensity [photon]") -> None:
     """Our CSV: ``id,frame,x [nm],y [nm],z [nm],intensity [photon][,uncertainty [nm]]``,
-    frame 1-based (as ThunderSTORM). Written atomically."""
+    frame 1-based (as ThunderSTORM). Written atomically. ``value_column`` renames the
+    column of ``emitters.photons`` when it holds something else (e.g. ``confidence``)."""
     a = emitters.numpy()
     cols = [a["id"], a["frame"] + 1, a["xyz_nm"], a["photons"]]
-    header, fmt = list(COLUMNS), ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.2f"]
+    header = [*COLUMNS[:5], value_column]
+    fmt = ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.6g"]
     if "uncertainty_nm" in a:
         cols.append(a["uncertainty_nm"])
         header.append("uncertainty [nm]")
