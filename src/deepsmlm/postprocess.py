@@ -16,9 +16,22 @@ from deepsmlm.emitters import EmitterSet
 
 
 def local_maxima(img: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Indices (K, 4) [t, c, row, col] of 3×3 local maxima above ``threshold``."""
-    pooled = F.max_pool2d(img, 3, stride=1, padding=1)
-    return ((img == pooled) & (img > threshold)).nonzero()
+    """Indices (K, 4) [t, c, row, col] of 3×3 local maxima above ``threshold``.
+
+    Plateaus give one maximum: a pixel must be strictly greater than its neighbours that
+    come before it in raster order and at least equal to those after it.
+    """
+    h, w = img.shape[-2:]
+    pad = F.pad(img, (1, 1, 1, 1), value=float("-inf"))
+    keep = img > threshold
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            nb = pad[..., 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+            before = dr < 0 or (dr == 0 and dc < 0)
+            keep &= (img > nb) if before else (img >= nb)
+    return keep.nonzero()
 
 
 def decode(img: torch.Tensor, fine_pixel_nm: float, threshold: float, scale: float = 1.0,

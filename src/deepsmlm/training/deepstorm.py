@@ -40,6 +40,14 @@ def model_settings(exp: Experiment, normalizer: Normalizer) -> dict:
             "threshold": None, "versions": versions()}
 
 
+def new_model(t) -> DeepSTORM:
+    """The untrained network of a training config; initialised from ``t.seed`` without
+    touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        return DeepSTORM(t.upsampling, tuple(t.channels))
+
+
 def tune_threshold(model: DeepSTORM, normalizer: Normalizer, batches: list[Batch],
                    fine_pixel_nm: float, scale: float, device) -> dict:
     """Threshold with the highest Jaccard on ``batches`` (greedy matching, 250 nm)."""
@@ -118,7 +126,7 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
         settings = model_settings(exp, normalizer)
         save_experiment(exp, out / "experiment.yaml")
         write_json(out / "model.json", settings)
-    model = DeepSTORM(t.upsampling, tuple(t.channels)).to(device)
+    model = new_model(t).to(device)
     settings["weights"] = count_weights(model)
 
     def loss_fn(m, b: Batch):
