@@ -93,7 +93,7 @@ def cmd_evaluate(args) -> None:
         peers = {r["density_per_um2"]: r for r in json.loads(Path(args.picasso).read_text())
                  ["rows"]}
     rows = []
-    for density in DENSITIES:
+    for density in args.densities:
         mdir = Path(args.movies) / f"density_{density:g}"
         res_dir = Path(args.out) / f"density_{density:g}"
         loc = run_localize(args.model, mdir / "frames.tif", res_dir, batch_size=args.batch_size,
@@ -153,6 +153,7 @@ def main() -> None:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--picasso", default="bench_out/picasso_baseline.json")
     e.add_argument("--json", default=None)
+    e.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
     e.set_defaults(func=cmd_evaluate)
     args = ap.parse_args()
     args.func(args)

@@ -60,6 +60,9 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
                                identifications=ids, box=box, fitting_method=fitting_method,
                                multiprocess=threaded)
         seconds = time.perf_counter() - t0
+    # drop failed fits (non-finite values), as Picasso's own loader does
+    cols = ["x", "y", "photons", "lpx", "lpy"]
+    locs = locs[np.isfinite(locs[cols].to_numpy(float)).all(axis=1)]
     px = pixel_size_nm
     x = (locs["x"].to_numpy(float) + PICASSO_OFFSET_PX) * px
     y = (locs["y"].to_numpy(float) + PICASSO_OFFSET_PX) * px
@@ -71,6 +74,10 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
 
 
 def main(argv: list[str] | None = None) -> int:
+    # run as a script, this file's folder leads sys.path and `import picasso` would find
+    # this very file: drop it so the real package is imported
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     from deepsmlm.build import build_camera
     from deepsmlm.config import load_experiment
     from deepsmlm.errors import UserError
