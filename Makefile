@@ -32,9 +32,18 @@ $(VENV)/.peers: $(STAMP)
 	$(PIP) install -q -e ".[peers]"
 	touch $(VENV)/.peers
 
+# Slow benchmarks (docs/benchmarks.md). DEVICE=cuda trains the Deep-STORM model on a GPU;
+# on a CPU give it time (TRAIN_MINUTES).
+DEVICE ?= cpu
+TRAIN_MINUTES ?= 60
 bench: $(STAMP) $(VENV)/.peers
 	$(PY) benchmarks/simulation_speed.py --json bench_out/simulation_speed_cpu.json
 	$(PY) benchmarks/picasso_baseline.py --json bench_out/picasso_baseline.json
+	$(PY) benchmarks/deepstorm2d.py movies --out bench_out/movies2d
+	$(PY) benchmarks/deepstorm2d.py train --out bench_out/ds2d --device $(DEVICE) \
+		--minutes $(TRAIN_MINUTES) --batch-size 64 --steps-per-epoch 200 --lr-patience 3
+	$(PY) benchmarks/deepstorm2d.py evaluate --model bench_out/ds2d/model \
+		--movies bench_out/movies2d --device $(DEVICE) --json bench_out/deepstorm2d.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache build src/*.egg-info

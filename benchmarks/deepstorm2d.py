@@ -2,8 +2,8 @@
 
     python benchmarks/deepstorm2d.py train   --out bench_out/ds2d [--device cuda] [--minutes 6]
     python benchmarks/deepstorm2d.py movies  --out bench_out/movies2d          # held-out movies
-    python benchmarks/deepstorm2d.py evaluate --model bench_out/ds2d/model --movies bench_out/movies2d \
-        [--device cuda] [--json bench_out/deepstorm2d.json]
+    python benchmarks/deepstorm2d.py evaluate --model bench_out/ds2d/model \
+        --movies bench_out/movies2d [--device cuda] [--json bench_out/deepstorm2d.json]
 
 `train` fits the published network (U = 8, 1.37 M weights, 26-px patches) on frames
 simulated on the fly with densities drawn in [0.25, 8] emitters/µm², so one model serves all

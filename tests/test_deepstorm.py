@@ -88,9 +88,7 @@ def test_photon_normalisation_does_not_depend_on_the_brightest_emitter():
 
 def test_tiny_training_lowers_the_loss_and_writes_the_model_folder(tmp_path):
     from deepsmlm.data.datasets import PatchSampler, fixed_batches
-    from deepsmlm.training.deepstorm import train_deepstorm
-
-    from deepsmlm.training.deepstorm import new_model
+    from deepsmlm.training.deepstorm import new_model, train_deepstorm
 
     exp = tiny_experiment(steps_per_epoch=15, max_epochs=3, batch_size=8)
     s = train_deepstorm(exp, tmp_path / "m", progress=False)
@@ -169,7 +167,7 @@ def test_localize_command_and_bad_inputs(trained, tmp_path):
     from deepsmlm.io.localizations import read_localizations
 
     movie = tmp_path / "movie.tif"
-    tifffile.imwrite(movie, np.full((3, 16, 16), 500, np.uint16))
+    tifffile.imwrite(movie, np.full((3, 16, 16), 500, np.uint16), photometric="minisblack")
     assert main(["localize", str(trained), str(movie), "--out", str(tmp_path / "r"),
                  "--quiet"]) == 0
     for name in ("localizations.csv", "localizations.hdf5", "localizations.yaml", "sr.tif",
