@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepsmlm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("deepsmlm: interrupted", file=sys.stderr)
+        print("deepsmlm: interrupted (training keeps a checkpoint: continue with --resume)",
+              file=sys.stderr)
         return 130
     return 0
 

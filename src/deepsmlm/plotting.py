@@ -16,12 +16,20 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Lay out, write as PNG atomically, close."""
+    from deepsmlm.io.atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    _plt().close(fig)
+
+
 def psf_montage(stack: np.ndarray, z_nm: np.ndarray, pixel_size_nm: float,
                 path: str | os.PathLike, title: str = "") -> None:
     """Montage of PSF planes (D, H, W), each on its own colour scale, z in the titles,
     with a 1 µm scale bar; written atomically as PNG."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     d = len(stack)
     cols = min(d, 8)
@@ -39,17 +47,12 @@ def psf_montage(stack: np.ndarray, z_nm: np.ndarray, pixel_size_nm: float,
             ax.plot([w - 2 - bar_px, w - 2], [h - 3, h - 3], color="white", lw=2)
     if title:
         fig.suptitle(f"{title}   (bar: 1 µm)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def frame_preview(frames: np.ndarray, truth_xy_px: list[np.ndarray], path: str | os.PathLike,
                   title: str = "") -> None:
     """First few frames with the ground-truth positions (pixel units) overlaid."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     n = min(len(frames), 4)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
@@ -63,17 +66,12 @@ def frame_preview(frames: np.ndarray, truth_xy_px: list[np.ndarray], path: str |
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def image_preview(img: np.ndarray, pixel_nm: float, path: str | os.PathLike, title: str = ""
                   ) -> None:
     """A super-resolution image with a robust colour scale and a 1 µm (or 100 nm) bar."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     h, w = img.shape
     fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.3))
@@ -86,16 +84,11 @@ def image_preview(img: np.ndarray, pixel_nm: float, path: str | os.PathLike, tit
             fontsize=8)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def crlb_plot(res: dict, path: str | os.PathLike, title: str = "") -> None:
     """CRLB of x, y, z against z."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key, label in (("crlb_x", "x"), ("crlb_y", "y"), ("crlb_z", "z")):
@@ -105,16 +98,11 @@ def crlb_plot(res: dict, path: str | os.PathLike, title: str = "") -> None:
     ax.set_ylabel("CRLB [nm]")
     ax.legend()
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def frc_plot(res, path: str | os.PathLike) -> None:
     """FRC curve with the 1/7 threshold and the resolution."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(res.q_per_nm * 1000, res.frc_raw, color="0.7", lw=0.8, label="FRC")
@@ -125,16 +113,11 @@ def frc_plot(res, path: str | os.PathLike) -> None:
     ax.set_ylim(-0.2, 1.05)
     ax.set_title(f"FRC resolution {res.resolution_nm:.1f} nm", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def training_curves(history: list[dict], path: str | os.PathLike) -> None:
     """Training and validation loss per epoch (log scale)."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -144,17 +127,12 @@ def training_curves(history: list[dict], path: str | os.PathLike) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def widefield_vs_sr(widefield: np.ndarray, sr: np.ndarray, pixel_nm: float, fine_nm: float,
                     path: str | os.PathLike, title: str = "") -> None:
     """The widefield sum beside the super-resolved reconstruction, 1 µm scale bars."""
-    from deepsmlm.io.atomic import atomic_path
-
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
     for ax, img, px, name in ((axes[0], widefield, pixel_nm, "widefield (sum of frames)"),
@@ -170,7 +148,4 @@ def widefield_vs_sr(widefield: np.ndarray, sr: np.ndarray, pixel_nm: float, fine
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
