@@ -203,3 +203,29 @@ def test_estimate_measures_a_simulated_movie():
     assert 45 < lo <= hi < 56  # truth: 50 photons/px
     assert est["psf_sigma_nm"] == pytest.approx(110, rel=0.15)
     assert 1500 < est["spot_photons"][0] < 2600  # truth: 2000–2500
+
+
+def test_train_from_a_users_stack_and_truth_csv(tmp_path):
+    """The original Deep-STORM workflow: a simulated stack + its ThunderSTORM-style CSV."""
+    from deepsmlm.cli import main
+
+    sim = tmp_path / "sim"
+    d = load_experiment(CONFIGS / "2d-dense.yaml").to_dict()
+    d["frame"] = {"height_px": 32, "width_px": 32}
+    d["training"].update(TINY)
+    import yaml
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(d))
+    assert main(["simulate", str(tmp_path / "exp.yaml"), "--frames", "10", "--out", str(sim),
+                 "--seed", "4"]) == 0
+    assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m"), "--stack",
+                 str(sim / "frames.tif"), "--truth", str(sim / "truth.csv"), "--quiet"]) == 0
+    from deepsmlm.io.models import read_json
+
+    s = read_json(tmp_path / "m" / "model.json")
+    assert s["threshold"] > 0 and s["training"]["samples"] == 2 * 3 * 4
+    # a second `train` into the same folder is refused; --stack without --truth too
+    assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 2
+    assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m2"),
+                 "--stack", str(sim / "frames.tif"), "--quiet"]) == 2
