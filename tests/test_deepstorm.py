@@ -96,7 +96,7 @@ def test_tiny_training_lowers_the_loss_and_writes_the_model_folder(tmp_path):
     assert len(hist) == 4
     first_val = float(hist[1].split(",")[3])
     # the same network before training has a higher validation loss
-    fresh = new_model(exp.training)
+    fresh = new_model(exp.training, s)
     from deepsmlm.training.loop import evaluate_loss
 
     norm = Normalizer.from_dict(s["normalization"])

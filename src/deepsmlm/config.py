@@ -233,8 +233,17 @@ class TrainingConfig(_Strict):
     (32, 64, 128, 512) is the published network, smaller tuples give CPU-scale models.
     """
 
+    model: Literal["deepstorm", "deepstorm3d"] = "deepstorm"
     upsampling: Literal[1, 2, 4, 8, 16] = 8
     channels: tuple[int, int, int, int] = (32, 64, 128, 512)
+    # DeepSTORM3D: depth planes over emitters.z_range_nm, width, dilations, z blur, overlap
+    depth_planes: Annotated[int, Field(ge=1, le=512)] = 40
+    width: Annotated[int, Field(ge=4, le=512)] = 32
+    dilations: tuple[Annotated[int, Field(ge=1, le=64)], ...] = (1, 2, 4, 8, 16, 8, 4, 2, 1)
+    heatmap_sigma_planes: PosFloat = 1.0
+    overlap_weight: NonNegFloat = 1.0
+    overlap_counts_false_positives: bool = True
+    n_per_patch_range: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = None
     patch_px: Annotated[int, Field(ge=8, le=512)] = 26
     margin_px: Annotated[int, Field(ge=0, le=64)] = 4
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
@@ -256,6 +265,8 @@ class TrainingConfig(_Strict):
     def _check(self) -> TrainingConfig:
         if self.density_range_per_um2 is not None:
             _check_range(self.density_range_per_um2, "training.density_range_per_um2")
+        if self.n_per_patch_range is not None:
+            _check_range(self.n_per_patch_range, "training.n_per_patch_range")
         if (self.patch_px * self.upsampling) % 8:
             raise ValueError(f"training.patch_px × upsampling must be a multiple of 8, got "
                              f"{self.patch_px} × {self.upsampling}")

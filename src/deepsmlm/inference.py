@@ -1,4 +1,5 @@
-"""Run a trained Deep-STORM model: frames → super-resolved images → localizations.
+"""Run a trained model (Deep-STORM 2D or DeepSTORM3D): frames → network output →
+localizations.
 
 ``Predictor`` loads a model folder (weights, normalisation, threshold); ``localize_stack``
 streams a movie in chunks of frames (memory bounded whatever its length), pads frames the
@@ -13,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepsmlm import methods
 from deepsmlm.camera import Camera
 from deepsmlm.data.datasets import Normalizer
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
 from deepsmlm.io.models import load_tensors, read_json
-from deepsmlm.models.deepstorm import DeepSTORM, pad_to_multiple
-from deepsmlm.postprocess import decode
+from deepsmlm.models.deepstorm import pad_to_multiple
 
 
 @dataclass
 class Predictor:
-    model: DeepSTORM
+    model: torch.nn.Module
     normalizer: Normalizer
     settings: dict
     device: torch.device
@@ -36,12 +37,12 @@ class Predictor:
         if not folder.is_dir():
             raise UserError(f"model folder not found: {folder}")
         s = read_json(folder / "model.json")
-        if s.get("kind") != "deepstorm":
-            raise UserError(f"{folder}: not a Deep-STORM model (kind {s.get('kind')!r})")
+        if s.get("kind") not in ("deepstorm", "deepstorm3d"):
+            raise UserError(f"{folder}: unknown model kind {s.get('kind')!r}")
         if s.get("threshold") is None:
             raise UserError(f"{folder}: training did not finish (no tuned threshold); "
                             "resume it with `deepsmlm train ... --resume`")
-        model = DeepSTORM(int(s["upsampling"]), tuple(s["channels"]))
+        model = methods.build_model(s)
         try:
             model.load_state_dict(load_tensors(folder / "weights.safetensors"))
         except RuntimeError as err:
@@ -68,7 +69,7 @@ class Predictor:
     def localize(self, sr: torch.Tensor, frame_offset: int = 0,
                  threshold: float | None = None) -> EmitterSet:
         thr = self.settings["threshold"] if threshold is None else threshold
-        return decode(sr, self.fine_pixel_nm, thr, self.settings["target_scale"], frame_offset)
+        return methods.decode(self.settings, sr, thr, frame_offset)
 
 
 def localize_stack(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,

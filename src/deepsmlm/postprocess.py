@@ -55,3 +55,47 @@ def decode(img: torch.Tensor, fine_pixel_nm: float, threshold: float, scale: flo
     y = (r.float() + 0.5 + dy) * fine_pixel_nm
     xyz = torch.stack([x, y, torch.zeros_like(x)], dim=1).cpu()
     return EmitterSet(xyz, (total / scale).cpu(), (t + frame_offset).cpu())
+
+
+def local_maxima_3d(vol: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices (K, 4) [t, plane, row, col] of 3×3×3 local maxima above ``threshold``
+    (plateau-safe like ``local_maxima``)."""
+    d, h, w = vol.shape[-3:]
+    pad = F.pad(vol, (1, 1, 1, 1, 1, 1), value=float("-inf"))
+    keep = vol > threshold
+    for dz in (-1, 0, 1):
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if dz == dr == dc == 0:
+                    continue
+                nb = pad[..., 1 + dz:1 + dz + d, 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+                before = (dz, dr, dc) < (0, 0, 0)
+                keep &= (vol > nb) if before else (vol >= nb)
+    return keep.nonzero()
+
+
+def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, float],
+              threshold: float, scale: float = 1.0, frame_offset: int = 0) -> EmitterSet:
+    """Localizations (x, y, z) from occupancy volumes (T, D, H, W): 3D NMS, then the centre
+    of gravity of the 3×3×3 neighbourhood; plane k is centred at z_lo + (k + ½)·Δz."""
+    vol = vol.detach()
+    idx = local_maxima_3d(vol, threshold)
+    if len(idx) == 0:
+        return EmitterSet.empty()
+    d_planes = vol.shape[1]
+    z_lo, z_hi = z_range_nm
+    dz_nm = (z_hi - z_lo) / d_planes if z_hi > z_lo else 1.0
+    padded = F.pad(vol.clamp_min(0.0), (1, 1, 1, 1, 1, 1))
+    t, p, r, c = idx.unbind(1)
+    o = torch.arange(-1, 2, device=vol.device)
+    win = padded[t[:, None, None, None], (p[:, None] + 1 + o)[:, :, None, None],
+                 (r[:, None] + 1 + o)[:, None, :, None], (c[:, None] + 1 + o)[:, None, None, :]]
+    total = win.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+    op = (win.sum(dim=(2, 3)) * o).sum(1) / total
+    orow = (win.sum(dim=(1, 3)) * o).sum(1) / total
+    ocol = (win.sum(dim=(1, 2)) * o).sum(1) / total
+    x = (c.float() + 0.5 + ocol) * fine_pixel_nm
+    y = (r.float() + 0.5 + orow) * fine_pixel_nm
+    z = z_lo + (p.float() + 0.5 + op) * dz_nm
+    return EmitterSet(torch.stack([x, y, z], 1).cpu(), (total / scale).cpu(),
+                      (t + frame_offset).cpu())

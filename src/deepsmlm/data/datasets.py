@@ -14,7 +14,7 @@ import torch
 
 from deepsmlm.camera import Camera
 from deepsmlm.config import Experiment, experiment_from_dict
-from deepsmlm.data.targets import spike_image
+from deepsmlm.data.targets import spike_image, voxel_grid
 from deepsmlm.emitters import EmitterSet
 
 
@@ -61,7 +61,7 @@ class Normalizer:
 @dataclass
 class Batch:
     inputs_adu: torch.Tensor  # (B, P, P)
-    spikes: torch.Tensor  # (B, 1, U·P, U·P)
+    spikes: torch.Tensor  # (B, 1, U·P, U·P) spikes, or (B, D, U·P, U·P) occupancy (3D)
     emitters: EmitterSet  # positions in the patch frame (nm), frames 0..B−1
 
 
@@ -86,11 +86,18 @@ class PatchSampler:
         from deepsmlm.simulation import emission
 
         t = self.exp.training
-        if t.density_range_per_um2 is not None:
-            side_um = (self.patch_px + 2 * self.margin_px) * self.pixel_nm / 1000
-            lo, hi = t.density_range_per_um2
-            dens = lo + (hi - lo) * torch.rand(n, generator=generator)
-            counts = torch.poisson(dens * side_um ** 2, generator=generator).long()
+        side = self.patch_px + 2 * self.margin_px
+        if t.density_range_per_um2 is not None or t.n_per_patch_range is not None:
+            if t.n_per_patch_range is not None:  # counts per patch, scaled to the margin
+                lo, hi = t.n_per_patch_range
+                per_patch = torch.randint(lo, hi + 1, (n,), generator=generator).float()
+                counts = torch.poisson(per_patch * (side / self.patch_px) ** 2,
+                                       generator=generator).long()
+            else:
+                side_um = side * self.pixel_nm / 1000
+                lo, hi = t.density_range_per_um2
+                dens = lo + (hi - lo) * torch.rand(n, generator=generator)
+                counts = torch.poisson(dens * side_um ** 2, generator=generator).long()
             em = emission.emit_independent(build_structure(self.big, generator), n, counts,
                                            photon_distribution(self.big), generator)
         else:
@@ -103,8 +110,13 @@ class PatchSampler:
         inside = ((xyz[:, :2] >= 0) & (xyz[:, :2] < p * self.pixel_nm)).all(1)
         em = EmitterSet(xyz[inside], em.photons[inside], em.frame[inside], em.id[inside])
         u = self.upsampling
-        spikes = spike_image(em.xyz_nm[:, :2], em.frame, (n, p * u, p * u), self.pixel_nm / u)
-        return Batch(crop, spikes, em)
+        if t.model == "deepstorm3d":
+            target = voxel_grid(em.xyz_nm, em.frame, (n, t.depth_planes, p * u, p * u),
+                                self.pixel_nm / u, tuple(self.exp.emitters.z_range_nm))
+        else:
+            target = spike_image(em.xyz_nm[:, :2], em.frame, (n, p * u, p * u),
+                                 self.pixel_nm / u)
+        return Batch(crop, target, em)
 
 
 def fixed_batches(sampler: PatchSampler, n_frames: int, batch_size: int, seed: int

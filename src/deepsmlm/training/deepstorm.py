@@ -1,4 +1,4 @@
-"""Train a Deep-STORM model for an experiment and write its model folder.
+"""Train a Deep-STORM (2D) or DeepSTORM3D model for an experiment; write its model folder.
 
 Frames are simulated on the fly (``data.datasets.PatchSampler``) — or cut from a user's
 simulated stack with its ground truth — the network is fitted with the Deep-STORM loss, the
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepsmlm import methods
 from deepsmlm.build import build_camera
 from deepsmlm.config import Experiment, load_experiment, save_experiment
 from deepsmlm.data.datasets import (
@@ -25,34 +26,22 @@ from deepsmlm.data.datasets import (
 )
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
-from deepsmlm.io.models import read_json, versions, write_json
-from deepsmlm.losses import deepstorm_loss
-from deepsmlm.models.deepstorm import DeepSTORM, count_weights
+from deepsmlm.io.models import read_json, write_json
 from deepsmlm.training.loop import Checkpoints, fit
 
 
-def model_settings(exp: Experiment, normalizer: Normalizer) -> dict:
-    t = exp.training
-    return {"kind": "deepstorm", "upsampling": t.upsampling, "channels": list(t.channels),
-            "pixel_size_nm": exp.optics.pixel_size_nm,
-            "fine_pixel_nm": exp.optics.pixel_size_nm / t.upsampling,
-            "target_scale": t.target_scale, "normalization": normalizer.to_dict(),
-            "threshold": None, "versions": versions()}
-
-
-def new_model(t) -> DeepSTORM:
-    """The untrained network of a training config; initialised from ``t.seed`` without
-    touching the global random state."""
+def new_model(t, settings: dict) -> torch.nn.Module:
+    """The untrained network; initialised from ``t.seed`` without touching the global
+    random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        return DeepSTORM(t.upsampling, tuple(t.channels))
+        return methods.build_model(settings)
 
 
-def tune_threshold(model: DeepSTORM, normalizer: Normalizer, batches: list[Batch],
-                   fine_pixel_nm: float, scale: float, device) -> dict:
-    """Threshold with the highest Jaccard on ``batches`` (greedy matching, 250 nm)."""
+def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], settings: dict,
+                   device) -> dict:
+    """Threshold with the highest Jaccard on ``batches`` (greedy matching, 250/500 nm)."""
     from deepsmlm.evaluation.metrics import evaluate
-    from deepsmlm.postprocess import decode
 
     model.eval()
     outs, truths, offset = [], [], 0
@@ -65,13 +54,14 @@ def tune_threshold(model: DeepSTORM, normalizer: Normalizer, batches: list[Batch
     sr = torch.cat(outs)
     truth = EmitterSet.cat(truths).numpy()
     best = None
-    for thr in scale * np.geomspace(0.002, 1.0, 32):
-        pred = decode(sr, fine_pixel_nm, float(thr), scale).numpy()
+    for thr in settings["target_scale"] * np.geomspace(0.002, 1.0, 32):
+        pred = methods.decode(settings, sr, float(thr)).numpy()
         r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"])
         score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
         if best is None or score > best["jaccard"]:
             best = {"threshold": float(thr), "jaccard": score, "rmse_xy_nm": r["rmse_xy_nm"],
-                    "recall": r["recall"], "precision": r["precision"]}
+                    "rmse_z_nm": r["rmse_z_nm"], "recall": r["recall"],
+                    "precision": r["precision"]}
     model.train()
     return best
 
@@ -123,16 +113,16 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
         normalizer = Normalizer.from_dict(settings["normalization"])
     else:
         normalizer = Normalizer.fit(t.normalization, camera, probe)
-        settings = model_settings(exp, normalizer)
+        settings = methods.settings_for(exp, normalizer)
         save_experiment(exp, out / "experiment.yaml")
         write_json(out / "model.json", settings)
-    model = new_model(t).to(device)
-    settings["weights"] = count_weights(model)
+    model = new_model(t, settings).to(device)
+    settings["weights"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    criterion = methods.loss(t)
 
     def loss_fn(m, b: Batch):
-        pred = m(normalizer(b.inputs_adu).to(device))
-        return deepstorm_loss(pred, b.spikes.to(device), t.target_scale, t.heatmap_sigma_px,
-                              t.l1_weight)
+        return criterion(m(normalizer(b.inputs_adu).to(device)), b.spikes.to(device))
 
     t0 = time.perf_counter()
     state = fit(model, loss_fn, next_batch, val, ckpt, lr=t.learning_rate,
@@ -143,8 +133,7 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
     from deepsmlm.io.models import load_tensors
 
     model.load_state_dict(load_tensors(ckpt.best_path))
-    tuned = tune_threshold(model, normalizer, val, settings["fine_pixel_nm"], t.target_scale,
-                           device)
+    tuned = tune_threshold(model, normalizer, val, settings, device)
     settings.update(threshold=tuned["threshold"], validation=tuned,
                     training={"epochs": state.epoch, "stopped": state.stopped,
                               "seconds": state.seconds, "best_val_loss": state.best_val,
