@@ -97,3 +97,13 @@ def test_breakdown_by_density_and_z():
     assert dens[(2, 5)]["jaccard"] == pytest.approx(200 / 3)
     z = r["by_z"]
     assert sum(b["tp"] + b["fn"] for b in z) == 4 and z[-1]["fn"] == 1
+
+
+def test_spherical_tolerance():
+    gt = arr([0, 0, 0])
+    pr = arr([80, 0, 80])  # 80 nm laterally and axially: 113 nm in 3D
+    assert match([0], gt, [0], pr, tol_xy_nm=100, tol_z_nm=100).tp == 1
+    assert match([0], gt, [0], pr, tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100).tp == 0
+    two = arr([0, 0, 90], [60, 0, 0])  # laterally the first is nearer; in 3D the second
+    m = match([0], gt, [0, 0], two, tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100)
+    assert m.pred_index.tolist() == [1]

@@ -34,16 +34,26 @@ def deepstorm_loss(pred: torch.Tensor, spikes: torch.Tensor, scale: float = 100.
     return mse + l1_weight * pred.abs().mean()
 
 
-def gaussian_kernel_3d(sigma_px: float, sigma_planes: float) -> torch.Tensor:
-    """Normalised separable 3D Gaussian (1, 1, Kz, K, K): σ in fine pixels and in planes."""
-    def g1(sigma):
-        r = max(1, math.ceil(3 * sigma))
-        x = torch.arange(-r, r + 1, dtype=torch.float32)
-        g = torch.exp(-0.5 * (x / max(sigma, 1e-3)) ** 2)
-        return g / g.sum()
+def _gauss_1d(sigma: float) -> torch.Tensor:
+    r = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-0.5 * (x / max(sigma, 1e-3)) ** 2)
+    return g / g.sum()
 
-    gz, gxy = g1(sigma_planes), g1(sigma_px)
-    return (gz[:, None, None] * gxy[None, :, None] * gxy[None, None, :])[None, None]
+
+def blur_3d(vol: torch.Tensor, sigma_px: float, sigma_planes: float) -> torch.Tensor:
+    """Separable normalised Gaussian blur of volumes (B, D, H, W), zero padding: two 1D
+    convolutions in the plane and a weighted sum of shifted planes along D."""
+    b, d, h, w = vol.shape
+    g = _gauss_1d(sigma_px).to(vol)
+    r = len(g) // 2
+    x = vol.reshape(b * d, 1, h, w)
+    x = F.conv2d(x, g.view(1, 1, 1, -1), padding=(0, r))
+    x = F.conv2d(x, g.view(1, 1, -1, 1), padding=(r, 0)).view(b, d, h, w)
+    gz = _gauss_1d(sigma_planes).to(vol)
+    rz = len(gz) // 2
+    xp = F.pad(x, (0, 0, 0, 0, rz, rz))
+    return sum(gz[j] * xp[:, j:j + d] for j in range(len(gz)))
 
 
 def overlap_loss(pred: torch.Tensor, target: torch.Tensor, scale: float,
@@ -68,9 +78,8 @@ def deepstorm3d_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 80
 
     pred, target: (B, D, H, W).
     """
-    k = gaussian_kernel_3d(sigma_px, sigma_planes).to(pred)
-    pad = (k.shape[-3] // 2, k.shape[-2] // 2, k.shape[-1] // 2)
-    bp = F.conv3d(pred[:, None], k, padding=pad)
-    bt = F.conv3d(target[:, None], k, padding=pad)
+    bp = blur_3d(pred, sigma_px, sigma_planes)
+    with torch.no_grad():
+        bt = blur_3d(target, sigma_px, sigma_planes)
     mse = torch.mean((bp - scale * bt) ** 2)
     return mse + overlap_weight * overlap_loss(pred, target, scale, count_false_positives)

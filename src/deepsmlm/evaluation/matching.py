@@ -69,15 +69,21 @@ def inside_border(xyz_nm: np.ndarray, field_nm: tuple[float, float], border_nm: 
     return (x >= border_nm) & (x <= w - border_nm) & (y >= border_nm) & (y <= h - border_nm)
 
 
-def _pairs(gt: np.ndarray, pr: np.ndarray, tol_xy: float, tol_z: float):
+def _pairs(gt: np.ndarray, pr: np.ndarray, tol_xy: float, tol_z: float,
+           tol_3d: float | None = None):
+    """Distances (lateral, axial) and the admissible pairs; with ``tol_3d`` the "lateral"
+    distance returned is the 3D one (the ranking and cost of a spherical tolerance)."""
     d_xy = np.hypot(gt[:, None, 0] - pr[None, :, 0], gt[:, None, 1] - pr[None, :, 1])
     d_z = np.abs(gt[:, None, 2] - pr[None, :, 2])
     ok = (d_xy <= tol_xy) & (d_z <= tol_z)
+    if tol_3d is not None:
+        d_xy = np.hypot(d_xy, d_z)
+        ok &= d_xy <= tol_3d
     return d_xy, d_z, ok
 
 
-def _greedy(gt, pr, tol_xy, tol_z):
-    d_xy, d_z, ok = _pairs(gt, pr, tol_xy, tol_z)
+def _greedy(gt, pr, tol_xy, tol_z, tol_3d=None):
+    d_xy, d_z, ok = _pairs(gt, pr, tol_xy, tol_z, tol_3d)
     gi, pi = np.nonzero(ok)
     order = np.lexsort((pi, gi, d_z[gi, pi], d_xy[gi, pi]))
     g_done = np.zeros(len(gt), bool)
@@ -92,10 +98,10 @@ def _greedy(gt, pr, tol_xy, tol_z):
     return np.array(out_g, dtype=np.int64), np.array(out_p, dtype=np.int64)
 
 
-def _hungarian(gt, pr, tol_xy, tol_z):
+def _hungarian(gt, pr, tol_xy, tol_z, tol_3d=None):
     from scipy.optimize import linear_sum_assignment
 
-    d_xy, _, ok = _pairs(gt, pr, tol_xy, tol_z)
+    d_xy, _, ok = _pairs(gt, pr, tol_xy, tol_z, tol_3d)
     rows = np.nonzero(ok.any(1))[0]
     cols = np.nonzero(ok.any(0))[0]
     if len(rows) == 0:
@@ -119,8 +125,12 @@ def _frame_groups(frame: np.ndarray) -> tuple[np.ndarray, dict[int, slice]]:
 def match(gt_frame: np.ndarray, gt_xyz_nm: np.ndarray, pred_frame: np.ndarray,
           pred_xyz_nm: np.ndarray, tol_xy_nm: float = 250.0, tol_z_nm: float = 500.0,
           method: str = "greedy", field_nm: tuple[float, float] | None = None,
-          border_nm: float = 0.0) -> Matching:
-    """Match predictions to ground truth per frame (see the module docstring)."""
+          border_nm: float = 0.0, tol_3d_nm: float | None = None) -> Matching:
+    """Match predictions to ground truth per frame (see the module docstring).
+
+    ``tol_3d_nm`` adds a spherical tolerance (3D distance, also used to rank and assign),
+    as DeepSTORM3D reports with 100 nm.
+    """
     if method not in ("greedy", "hungarian"):
         raise ValueError(f"method must be 'greedy' or 'hungarian', got {method!r}")
     gt_frame, pred_frame = np.asarray(gt_frame), np.asarray(pred_frame)
@@ -142,7 +152,7 @@ def match(gt_frame: np.ndarray, gt_xyz_nm: np.ndarray, pred_frame: np.ndarray,
         gi, pi = gi[gt_used[gi]], pi[pr_used[pi]]
         if len(gi) == 0 or len(pi) == 0:
             continue
-        a, b = solver(gt_xyz[gi], pr_xyz[pi], tol_xy_nm, tol_z_nm)
+        a, b = solver(gt_xyz[gi], pr_xyz[pi], tol_xy_nm, tol_z_nm, tol_3d_nm)
         out_g.append(gi[a])
         out_p.append(pi[b])
     g = np.concatenate(out_g) if out_g else np.zeros(0, np.int64)

@@ -82,16 +82,17 @@ def evaluate(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, *, gt_photons=None,
              tol_xy_nm: float = 250.0, tol_z_nm: float = 500.0, method: str = "greedy",
              field_nm: tuple[float, float] | None = None, border_nm: float = 0.0,
              density_edges=(0, 0.5, 1, 2, 4, 6, 8, 12, 1e9), z_step_nm: float = 250.0,
-             photon_bins: int = 5) -> dict:
+             photon_bins: int = 5, tol_3d_nm: float | None = None) -> dict:
     """Match and compute every metric: flat overall keys plus ``by_density``, ``by_z``,
     ``by_photons`` breakdowns (lists of bins). Density is ground-truth emitters per µm² in
     each frame (needs ``field_nm``)."""
     gt_frame, pred_frame = np.asarray(gt_frame), np.asarray(pred_frame)
     gt_xyz, pr_xyz = np.asarray(gt_xyz_nm, float), np.asarray(pred_xyz_nm, float)
     m = match(gt_frame, gt_xyz, pred_frame, pr_xyz, tol_xy_nm, tol_z_nm, method, field_nm,
-              border_nm)
+              border_nm, tol_3d_nm)
     out = summarize(m, gt_xyz, pr_xyz)
-    out.update(tol_xy_nm=tol_xy_nm, tol_z_nm=tol_z_nm, method=method, border_nm=border_nm)
+    out.update(tol_xy_nm=tol_xy_nm, tol_z_nm=tol_z_nm, tol_3d_nm=tol_3d_nm, method=method,
+               border_nm=border_nm)
     d_all = pr_xyz[m.pred_index] - gt_xyz[m.gt_index]
     if field_nm is not None and len(gt_frame):
         area_um2 = field_nm[0] * field_nm[1] * 1e-6
