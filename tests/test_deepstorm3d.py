@@ -1,0 +1,118 @@
+"""DeepSTORM3D: voxel targets ↔ decoding, the loss, 3D NMS, training, other frame sizes."""
+
+import numpy as np
+import pytest
+import torch
+
+from deepsmlm.config import experiment_from_dict, load_experiment
+from deepsmlm.data.targets import voxel_grid
+from deepsmlm.losses import blur_3d, deepstorm3d_loss, overlap_loss
+from deepsmlm.models.deepstorm3d import DeepSTORM3D
+from deepsmlm.postprocess import decode_3d
+
+from .conftest import CONFIGS
+
+TINY3D = dict(model="deepstorm3d", upsampling=1, depth_planes=8, width=8, dilations=[1, 2],
+              patch_px=16, margin_px=2, batch_size=4, steps_per_epoch=10, max_epochs=2,
+              val_frames=8, n_per_patch_range=[1, 4], target_scale=100.0,
+              learning_rate=0.003)
+
+
+def tiny3d_experiment(**training):
+    d = load_experiment(CONFIGS / "3d-astigmatic.yaml").to_dict()
+    d["optics"]["pupil_grid_px"] = 32
+    d["optics"]["pixel_oversampling"] = 1
+    d["training"].update(TINY3D, **training)
+    return experiment_from_dict(d)
+
+
+def test_network_shapes_and_any_frame_size():
+    m = DeepSTORM3D(depth_planes=12, upsampling=2, width=8, dilations=(1, 2, 4))
+    out = m(torch.zeros(2, 1, 17, 23))
+    assert out.shape == (2, 12, 34, 46)
+    out = out.detach()
+    assert float(out.min()) >= 0 and float(out.max()) <= m.scale  # bounded output
+    assert m.flops_per_frame(64, 64) > 0
+
+
+def test_voxel_targets_decode_back_within_a_voxel():
+    fine, z_range, d = 55.0, (2000.0, 6000.0), 40  # voxels 55 × 55 × 100 nm
+    xyz = torch.tensor([[1000.0, 2000.0, 2345.0], [3000.0, 1500.0, 5990.0],
+                        [2000.0, 3000.0, 6000.0]])
+    grid = voxel_grid(xyz, torch.tensor([0, 0, 1]), (2, d, 64, 64), fine, z_range)
+    assert float(grid.sum()) == 3 and grid[1, d - 1].sum() == 1  # z_hi lands in the last plane
+    em = decode_3d(800.0 * grid, fine, z_range, threshold=10.0, scale=800.0)
+    assert len(em) == 3 and sorted(em.frame.tolist()) == [0, 0, 1]
+    for p in xyz:
+        err = (em.xyz_nm - p).abs()
+        best = err[torch.argmin(err.sum(1))]
+        assert float(best[0]) <= fine / 2 and float(best[1]) <= fine / 2
+        assert float(best[2]) <= 50.0 + 1e-3  # half a 100 nm plane
+    assert torch.allclose(em.photons, torch.ones(3))
+
+
+def test_nms_keeps_emitters_close_in_xy_but_apart_in_z():
+    vol = torch.zeros(1, 20, 16, 16)
+    vol[0, 5, 8, 8] = 100.0
+    vol[0, 12, 8, 9] = 90.0  # one fine pixel away laterally, 7 planes away axially
+    vol = blur_3d(vol, 1.0, 1.0) * 10
+    em = decode_3d(vol, 50.0, (0.0, 2000.0), threshold=1.0, scale=1.0)
+    assert len(em) == 2
+    assert sorted(round(float(z)) for z in em.xyz_nm[:, 2]) == [550, 1250]
+
+
+def test_loss_on_hand_made_volumes_false_positives_raise_it():
+    target = torch.zeros(1, 10, 16, 16)
+    target[0, 4, 8, 8] = 1.0
+    perfect = 800.0 * target
+    extra = perfect.clone()
+    extra[0, 7, 2, 2] = 800.0  # a false positive
+    assert float(deepstorm3d_loss(perfect, target)) < float(deepstorm3d_loss(extra, target))
+    assert float(overlap_loss(perfect, target, 800.0)) < float(overlap_loss(extra, target, 800.0))
+    # the published variant does not see the false positive in its overlap term
+    a = overlap_loss(perfect, target, 800.0, count_false_positives=False)
+    b = overlap_loss(extra, target, 800.0, count_false_positives=False)
+    assert float(a) == pytest.approx(float(b))
+    assert float(deepstorm3d_loss(perfect, target, overlap_weight=0.0)) == pytest.approx(0.0,
+                                                                                        abs=1e-6)
+
+
+def test_blur_3d_is_normalised():
+    v = torch.zeros(1, 9, 21, 21)
+    v[0, 4, 10, 10] = 1.0
+    b = blur_3d(v, 1.0, 1.0)  # the kernel (±3 planes, ±3 px) fits inside the volume
+    assert float(b.sum()) == pytest.approx(1.0, rel=1e-5)
+    assert float(b[0, 4, 10, 10]) == float(b.max())
+
+
+def test_tiny_3d_training_lowers_the_loss_and_runs_on_another_frame_size(tmp_path):
+    from deepsmlm.api import simulate
+    from deepsmlm.data.datasets import Normalizer, PatchSampler, fixed_batches
+    from deepsmlm.inference import Predictor, localize_stack
+    from deepsmlm.io.frames import read_stack, write_stack
+    from deepsmlm.methods import loss
+    from deepsmlm.training.deepstorm import new_model, train_deepstorm
+    from deepsmlm.training.loop import evaluate_loss
+
+    exp = tiny3d_experiment()
+    s = train_deepstorm(exp, tmp_path / "m", progress=False)
+    assert s["kind"] == "deepstorm3d" and s["threshold"] > 0
+    norm = Normalizer.from_dict(s["normalization"])
+    val = fixed_batches(PatchSampler(exp), 8, 4, exp.training.seed + 1)
+    crit = loss(exp.training)
+
+    def loss_fn(m, b):
+        return crit(m(norm(b.inputs_adu)), b.spikes)
+
+    assert s["training"]["best_val_loss"] < evaluate_loss(new_model(exp.training, s), loss_fn,
+                                                          val)
+    d = exp.to_dict()
+    d["frame"] = {"height_px": 24, "width_px": 20}
+    movie = simulate(experiment_from_dict(d), 3, seed=2)
+    write_stack(tmp_path / "movie.tif", movie.frames_adu, 100.0)
+    pred = Predictor.load(tmp_path / "m")
+    em, sr, wf = localize_stack(pred, read_stack(tmp_path / "movie.tif"), progress=False)
+    assert sr.shape == (24, 20) and wf.shape == (24, 20)
+    if len(em):
+        z = em.xyz_nm[:, 2].numpy()
+        assert np.all((z >= -600) & (z <= 600))
