@@ -44,7 +44,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int
     from deepsmlm.inference import Predictor, localize_stack
     from deepsmlm.io.frames import read_stack, write_stack
     from deepsmlm.io.localizations import write_csv, write_picasso
-    from deepsmlm.plotting import widefield_vs_sr
+    from deepsmlm.plotting import widefield_vs_sr, widefield_vs_z
     from deepsmlm.workflows import _out_dir
 
     pred = Predictor.load(model_dir, device, camera)
@@ -64,8 +64,11 @@ def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int
     write_picasso(em, out / "localizations.hdf5", px, (h, w), n, source=str(movie))
     fine = pred.fine_pixel_nm
     write_stack(out / "sr.tif", sr.astype(np.float32)[None], fine, axes="ZYX")
-    widefield_vs_sr(wf, sr, px, fine, out / "sr.png",
-                    f"{n} frames, {len(em)} localizations")
+    title = f"{n} frames, {len(em)} localizations"
+    if pred.settings["kind"] == "deepstorm3d":
+        widefield_vs_z(wf, em.xyz_nm.numpy(), px, out / "sr.png", title)
+    else:
+        widefield_vs_sr(wf, sr, px, fine, out / "sr.png", title)
     return {"frames": n, "localizations": len(em), "seconds": seconds,
             "frames_per_s": n / seconds, "out": str(out)}
 

@@ -149,3 +149,31 @@ def widefield_vs_sr(widefield: np.ndarray, sr: np.ndarray, pixel_nm: float, fine
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path, dpi=110)
+
+
+def widefield_vs_z(widefield: np.ndarray, xyz_nm: np.ndarray, pixel_nm: float,
+                   path: str | os.PathLike, title: str = "") -> None:
+    """The widefield sum beside the 3D localizations, coloured by z (nm), 1 µm scale bars."""
+    plt = _plt()
+    h, w = widefield.shape
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.3))
+    axes[0].imshow(widefield, cmap="gray", interpolation="nearest")
+    axes[0].set_title("widefield (sum of frames)  (bar 1 µm)", fontsize=9)
+    bar = 1000.0 / pixel_nm
+    axes[0].plot([w * 0.95 - bar, w * 0.95], [h * 0.95, h * 0.95], color="white", lw=3)
+    ax = axes[1]
+    ax.set_facecolor("black")
+    sc = ax.scatter(xyz_nm[:, 0] / 1000, xyz_nm[:, 1] / 1000, c=xyz_nm[:, 2], s=2, lw=0,
+                    cmap="turbo")
+    ax.set_xlim(0, w * pixel_nm / 1000)
+    ax.set_ylim(h * pixel_nm / 1000, 0)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [µm]")
+    ax.set_ylabel("y [µm]")
+    ax.set_title("localizations coloured by z", fontsize=9)
+    fig.colorbar(sc, ax=ax, label="z [nm]", shrink=0.8)
+    for a in axes[:1]:
+        a.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path, dpi=110)
