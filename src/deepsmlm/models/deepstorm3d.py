@@ -5,7 +5,8 @@ every block sees the features and the input frame concatenated and adds its outp
 features (residual). Dilations grow to cover the large lateral extent of engineered PSFs
 such as the Tetrapod and shrink again. Nearest ×2 upsampling steps (each followed by a
 block that again sees the upsampled input) give lateral upsampling s; a head maps the
-features to D depth planes, bounded to [0, scale] (hard tanh). Output (B, D, s·H, s·W).
+features to D depth planes, bounded to [0, scale] (softplus, clipped at the scale; the
+published hard tanh can die at zero early in training). Output (B, D, s·H, s·W).
 No pooling, so any frame size works.
 """
 
@@ -45,7 +46,9 @@ class DeepSTORM3D(nn.Module):
             f = F.interpolate(f, scale_factor=2, mode="nearest")
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             f = up(torch.cat([f, x], dim=1))
-        return F.hardtanh(self.head(f), 0.0, self.scale)
+        # bounded to [0, scale]; softplus (not a hard clip at 0) keeps a gradient for voxels
+        # that start negative, so the output cannot die at zero early in training
+        return F.softplus(self.head(f)).clamp(max=self.scale)
 
     def flops_per_frame(self, height: int, width: int) -> float:
         """Multiply–adds ×2 of the convolutions for one H×W frame."""
