@@ -26,7 +26,7 @@ from deepsmlm.data.datasets import (
 )
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
-from deepsmlm.io.models import read_json, write_json
+from deepsmlm.io.models import load_tensors, read_json, write_json
 from deepsmlm.training.loop import Checkpoints, fit
 
 
@@ -82,32 +82,7 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(t.seed)
     camera = build_camera(exp)
-    if stack is None:
-        sampler = PatchSampler(exp)
-        probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
-        val = fixed_batches(sampler, t.val_frames, t.batch_size, t.seed + 1)
-
-        def next_batch(g):
-            return sampler(t.batch_size, g)
-    else:
-        frames, truth = stack
-        px = exp.optics.pixel_size_nm
-        n_val = max(1, len(frames) // 5)  # the last fifth of the frames validates
-        sel_val = truth.frame >= len(frames) - n_val
-        tr_truth = truth.subset(~sel_val)
-        va_truth = truth.subset(sel_val)
-        va_truth.frame = va_truth.frame - (len(frames) - n_val)
-        tr_frames, va_frames = frames[: len(frames) - n_val], frames[len(frames) - n_val:]
-        vgen = torch.Generator().manual_seed(t.seed + 1)
-        val = [batches_from_stack(va_frames, va_truth, px, t.patch_px, t.upsampling,
-                                  t.batch_size, vgen) for _ in range(max(1, t.val_frames
-                                                                         // t.batch_size))]
-        probe = torch.from_numpy(np.asarray(tr_frames[:64], dtype=np.float32))
-
-        def next_batch(g):
-            return batches_from_stack(tr_frames, tr_truth, px, t.patch_px, t.upsampling,
-                                      t.batch_size, g)
-
+    next_batch, val, probe = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
     if resume:
         settings = read_json(out / "model.json")
         normalizer = Normalizer.from_dict(settings["normalization"])
@@ -130,8 +105,6 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
                 lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
                 early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
                 resume=resume, progress=progress)
-    from deepsmlm.io.models import load_tensors
-
     model.load_state_dict(load_tensors(ckpt.best_path))
     tuned = tune_threshold(model, normalizer, val, settings, device)
     settings.update(threshold=tuned["threshold"], validation=tuned,
@@ -143,6 +116,40 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
     write_json(out / "model.json", settings)
     write_curves(state.history, out)
     return settings
+
+
+def _simulated_data(exp: Experiment):
+    """(next_batch, validation batches, normalisation probe) simulated on the fly."""
+    t = exp.training
+    sampler = PatchSampler(exp)
+    probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
+    val = fixed_batches(sampler, t.val_frames, t.batch_size, t.seed + 1)
+    return (lambda g: sampler(t.batch_size, g)), val, probe
+
+
+def _stack_data(exp: Experiment, stack: tuple[np.ndarray, EmitterSet]):
+    """The same from a user's stack + ground truth; the last fifth of the frames validates."""
+    t = exp.training
+    if t.model != "deepstorm":
+        raise UserError("training from a stack (--stack/--truth) is for Deep-STORM 2D models")
+    frames, truth = stack
+    px = exp.optics.pixel_size_nm
+    n_val = max(1, len(frames) // 5)
+    first_val = len(frames) - n_val
+    sel_val = truth.frame >= first_val
+    tr_truth, va_truth = truth.subset(~sel_val), truth.subset(sel_val)
+    va_truth.frame = va_truth.frame - first_val
+    tr_frames, va_frames = frames[:first_val], frames[first_val:]
+    vgen = torch.Generator().manual_seed(t.seed + 1)
+    val = [batches_from_stack(va_frames, va_truth, px, t.patch_px, t.upsampling, t.batch_size,
+                              vgen) for _ in range(max(1, t.val_frames // t.batch_size))]
+    probe = torch.from_numpy(np.asarray(tr_frames[:64], dtype=np.float32))
+
+    def next_batch(g):
+        return batches_from_stack(tr_frames, tr_truth, px, t.patch_px, t.upsampling,
+                                  t.batch_size, g)
+
+    return next_batch, val, probe
 
 
 def write_curves(history: list[dict], out: Path) -> None:
