@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepsmlm.emitters import EmitterSet
-
 
 def settings_for(exp, normalizer) -> dict:
     """The model.json content that describes the network and its decoding."""
@@ -52,11 +50,13 @@ def loss(t):
     return lambda p, y: deepstorm_loss(p, y, t.target_scale, t.heatmap_sigma_px, t.l1_weight)
 
 
-def decode(s: dict, out: torch.Tensor, threshold: float, frame_offset: int = 0) -> EmitterSet:
+def decode(s: dict, out: torch.Tensor, threshold: float, frame_offset: int = 0,
+           return_peaks: bool = False):
     from deepsmlm.postprocess import decode as decode_2d
     from deepsmlm.postprocess import decode_3d
 
     if s["kind"] == "deepstorm3d":
         return decode_3d(out, s["fine_pixel_nm"], tuple(s["z_range_nm"]), threshold,
-                         s["target_scale"], frame_offset)
-    return decode_2d(out, s["fine_pixel_nm"], threshold, s["target_scale"], frame_offset)
+                         s["target_scale"], frame_offset, return_peaks)
+    return decode_2d(out, s["fine_pixel_nm"], threshold, s["target_scale"], frame_offset,
+                     return_peaks)

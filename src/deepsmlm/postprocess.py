@@ -35,12 +35,15 @@ def local_maxima(img: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def decode(img: torch.Tensor, fine_pixel_nm: float, threshold: float, scale: float = 1.0,
-           frame_offset: int = 0) -> EmitterSet:
-    """Localizations from SR images (T, 1, H, W). ``photons`` holds the confidence."""
+           frame_offset: int = 0, return_peaks: bool = False):
+    """Localizations from SR images (T, 1, H, W). ``photons`` holds the confidence.
+
+    With ``return_peaks`` also the peak value of each detection (to re-threshold cheaply:
+    the maxima do not depend on the threshold)."""
     img = img.detach()
     idx = local_maxima(img, threshold)
     if len(idx) == 0:
-        return EmitterSet.empty()
+        return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
     pos = img.clamp_min(0.0)
     padded = F.pad(pos, (1, 1, 1, 1))
     t, r, c = idx[:, 0], idx[:, 2], idx[:, 3]
@@ -54,7 +57,8 @@ def decode(img: torch.Tensor, fine_pixel_nm: float, threshold: float, scale: flo
     x = (c.float() + 0.5 + dx) * fine_pixel_nm
     y = (r.float() + 0.5 + dy) * fine_pixel_nm
     xyz = torch.stack([x, y, torch.zeros_like(x)], dim=1).cpu()
-    return EmitterSet(xyz, (total / scale).cpu(), (t + frame_offset).cpu())
+    em = EmitterSet(xyz, (total / scale).cpu(), (t + frame_offset).cpu())
+    return (em, img[t, 0, r, c].cpu()) if return_peaks else em
 
 
 def local_maxima_3d(vol: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -75,13 +79,14 @@ def local_maxima_3d(vol: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, float],
-              threshold: float, scale: float = 1.0, frame_offset: int = 0) -> EmitterSet:
+              threshold: float, scale: float = 1.0, frame_offset: int = 0,
+              return_peaks: bool = False):
     """Localizations (x, y, z) from occupancy volumes (T, D, H, W): 3D NMS, then the centre
     of gravity of the 3×3×3 neighbourhood; plane k is centred at z_lo + (k + ½)·Δz."""
     vol = vol.detach()
     idx = local_maxima_3d(vol, threshold)
     if len(idx) == 0:
-        return EmitterSet.empty()
+        return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
     d_planes = vol.shape[1]
     z_lo, z_hi = z_range_nm
     dz_nm = (z_hi - z_lo) / d_planes if z_hi > z_lo else 1.0
@@ -97,5 +102,6 @@ def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, 
     x = (c.float() + 0.5 + ocol) * fine_pixel_nm
     y = (r.float() + 0.5 + orow) * fine_pixel_nm
     z = z_lo + (p.float() + 0.5 + op) * dz_nm
-    return EmitterSet(torch.stack([x, y, z], 1).cpu(), (total / scale).cpu(),
-                      (t + frame_offset).cpu())
+    em = EmitterSet(torch.stack([x, y, z], 1).cpu(), (total / scale).cpu(),
+                    (t + frame_offset).cpu())
+    return (em, vol[t, p, r, c].cpu()) if return_peaks else em

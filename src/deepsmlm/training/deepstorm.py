@@ -54,8 +54,11 @@ def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], settings
     sr = torch.cat(outs)
     truth = EmitterSet.cat(truths).numpy()
     best = None
-    for thr in settings["target_scale"] * np.geomspace(0.002, 1.0, 32):
-        pred = methods.decode(settings, sr, float(thr)).numpy()
+    thresholds = settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
+    # the maxima do not depend on the threshold: find them once, then filter by peak
+    found, peaks = methods.decode(settings, sr, float(thresholds[0]), return_peaks=True)
+    for thr in thresholds:
+        pred = found.subset(peaks > thr).numpy()
         r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"])
         score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
         if best is None or score > best["jaccard"]:
