@@ -60,3 +60,13 @@ def decode(s: dict, out: torch.Tensor, threshold: float, frame_offset: int = 0,
                          s["target_scale"], frame_offset, return_peaks)
     return decode_2d(out, s["fine_pixel_nm"], threshold, s["target_scale"], frame_offset,
                      return_peaks)
+
+
+def tuning_match(s: dict) -> dict:
+    """Matching used to tune the detection threshold: the SMLM-Challenge greedy 250/500 nm
+    for 2D; for 3D the Hungarian assignment within a 100 nm sphere that DeepSTORM3D reports
+    (a loose tolerance would favour a low threshold and many duplicates)."""
+    if s["kind"] == "deepstorm3d":
+        return {"method": "hungarian", "tol_xy_nm": 100.0, "tol_z_nm": 100.0,
+                "tol_3d_nm": 100.0}
+    return {}

@@ -40,7 +40,7 @@ def new_model(t, settings: dict) -> torch.nn.Module:
 
 def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], settings: dict,
                    device) -> dict:
-    """Threshold with the highest Jaccard on ``batches`` (greedy matching, 250/500 nm)."""
+    """Threshold with the highest Jaccard on ``batches`` (matching: ``methods.tuning_match``)."""
     from deepsmlm.evaluation.metrics import evaluate
 
     model.eval()
@@ -59,7 +59,8 @@ def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], settings
     found, peaks = methods.decode(settings, sr, float(thresholds[0]), return_peaks=True)
     for thr in thresholds:
         pred = found.subset(peaks > thr).numpy()
-        r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"])
+        r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"],
+                     **methods.tuning_match(settings))
         score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
         if best is None or score > best["jaccard"]:
             best = {"threshold": float(thr), "jaccard": score, "rmse_xy_nm": r["rmse_xy_nm"],
