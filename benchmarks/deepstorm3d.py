@@ -93,6 +93,26 @@ def cmd_evaluate(args) -> None:
         Path(args.json).write_text(json.dumps(out, indent=2, default=float))
 
 
+def cmd_retune(args) -> None:
+    """Re-tune a trained model's threshold on its validation set (``methods.tuning_match``)."""
+    from deepsmlm.config import load_experiment as load
+    from deepsmlm.data.datasets import PatchSampler, fixed_batches
+    from deepsmlm.inference import Predictor
+    from deepsmlm.io.models import read_json, write_json
+    from deepsmlm.training.deepstorm import tune_threshold
+
+    folder = Path(args.model)
+    exp = load(folder / "experiment.yaml")
+    t = exp.training
+    pred = Predictor.load(folder, args.device)
+    val = fixed_batches(PatchSampler(exp), t.val_frames, t.batch_size, t.seed + 1)
+    tuned = tune_threshold(pred.model, pred.normalizer, val, pred.settings, args.device)
+    s = read_json(folder / "model.json")
+    s.update(threshold=tuned["threshold"], validation=tuned)
+    write_json(folder / "model.json", s)
+    print(json.dumps(tuned, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -108,6 +128,10 @@ def main() -> None:
     e.add_argument("--counts", type=int, nargs="+", default=list(COUNTS))
     e.add_argument("--json", default=None)
     e.set_defaults(func=cmd_evaluate)
+    r = sub.add_parser("retune")
+    r.add_argument("--model", required=True)
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=cmd_retune)
     args = ap.parse_args()
     args.func(args)
 
