@@ -104,10 +104,13 @@ def cmd_retune(args) -> None:
     folder = Path(args.model)
     exp = load(folder / "experiment.yaml")
     t = exp.training
+    s = read_json(folder / "model.json")
+    if s.get("threshold") is None:  # training was stopped before it tuned one
+        s["threshold"] = 1.0
+        write_json(folder / "model.json", s)
     pred = Predictor.load(folder, args.device)
     val = fixed_batches(PatchSampler(exp), t.val_frames, t.batch_size, t.seed + 1)
     tuned = tune_threshold(pred.model, pred.normalizer, val, pred.settings, args.device)
-    s = read_json(folder / "model.json")
     s.update(threshold=tuned["threshold"], validation=tuned)
     write_json(folder / "model.json", s)
     print(json.dumps(tuned, indent=1))
