@@ -83,10 +83,10 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
     elif isinstance(exp, (str, Path)):
         exp = load_experiment(exp)
     t = exp.training
-    out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(t.seed)
     camera = build_camera(exp)
     next_batch, val, probe = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data can be made
     if resume:
         settings = read_json(out / "model.json")
         normalizer = Normalizer.from_dict(settings["normalization"])
