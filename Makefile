@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench3d clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,3 +47,11 @@ bench: $(STAMP) $(VENV)/.peers
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache build src/*.egg-info
+
+# DeepSTORM3D at CPU scale (needs the Tetrapod mask of ../shared/data/deepstorm3d).
+bench3d: $(STAMP)
+	$(VENV)/bin/deepsmlm train configs/3d-tetrapod.yaml --out bench_out/ds3d/model \
+		--max-minutes 45 --device $(DEVICE) --quiet
+	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d
+	$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/ds3d/model \
+		--movies bench_out/movies3d --device $(DEVICE) --json bench_out/deepstorm3d.json
