@@ -40,7 +40,11 @@ def run_train(experiment, out, max_minutes: float | None = None, resume: bool = 
 def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int = 16,
                  device: str = "cpu", camera: dict | None = None,
                  threshold: float | None = None, progress: bool = True) -> dict:
-    """Localize a movie; writes localizations.csv/.hdf5, sr.tif, sr.png; returns a summary."""
+    """Localize a movie; writes localizations.csv/.hdf5, sr.tif, sr.png; returns a summary.
+
+    sr.tif is the network output summed over frames (for 3D models also over the depth
+    planes, a z projection); sr.png shows it beside the widefield sum (3D: localizations
+    coloured by z)."""
     from deepsmlm.inference import Predictor, localize_stack
     from deepsmlm.io.frames import read_stack, write_stack
     from deepsmlm.io.localizations import write_csv, write_picasso
