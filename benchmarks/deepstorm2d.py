@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import matmul_gflops
 
 from deepsmlm.api import simulate
 from deepsmlm.config import experiment_from_dict, load_experiment
@@ -62,19 +63,6 @@ def cmd_movies(args) -> None:
         print(f"density {density:g}: {len(movie.emitters) / args.frames:.1f} emitters/frame")
 
 
-def matmul_gflops(device: str, n: int = 4096) -> float:
-    a = torch.randn(n, n, device=device)
-    a @ a
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * 5 / (time.perf_counter() - t) / 1e9
-
-
 def cmd_evaluate(args) -> None:
     from deepsmlm.deepstorm_steps import run_localize
     from deepsmlm.inference import Predictor
@@ -87,7 +75,7 @@ def cmd_evaluate(args) -> None:
     pred = Predictor.load(args.model, args.device)
     settings = pred.settings
     flops = flops_per_frame(pred.model, 64, 64)
-    peak = matmul_gflops(args.device)
+    peak = matmul_gflops(args.device, n=4096)
     peers = {}
     if args.picasso and Path(args.picasso).is_file():
         peers = {r["density_per_um2"]: r for r in json.loads(Path(args.picasso).read_text())

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import matmul_gflops
 
 from deepsmlm.api import simulate
 from deepsmlm.config import load_experiment
@@ -27,19 +28,6 @@ from deepsmlm.errors import UserError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = [("2d-dense.yaml", 400, 200.0), ("3d-tetrapod.yaml", 100, 50.0),
          ("3d-astigmatic.yaml", 100, None), ("smlm2016-2d.yaml", 100, None)]
-
-
-def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, device=device)
-    a @ a
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
 
 
 def main() -> None:

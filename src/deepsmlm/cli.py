@@ -148,6 +148,14 @@ def _float(text: str, name: str) -> float:
         raise UserError(f"{name} must be a number or 'precision', got {text!r}") from None
 
 
+def _locs_context(s: argparse.ArgumentParser) -> None:
+    """Options that tell a localization file's field of view and pixel size."""
+    s.add_argument("--experiment", type=Path, default=None,
+                   help="experiment file for the field of view (default: one beside the file)")
+    s.add_argument("--pixel-size-nm", type=float, default=None,
+                   help="camera pixel size for Picasso files without metadata")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepsmlm",
                                 description="Deep-learning SMLM at high emitter density.")
@@ -178,10 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", choices=["greedy", "hungarian"], default="greedy")
     s.add_argument("--border-nm", type=float, default=0.0,
                    help="exclude a band at the frame edges (needs the field of view)")
-    s.add_argument("--experiment", type=Path, default=None,
-                   help="experiment file for the field of view (default: beside TRUTH)")
-    s.add_argument("--pixel-size-nm", type=float, default=None,
-                   help="camera pixel size for Picasso files without metadata")
+    _locs_context(s)
     s.add_argument("--json", type=Path, default=None, help="write every metric as JSON")
     s.set_defaults(func=cmd_evaluate)
 
@@ -191,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="IMG.tif (+ IMG.png)")
     s.add_argument("--sigma", default=None,
                    help="Gaussian σ in nm, or 'precision' (per localization); default histogram")
-    s.add_argument("--experiment", type=Path, default=None)
-    s.add_argument("--pixel-size-nm", type=float, default=None)
+    _locs_context(s)
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("crlb", help="Cramér–Rao bound of the experiment's PSF and camera")
@@ -208,8 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-nm", type=float, default=5.0)
     s.add_argument("--block-frames", type=_positive_int, default=None)
     s.add_argument("--out", type=Path, default=None, help="folder for the curve")
-    s.add_argument("--experiment", type=Path, default=None)
-    s.add_argument("--pixel-size-nm", type=float, default=None)
+    _locs_context(s)
     s.set_defaults(func=cmd_frc)
 
     s = sub.add_parser("train", help="train a Deep-STORM model on simulated frames")

@@ -27,6 +27,7 @@ from deepsmlm.data.datasets import (
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
 from deepsmlm.io.models import load_tensors, read_json, write_json
+from deepsmlm.models.deepstorm import count_weights
 from deepsmlm.training.loop import Checkpoints, fit
 
 
@@ -96,7 +97,7 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
         save_experiment(exp, out / "experiment.yaml")
         write_json(out / "model.json", settings)
     model = new_model(t, settings).to(device)
-    settings["weights"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    settings["weights"] = count_weights(model)
 
     criterion = methods.loss(t)
 
