@@ -33,7 +33,8 @@ def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
         return masks.zernike_mask(grid, m.noll)
     if isinstance(m, FileMask):
         arr = masks.load_phase_array(m.path, m.key)
-        radius = m.pupil_radius_px or masks.estimate_pupil_radius_px(arr)
+        radius = (m.pupil_radius_px or masks.sidecar_pupil_radius_px(m.path)
+                  or masks.estimate_pupil_radius_px(arr))
         return masks.resample_phase(arr, radius, grid)
     return torch.zeros(grid.n_px, grid.n_px)
 

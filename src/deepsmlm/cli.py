@@ -113,6 +113,19 @@ def cmd_train(args) -> None:
           f"{s['threshold']:.3g} → {args.out}")
 
 
+def cmd_design(args) -> None:
+    from deepsmlm.design.run import run_design
+
+    r = run_design(args.experiment, args.out, args.objective, args.max_minutes, args.resume,
+                   progress=not args.quiet)
+    crlb = (f"mean CRLB {r['mean_crlb_start_nm']:.1f} → {r['mean_crlb_nm']:.1f} nm"
+            if args.objective == "crlb" else
+            f"best validation loss {r['best_val_loss']:.4g} after {r['epochs']} epochs "
+            f"({r['stopped'] or 'done'}); mean CRLB {r['mean_crlb_start_nm']:.1f} → "
+            f"{r['mean_crlb_learned_nm']:.1f} nm")
+    print(f"{crlb} → {args.out}/mask.npy, mask.json, mask_slm.tif, mask.png, psf.png")
+
+
 def cmd_localize(args) -> None:
     from deepsmlm.deepstorm_steps import run_localize
 
@@ -227,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", type=Path, default=None, help="ground truth of --stack")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("design", help="learn a phase mask (end to end with a CNN, or by CRLB)")
+    s.add_argument("experiment", type=Path, nargs="?", default=None,
+                   help="experiment YAML (omit with --resume)")
+    s.add_argument("--out", type=Path, required=True, help="design folder")
+    s.add_argument("--objective", choices=["end-to-end", "crlb"], default="end-to-end")
+    s.add_argument("--max-minutes", type=float, default=None, help="time budget")
+    s.add_argument("--resume", action="store_true", help="continue the design in --out")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_design)
 
     s = sub.add_parser("localize", help="reconstruct a movie with a trained model")
     s.add_argument("model", type=Path, help="model folder")

@@ -273,6 +273,38 @@ class TrainingConfig(_Strict):
         return self
 
 
+class DesignConfig(_Strict):
+    """How ``deepsmlm design`` learns a phase mask (DESIGN §4–§6).
+
+    End to end (the default objective): the mask and a DeepSTORM3D network (``training``
+    section) are optimised together; ``mask_learning_rate`` is the mask's own Adam rate
+    [rad per step]. ``crlb``: Zernike coefficients minimise the mean CRLB of x, y, z over
+    ``crlb_z_samples`` depths in emitters.z_range_nm, for one emitter of ``crlb_photons``
+    on ``crlb_background_per_px`` (default: the middle of the experiment's ranges).
+    Regularisers: ``smoothness_weight`` × mean squared wrapped phase step between pupil
+    pixels; ``range_weight`` × (peak-to-valley − ``phase_range_rad``)² when a range is set.
+    """
+
+    parameterization: Literal["pixels", "zernike"] = "pixels"
+    start: Literal["clear", "experiment"] = "clear"
+    zernike_noll: tuple[Annotated[int, Field(ge=1, le=231)],
+                        Annotated[int, Field(ge=1, le=231)]] = (5, 28)
+    mask_learning_rate: PosFloat = 0.01
+    smoothness_weight: NonNegFloat = 0.0
+    phase_range_rad: PosFloat | None = None
+    range_weight: NonNegFloat = 1.0
+    crlb_photons: PosFloat | None = None
+    crlb_background_per_px: NonNegFloat | None = None
+    crlb_z_samples: Annotated[int, Field(ge=2, le=1000)] = 21
+    crlb_steps: Annotated[int, Field(ge=1)] = 300
+    crlb_learning_rate: PosFloat = 0.05
+
+    @model_validator(mode="after")
+    def _check(self) -> DesignConfig:
+        _check_range(self.zernike_noll, "design.zernike_noll")
+        return self
+
+
 class Experiment(_Strict):
     optics: Optics = Field(default_factory=Optics)
     camera: CameraConfig = Field(default_factory=CameraConfig)
@@ -280,6 +312,7 @@ class Experiment(_Strict):
     emitters: EmittersConfig = Field(default_factory=EmittersConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    design: DesignConfig = Field(default_factory=DesignConfig)
 
     def to_dict(self) -> dict:
         """Fully expanded, JSON/YAML-ready dictionary (presets resolved)."""

@@ -177,3 +177,45 @@ def widefield_vs_z(widefield: np.ndarray, xyz_nm: np.ndarray, pixel_nm: float,
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path, dpi=110)
+
+
+def mask_image(phases: list[np.ndarray], aperture: np.ndarray, labels: tuple[str, ...],
+               path: str | os.PathLike) -> None:
+    """Phase masks wrapped to [0, 2π) side by side (cyclic colour map), grey outside."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(phases), figsize=(3.2 * len(phases), 3.2), squeeze=False)
+    for ax, phase, label in zip(axes[0], phases, labels):
+        wrapped = np.ma.masked_where(aperture == 0, np.mod(phase, 2 * np.pi))
+        im = ax.imshow(wrapped, cmap="twilight", vmin=0, vmax=2 * np.pi, interpolation="nearest")
+        ax.set_title(f"{label} mask (rad, wrapped)", fontsize=8)
+        ax.set_axis_off()
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, ticks=[0, np.pi, 2 * np.pi])
+    from deepsmlm.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # colorbar over several axes: no tight_layout
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def psf_rows(stacks: list[np.ndarray], z_nm: np.ndarray, pixel_size_nm: float,
+             labels: tuple[str, ...], path: str | os.PathLike) -> None:
+    """One row per PSF (D, H, W) across the same depths, each plane on its own scale."""
+    plt = _plt()
+    rows, cols = len(stacks), len(z_nm)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.5 * rows + 0.3), squeeze=False)
+    bar_px = 1000.0 / pixel_size_nm
+    for r, (stack, label) in enumerate(zip(stacks, labels)):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(stack[c], cmap="magma", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"z = {z_nm[c]:.0f} nm", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+            h, w = stack[c].shape
+            if c == cols - 1 and bar_px < 0.8 * w:
+                ax.plot([w - 2 - bar_px, w - 2], [h - 3, h - 3], color="white", lw=2)
+    fig.suptitle("PSF across z (bar: 1 µm)", fontsize=9)
+    _save(fig, path, dpi=110)

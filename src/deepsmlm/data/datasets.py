@@ -64,11 +64,18 @@ class Batch:
     spikes: torch.Tensor  # (B, 1, U·P, U·P) spikes, or (B, D, U·P, U·P) occupancy (3D)
     emitters: EmitterSet  # positions in the patch frame (nm), frames 0..B−1
 
+    def __len__(self) -> int:
+        return len(self.inputs_adu)
+
 
 class PatchSampler:
-    """Simulates training patches from an experiment."""
+    """Simulates training patches from an experiment.
 
-    def __init__(self, exp: Experiment):
+    ``differentiable``: frames rendered with the camera's Gaussian noise model (no
+    rounding), so gradients reach the PSF's parameters (mask design).
+    """
+
+    def __init__(self, exp: Experiment, differentiable: bool = False):
         from deepsmlm.build import build_simulator
 
         t = exp.training
@@ -80,6 +87,7 @@ class PatchSampler:
         self.big = experiment_from_dict(big)
         self.simulator = build_simulator(self.big)
         self.pixel_nm = exp.optics.pixel_size_nm
+        self.differentiable = differentiable
 
     def __call__(self, n: int, generator: torch.Generator) -> Batch:
         from deepsmlm.build import build_structure, photon_distribution, sample_emitters
@@ -102,7 +110,11 @@ class PatchSampler:
                                            photon_distribution(self.big), generator)
         else:
             em = sample_emitters(self.big, n, generator)
-        adu = self.simulator(em, n, generator)
+        if self.differentiable:  # Gaussian reparameterisation of the camera noise
+            signal, bg = self.simulator.expected_photons(em, n, generator)
+            adu = self.simulator.camera.sample_differentiable(signal + bg, generator)
+        else:
+            adu = self.simulator(em, n, generator)
         m, p = self.margin_px, self.patch_px
         crop = adu[:, m:m + p, m:m + p]
         shift = torch.tensor([m * self.pixel_nm, m * self.pixel_nm, 0.0])

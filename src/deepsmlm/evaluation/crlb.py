@@ -38,12 +38,17 @@ def centred_positions(psf: PSF, z_nm, offset_px: tuple[float, float] = (0.5, 0.5
 
 
 def model_and_jacobian(psf: PSF, xyz_nm: torch.Tensor, photons: torch.Tensor,
-                       background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """μ (M, P, P) and ∂μ/∂θ (M, P, P, 5) for θ = (x, y, z, N, b), patches of ``psf``."""
+                       background: torch.Tensor, differentiable: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ (M, P, P) and ∂μ/∂θ (M, P, P, 5) for θ = (x, y, z, N, b), patches of ``psf``.
+
+    ``differentiable``: keep the autograd graph, so that both can be back-propagated into
+    the PSF's parameters (a learnable phase mask); forward-mode AD gives ∂/∂(x, y, z).
+    """
     xyz_nm = xyz_nm.detach().float()
     unit = torch.ones_like(photons)
     grads = []
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable):
         h, _ = psf.patches(xyz_nm, unit)
         for axis in range(3):
             tangent = torch.zeros_like(xyz_nm)

@@ -1,7 +1,9 @@
 """Phase masks on the pupil grid: clear, Zernike, and pixel maps loaded from files.
 
 A file mask is an N×N phase [rad] with its own sampling: ``pupil_radius_px`` file pixels
-correspond to the pupil edge NA_eff/λ, centred at ((N−1)/2, (N−1)/2). It is resampled onto
+correspond to the pupil edge NA_eff/λ, centred at ((N−1)/2, (N−1)/2). The radius comes from
+the experiment file, else from a JSON beside the mask (``mask.json`` for ``mask.npy``), else
+from the mask's non-zero support. It is resampled onto
 our grid by bilinear interpolation of the complex transmission exp(i·φ), not of φ itself,
 so 2π wraps in the file do not smear into wrong phases.
 """
@@ -58,6 +60,25 @@ def load_phase_array(path: str | Path, key: str | None = None) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise UserError(f"{path}: mask contains NaN or inf")
     return arr
+
+
+def sidecar_pupil_radius_px(path: str | Path) -> float | None:
+    """``pupil_radius_px`` from the JSON beside a mask file (as ``deepsmlm design`` writes
+    it: mask.npy + mask.json), or None when there is none."""
+    import json
+
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        value = json.loads(side.read_text()).get("pupil_radius_px")
+    except (json.JSONDecodeError, AttributeError):
+        raise UserError(f"{side}: not a JSON object with pupil_radius_px") from None
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise UserError(f"{side}: pupil_radius_px must be a positive number, got {value!r}")
+    return float(value)
 
 
 def estimate_pupil_radius_px(phase: np.ndarray) -> float:

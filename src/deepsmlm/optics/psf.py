@@ -154,7 +154,9 @@ class PupilPSF(PSF):
     The pixel value is I averaged over ``oversampling``² sub-pixel points × pixel area.
 
     ``mask_phase`` [rad] (n_px, n_px) is a tensor attribute; make it an ``nn.Parameter``
-    (``set_mask_phase(..., learnable=True)``) to learn it.
+    (``set_mask_phase(..., learnable=True)``) to learn it, or hand the PSF a phase model
+    (``set_mask_source``: a module whose ``forward()`` gives the phase) to learn its
+    parameters instead (``deepsmlm.design.phase_models``).
     """
 
     def __init__(self, grid: PupilGrid, n_sample: float, n_immersion: float, focus_nm: float,
@@ -190,6 +192,7 @@ class PupilPSF(PSF):
                              persistent=False)
         self.mask_phase: torch.Tensor
         self.register_buffer("mask_phase", zero.clone(), persistent=False)
+        self.mask_source: nn.Module | None = None
         if mask_phase is not None:
             self.set_mask_phase(mask_phase)
 
@@ -205,13 +208,22 @@ class PupilPSF(PSF):
         else:
             self.register_buffer("mask_phase", phase, persistent=False)
 
+    def set_mask_source(self, source: nn.Module | None) -> None:
+        """Take the mask phase from ``source()`` (a phase model) instead of ``mask_phase``."""
+        self.mask_source = source
+
+    def current_mask_phase(self) -> torch.Tensor:
+        """The mask phase [rad] the PSF renders with now, (n_px, n_px)."""
+        return self.mask_phase if self.mask_source is None else self.mask_source()
+
     def pupil(self, z_nm: torch.Tensor, shift_nm: torch.Tensor | None = None,
               mask_phase: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pupil fields P_n(k) for depths z_nm (N,): complex64 (N, n_px, n_px), and Σ|P_n|².
 
         ``shift_nm`` (N, 2) adds the lateral phase ramp exp(−i2π(kx·x + ky·y)).
         """
-        phi = (self.mask_phase if mask_phase is None else mask_phase) + self.aberration_phase
+        phi = (self.current_mask_phase() if mask_phase is None else mask_phase) \
+            + self.aberration_phase
         base = phi - self.kz_immersion.real * self.focus_nm  # (n, n)
         z = z_nm.float()[:, None, None]
         phase = torch.addcmul(base, self.kz_sample.real, z)  # (N, n, n)

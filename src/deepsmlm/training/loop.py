@@ -74,8 +74,8 @@ def evaluate_loss(model: nn.Module, loss_fn, batches) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for b in batches:
-            total += float(loss_fn(model, b)) * len(b.inputs_adu)
-            n += len(b.inputs_adu)
+            total += float(loss_fn(model, b)) * len(b)
+            n += len(b)
     model.train()
     return total / max(n, 1)
 
@@ -84,11 +84,14 @@ def fit(model: nn.Module, loss_fn: Callable, next_batch: Callable[[torch.Generat
         val_batches: list, ckpt: Checkpoints, *, lr: float, steps_per_epoch: int,
         max_epochs: int, lr_patience: int, min_lr: float, early_stop: int,
         max_minutes: float | None, generator: torch.Generator, resume: bool = False,
-        progress: bool = True) -> FitState:
-    """Train ``model`` and return the fit state (history of losses per epoch)."""
+        progress: bool = True, param_groups: list[dict] | None = None) -> FitState:
+    """Train ``model`` and return the fit state (history of losses per epoch).
+
+    ``param_groups``: Adam parameter groups with their own learning rates (``lr`` is the
+    default); all of the model's parameters by default."""
     from tqdm import tqdm
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters() if param_groups is None else param_groups, lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=lr_patience,
                                                        min_lr=min_lr)
     state = ckpt.load(model, opt, sched, generator) if resume else FitState()

@@ -1,0 +1,220 @@
+"""End-to-end design: the phase mask and a DeepSTORM3D network trained together.
+
+Each step samples emitters over the full z range, renders frames through the pupil model
+with the *current* mask (``PupilPSF.set_mask_source``) and the camera's Gaussian noise
+model, decodes them with the network, and back-propagates the DeepSTORM3D loss into both
+(Nehme et al., Nat. Methods 17, 734 (2020)). Mask and network have their own learning
+rates; the fit loop, checkpoints, time budget and ``--resume`` are those of training.
+
+Validation frames are fixed emitters and noise seeds, re-rendered with the mask of the
+moment at every evaluation (the mask changes, so stored frames would be stale).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deepsmlm import methods
+from deepsmlm.build import build_camera, build_psf, pupil_grid
+from deepsmlm.config import Experiment, load_experiment, save_experiment
+from deepsmlm.data.datasets import Batch, Normalizer, PatchSampler
+from deepsmlm.design import phase_models
+from deepsmlm.errors import UserError
+from deepsmlm.io.models import load_tensors, read_json, write_json
+
+
+class EndToEnd(nn.Module):
+    """The learnable parts: ``phase`` (a phase model) and ``net`` (the localization CNN)."""
+
+    def __init__(self, phase: nn.Module, net: nn.Module):
+        super().__init__()
+        self.phase, self.net = phase, net
+
+
+@dataclass
+class ValFrames:
+    """Fixed emitters and noise for validation, rendered with the current mask on use."""
+
+    sampler: PatchSampler
+    n: int
+    seed: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def render(self) -> Batch:
+        return self.sampler(self.n, torch.Generator().manual_seed(self.seed))
+
+
+def start_phase(exp: Experiment) -> torch.Tensor:
+    """The starting mask: a clear aperture, or the experiment's own mask."""
+    from deepsmlm.build import mask_phase
+
+    grid = pupil_grid(exp.optics)
+    if exp.design.start == "clear":
+        return torch.zeros(grid.n_px, grid.n_px)
+    return mask_phase(exp.optics, grid)
+
+
+def phase_model(exp: Experiment, start: torch.Tensor | None = None) -> nn.Module:
+    """The design's phase model (pixels or Zernike) starting at ``start`` [rad]."""
+    d = exp.design
+    grid = pupil_grid(exp.optics)
+    start = start_phase(exp) if start is None else start
+    if d.parameterization == "zernike":
+        noll = tuple(range(d.zernike_noll[0], d.zernike_noll[1] + 1))
+        return phase_models.ZernikePhase(grid, noll, phase_models.ZernikePhase.project(
+            start, grid, noll))
+    return phase_models.PixelPhase(grid, start)
+
+
+def regulariser(exp: Experiment, grid_aperture: torch.Tensor):
+    """λ_s·smoothness + λ_r·range excess of a phase map, or None when both are off."""
+    d = exp.design
+    if d.smoothness_weight == 0 and d.phase_range_rad is None:
+        return None
+
+    def penalty(phase: torch.Tensor) -> torch.Tensor:
+        out = d.smoothness_weight * phase_models.smoothness_penalty(phase, grid_aperture)
+        if d.phase_range_rad is not None:
+            out = out + d.range_weight * phase_models.range_penalty(phase, grid_aperture,
+                                                                    d.phase_range_rad)
+        return out
+
+    return penalty
+
+
+def check_design_experiment(exp: Experiment) -> None:
+    if exp.optics.psf != "pupil":
+        raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
+    if exp.training.model != "deepstorm3d":
+        raise UserError("design: training.model must be 'deepstorm3d' (the decoder network)")
+
+
+def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
+                      max_minutes: float | None = None, resume: bool = False,
+                      progress: bool = True) -> dict:
+    """Learn mask + network; writes ``out`` (checkpoints, curves, design.json); returns
+    a summary with the learned phase [rad] under ``"phase"`` and the start under ``"start"``."""
+    from deepsmlm.training.deepstorm import new_model, write_curves
+    from deepsmlm.training.loop import Checkpoints, fit
+
+    out = Path(out)
+    ckpt = Checkpoints(out)
+    if resume:
+        if not ckpt.exists():
+            raise UserError(f"--resume: no checkpoint in {out}")
+        exp = load_experiment(out / "experiment.yaml")
+    elif isinstance(exp, (str, Path)):
+        exp = load_experiment(exp)
+    check_design_experiment(exp)
+    t, d = exp.training, exp.design
+    gen = torch.Generator().manual_seed(t.seed)
+    sampler = PatchSampler(exp, differentiable=True)
+    psf = sampler.simulator.psf
+    start = start_phase(exp)
+    phase = phase_model(exp, start)
+    psf.set_mask_source(phase)
+    camera = build_camera(exp)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        settings = read_json(out / "model.json")
+        normalizer = Normalizer.from_dict(settings["normalization"])
+    else:
+        with torch.no_grad():  # normalise with frames of the starting mask
+            probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
+        normalizer = Normalizer.fit(t.normalization, camera, probe)
+        settings = methods.settings_for(exp, normalizer)
+        save_experiment(exp, out / "experiment.yaml")
+        write_json(out / "model.json", settings)
+    model = EndToEnd(phase, new_model(t, settings))
+    criterion = methods.loss(t)
+    reg = regulariser(exp, psf.aperture)
+
+    def loss_fn(m: EndToEnd, b) -> torch.Tensor:
+        if isinstance(b, ValFrames):
+            b = b.render()
+        loss = criterion(m.net(normalizer(b.inputs_adu)), b.spikes)
+        return loss if reg is None or not m.training else loss + reg(m.phase())
+
+    n_val = max(1, t.val_frames // t.batch_size)
+    val = [ValFrames(sampler, t.batch_size, t.seed + 1000 + i) for i in range(n_val)]
+    groups = [{"params": list(model.net.parameters()), "lr": t.learning_rate},
+              {"params": list(model.phase.parameters()), "lr": d.mask_learning_rate}]
+    t0 = time.perf_counter()
+    state = fit(model, loss_fn, lambda g: sampler(t.batch_size, g), val, ckpt,
+                lr=t.learning_rate, steps_per_epoch=t.steps_per_epoch, max_epochs=t.max_epochs,
+                lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
+                early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
+                resume=resume, progress=progress, param_groups=groups)
+    model.load_state_dict(load_tensors(ckpt.best_path))
+    write_curves(state.history, out)
+    summary = {"objective": "end-to-end", "parameterization": d.parameterization,
+               "start": d.start, "epochs": state.epoch, "stopped": state.stopped,
+               "seconds": state.seconds, "best_val_loss": state.best_val,
+               "session_seconds": time.perf_counter() - t0,
+               "samples": sum(h["steps"] for h in state.history) * t.batch_size}
+    with torch.no_grad():
+        learned = phase().detach().clone()
+    return {**summary, "phase": learned, "start_phase": start}
+
+
+def design_crlb(exp: Experiment | str | Path, out: str | Path, *,
+                max_minutes: float | None = None, progress: bool = True) -> dict:
+    """Fisher-information design over Zernike coefficients (``design.zernike_noll``)."""
+    from deepsmlm.design.fisher import design_by_crlb
+
+    if isinstance(exp, (str, Path)):
+        exp = load_experiment(exp)
+    if exp.optics.psf != "pupil":
+        raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
+    d = exp.design
+    out = Path(out)
+    psf = build_psf(exp)
+    grid = pupil_grid(exp.optics)
+    start = start_phase(exp)
+    noll = tuple(range(d.zernike_noll[0], d.zernike_noll[1] + 1))
+    coeffs = phase_models.ZernikePhase.project(start, grid, noll)
+    if exp.design.start == "clear":  # a clear aperture is a saddle of the objective
+        g = torch.Generator().manual_seed(exp.training.seed)
+        coeffs = coeffs + 0.01 * torch.randn(len(noll), generator=g)
+    phase = phase_models.ZernikePhase(grid, noll, coeffs)
+    z_lo, z_hi = exp.emitters.z_range_nm
+    z = torch.linspace(z_lo, z_hi, d.crlb_z_samples)
+    photons, background = crlb_operating_point(exp)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res = design_by_crlb(psf, phase, z, photons, background, build_camera(exp),
+                         steps=d.crlb_steps, lr=d.crlb_learning_rate, max_minutes=max_minutes,
+                         regulariser=regulariser(exp, psf.aperture), progress=progress)
+    history = [{"epoch": h["step"], "steps": 1, "train_loss": h["mean_crlb_nm"],
+                "val_loss": h["mean_crlb_nm"], "lr": d.crlb_learning_rate,
+                "seconds": h["seconds"]} for h in res.history]
+    from deepsmlm.training.deepstorm import write_curves
+
+    write_curves(history, out)
+    with torch.no_grad():
+        learned = phase().detach().clone()
+    save_experiment(exp, out / "experiment.yaml")
+    return {"objective": "crlb", "parameterization": "zernike", "start": d.start,
+            "noll": list(noll), "coefficients_rad": phase.coefficients.detach().tolist(),
+            "mean_crlb_start_nm": res.start_nm, "mean_crlb_nm": res.best_nm,
+            "photons": photons, "background_per_px": background,
+            "steps": len(res.history) - 1, "seconds": time.perf_counter() - t0,
+            "phase": learned, "start_phase": start}
+
+
+def crlb_operating_point(exp: Experiment) -> tuple[float, float]:
+    """Photons and background per pixel of the CRLB objective: the design section's, or the
+    middle of the experiment's ranges."""
+    d, e, b = exp.design, exp.emitters.photons, exp.background.photons_per_px
+    photons = d.crlb_photons if d.crlb_photons is not None else (
+        0.5 * (e.lo + e.hi) if e.distribution == "uniform" else e.mean)
+    background = d.crlb_background_per_px if d.crlb_background_per_px is not None \
+        else 0.5 * (b[0] + b[1])
+    return float(photons), float(background)

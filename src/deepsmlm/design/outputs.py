@@ -1,0 +1,79 @@
+"""Files a design writes: the mask for the experiment file, for an SLM, and for people.
+
+- ``mask.npy``: the phase [rad] on the pupil grid (float64, zero outside the aperture), with
+  ``mask.json`` beside it: ``pupil_radius_px`` (the grid's n_px/2 — the pupil edge NA_eff/λ
+  lies that many pixels from the centre (n_px−1)/2), wavelength and NA_eff. The experiment
+  file loads it with ``mask: {kind: file, path: mask.npy}`` (the radius is read from the
+  JSON when the file does not give one).
+- ``mask_slm.tif``: the phase wrapped to [0, 2π) as 8 bits (0 ↔ 0, 256 ↔ 2π), for a
+  spatial light modulator with a linear 2π lookup table.
+- ``mask.png``: the wrapped phase; ``psf.png``: the PSF across z, start above, learned below.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepsmlm.config import Experiment
+from deepsmlm.io.atomic import atomic_path
+from deepsmlm.io.models import write_json
+from deepsmlm.optics.pupil import PupilGrid
+
+
+def write_mask(phase: torch.Tensor, grid: PupilGrid, out: Path, extra: dict | None = None
+               ) -> None:
+    """mask.npy + mask.json + mask_slm.tif (all atomic)."""
+    import tifffile
+
+    ap = grid.aperture(torch.float64).numpy()
+    arr = phase.detach().double().cpu().numpy() * ap
+    with atomic_path(out / "mask.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    write_json(out / "mask.json", {"pupil_radius_px": grid.n_px / 2.0,
+                                   "grid_px": grid.n_px, "wavelength_nm": grid.wavelength_nm,
+                                   "na_eff": grid.na_eff, "units": "rad",
+                                   **(extra or {})})
+    with atomic_path(out / "mask_slm.tif") as tmp:
+        tifffile.imwrite(tmp, slm_levels(arr, ap), photometric="minisblack")
+
+
+def slm_levels(phase_rad: np.ndarray, aperture: np.ndarray) -> np.ndarray:
+    """Phase wrapped to [0, 2π) as uint8 grey levels; 0 outside the aperture."""
+    wrapped = np.mod(phase_rad, 2 * math.pi)
+    levels = np.floor(wrapped / (2 * math.pi) * 256.0).astype(np.int64) % 256
+    return (levels * (aperture > 0)).astype(np.uint8)
+
+
+def psf_stacks(exp: Experiment, phases: list[torch.Tensor], n_z: int = 9, size_px: int = 41
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """z (n_z,) and, per phase, the PSF at those depths (n_z, size, size), 1 photon."""
+    from deepsmlm.build import build_psf
+    from deepsmlm.evaluation.crlb import centred_positions
+
+    psf = build_psf(exp)
+    z_lo, z_hi = exp.emitters.z_range_nm
+    z = np.linspace(z_lo, z_hi, n_z)
+    xyz = centred_positions(psf, z)
+    stacks = []
+    with torch.no_grad():
+        for p in phases:
+            img, _ = psf.patches(xyz, torch.ones(n_z), mask_phase=p.float())
+            c, h = psf.patch_px // 2, min(size_px, psf.patch_px) // 2
+            stacks.append(img[:, c - h:c + h + 1, c - h:c + h + 1].numpy())
+    return z, stacks
+
+
+def write_figures(exp: Experiment, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor,
+                  out: Path, labels: tuple[str, str] = ("start", "learned")) -> None:
+    """mask.png and psf.png."""
+    from deepsmlm.plotting import mask_image, psf_rows
+
+    ap = grid.aperture(torch.float64).numpy()
+    mask_image([start.double().numpy() * ap, phase.detach().double().numpy() * ap], ap,
+               labels, out / "mask.png")
+    z, stacks = psf_stacks(exp, [start, phase.detach()])
+    psf_rows(stacks, z, exp.optics.pixel_size_nm, labels, out / "psf.png")

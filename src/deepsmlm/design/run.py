@@ -1,0 +1,58 @@
+"""``deepsmlm design``: run a design and write its folder (see ``outputs`` for the files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepsmlm.errors import UserError
+
+
+def run_design(experiment, out, objective: str = "end-to-end",
+               max_minutes: float | None = None, resume: bool = False,
+               progress: bool = True) -> dict:
+    """Design a mask into ``out``; returns design.json's content."""
+    import torch
+
+    from deepsmlm.build import pupil_grid
+    from deepsmlm.config import load_experiment
+    from deepsmlm.design import end_to_end, outputs
+    from deepsmlm.io.models import write_json
+
+    if max_minutes is not None and max_minutes <= 0:
+        raise UserError(f"--max-minutes must be > 0, got {max_minutes}")
+    out = Path(out)
+    if objective not in ("end-to-end", "crlb"):
+        raise UserError(f"--objective must be end-to-end or crlb, got {objective!r}")
+    if resume and objective != "end-to-end":
+        raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
+    if not resume:
+        if experiment is None:
+            raise UserError("design needs an experiment file (or --resume with --out DIR)")
+        if (out / "checkpoint").exists():
+            raise UserError(f"{out} already holds a design; use --resume or another --out")
+        experiment = load_experiment(experiment)
+    if objective == "crlb":
+        res = end_to_end.design_crlb(experiment, out, max_minutes=max_minutes,
+                                     progress=progress)
+    else:
+        res = end_to_end.design_end_to_end(experiment, out, max_minutes=max_minutes,
+                                           resume=resume, progress=progress)
+    exp = load_experiment(out / "experiment.yaml")
+    grid = pupil_grid(exp.optics)
+    phase, start = res.pop("phase"), res.pop("start_phase")
+    if objective == "end-to-end":
+        from deepsmlm.build import build_camera, build_psf
+        from deepsmlm.design.fisher import mean_crlb_nm
+
+        psf = build_psf(exp)
+        z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
+        photons, bg = end_to_end.crlb_operating_point(exp)
+        with torch.no_grad():
+            for name, p in (("start", start), ("learned", phase)):
+                psf.set_mask_phase(p)
+                res[f"mean_crlb_{name}_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
+                                                                 build_camera(exp)))
+    outputs.write_mask(phase, grid, out, {"objective": objective})
+    outputs.write_figures(exp, grid, phase, start, out)
+    write_json(out / "design.json", res)
+    return res
