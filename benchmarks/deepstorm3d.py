@@ -28,15 +28,18 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "3d-tetrapod.yaml"
 COUNTS = (5, 10, 20, 30, 40)
 
 
-def experiment(count: int):
-    d = load_experiment(CONFIG).to_dict()
+def experiment(count: int, config: str | Path = CONFIG):
+    """The config's experiment with ``count`` emitters in every frame."""
+    config = Path(config)
+    d = load_experiment(config).to_dict()
     d["emitters"]["n_per_frame"] = [count, count]
-    return experiment_from_dict(d, base_dir=CONFIG.parent)
+    return experiment_from_dict(d, base_dir=config.parent)
 
 
 def cmd_movies(args) -> None:
+    """Seeds 2000 + i: the same emitters, backgrounds and noise draws whatever the PSF."""
     for i, count in enumerate(COUNTS):
-        movie = simulate(experiment(count), args.frames, seed=2000 + i)
+        movie = simulate(experiment(count, args.config), args.frames, seed=2000 + i)
         write_movie(movie, Path(args.out) / f"n{count}")
         print(f"{count} emitters per frame → {args.out}/n{count}")
 
@@ -50,7 +53,7 @@ def cmd_evaluate(args) -> None:
     from deepsmlm.io.localizations import read_csv
 
     pred = Predictor.load(args.model, args.device)
-    exp = experiment(COUNTS[0])
+    exp = experiment(COUNTS[0], Path(args.model) / "experiment.yaml")
     p, b = exp.emitters.photons, exp.background.photons_per_px
     photons, background = 0.5 * (p.lo + p.hi), 0.5 * (b[0] + b[1])
     z_lo, z_hi = exp.emitters.z_range_nm
@@ -122,6 +125,7 @@ def main() -> None:
     m = sub.add_parser("movies")
     m.add_argument("--out", required=True)
     m.add_argument("--frames", type=int, default=100)
+    m.add_argument("--config", default=str(CONFIG), help="experiment (its PSF renders)")
     m.set_defaults(func=cmd_movies)
     e = sub.add_parser("evaluate")
     e.add_argument("--model", required=True)

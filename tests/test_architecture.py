@@ -8,7 +8,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "deepsmlm"
 LOW_LEVEL = ["optics", "simulation", "camera.py", "emitters.py"]
 HIGH_LEVEL = ("deepsmlm.models", "deepsmlm.training", "deepsmlm.cli", "deepsmlm.workflows",
-              "deepsmlm.build", "deepsmlm.api")
+              "deepsmlm.build", "deepsmlm.api", "deepsmlm.design")
 
 
 def imported_modules(path: Path) -> set[str]:

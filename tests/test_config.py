@@ -63,3 +63,9 @@ def test_missing_and_broken_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="expected a mapping"):
         load_experiment(listy)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    exp = load_experiment(path)
+    assert exp.frame.height_px > 0
