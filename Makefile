@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d clean
+.PHONY: setup demo test lint bench bench3d bench-optics clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,8 +50,20 @@ clean:
 
 # DeepSTORM3D at CPU scale (needs the Tetrapod mask of ../shared/data/deepstorm3d).
 bench3d: $(STAMP)
+	rm -rf bench_out/ds3d/model
 	$(VENV)/bin/deepsmlm train configs/3d-tetrapod.yaml --out bench_out/ds3d/model \
-		--max-minutes 45 --device $(DEVICE) --quiet
+		--max-minutes 50 --device $(DEVICE) --quiet
 	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d
 	$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/ds3d/model \
 		--movies bench_out/movies3d --device $(DEVICE) --json bench_out/deepstorm3d.json
+
+# Learned PSF vs Tetrapod vs astigmatism (issue 6), CPU scale: ≈ 25 min of design and
+# 3 × OPTICS_TRAIN_MINUTES of training.
+OPTICS_TRAIN_MINUTES ?= 15
+bench-optics: $(STAMP)
+	rm -rf bench_out/optics
+	$(PY) benchmarks/deep_optics.py design --out bench_out/optics --minutes 25
+	$(PY) benchmarks/deep_optics.py arms --out bench_out/optics
+	$(PY) benchmarks/deep_optics.py train --out bench_out/optics --minutes $(OPTICS_TRAIN_MINUTES)
+	$(PY) benchmarks/deep_optics.py movies --out bench_out/optics
+	$(PY) benchmarks/deep_optics.py evaluate --out bench_out/optics --docs docs/images

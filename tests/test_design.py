@@ -261,3 +261,28 @@ def test_design_bad_input_is_one_line_and_exit_2(tmp_path, edit, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "o" / "mask.npy").exists()
+
+
+def test_design_can_start_from_a_trained_network_of_the_same_architecture(tmp_path):
+    from deepsmlm.design.end_to_end import design_end_to_end
+    from deepsmlm.errors import UserError
+    from deepsmlm.io.models import load_tensors
+    from deepsmlm.training.deepstorm import train_deepstorm
+
+    exp = tiny_design_experiment()
+    train_deepstorm(exp, tmp_path / "net", progress=False)
+    trained = load_tensors(tmp_path / "net" / "weights.safetensors")
+    d = exp.to_dict()
+    d["training"]["max_epochs"] = 1
+    d["training"]["learning_rate"] = 1e-12  # the network barely moves: its start shows
+    r = design_end_to_end(experiment_from_dict(d), tmp_path / "d", init_model=tmp_path / "net",
+                          progress=False)
+    assert r["init_model"] == str(tmp_path / "net")
+    after = load_tensors(tmp_path / "d" / "weights.safetensors")
+    for k in ("stem.0.weight", "head.1.weight"):
+        assert torch.allclose(after[f"net.{k}"], trained[k], atol=1e-6)
+    d["training"]["width"] = 12
+    with pytest.raises(UserError, match="width"):
+        design_end_to_end(experiment_from_dict(d), tmp_path / "d2", init_model=tmp_path / "net",
+                          progress=False)
+    assert not (tmp_path / "d2").exists()

@@ -117,7 +117,7 @@ def cmd_design(args) -> None:
     from deepsmlm.design.run import run_design
 
     r = run_design(args.experiment, args.out, args.objective, args.max_minutes, args.resume,
-                   progress=not args.quiet)
+                   args.init_model, progress=not args.quiet)
     crlb = (f"mean CRLB {r['mean_crlb_start_nm']:.1f} → {r['mean_crlb_nm']:.1f} nm"
             if args.objective == "crlb" else
             f"best validation loss {r['best_val_loss']:.4g} after {r['epochs']} epochs "
@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--objective", choices=["end-to-end", "crlb"], default="end-to-end")
     s.add_argument("--max-minutes", type=float, default=None, help="time budget")
     s.add_argument("--resume", action="store_true", help="continue the design in --out")
+    s.add_argument("--init-model", type=Path, default=None,
+                   help="start the network from this trained model folder (same architecture)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_design)
 

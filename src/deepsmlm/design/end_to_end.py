@@ -98,9 +98,13 @@ def check_design_experiment(exp: Experiment) -> None:
 
 def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
                       max_minutes: float | None = None, resume: bool = False,
-                      progress: bool = True) -> dict:
+                      init_model: str | Path | None = None, progress: bool = True) -> dict:
     """Learn mask + network; writes ``out`` (checkpoints, curves, design.json); returns
-    a summary with the learned phase [rad] under ``"phase"`` and the start under ``"start"``."""
+    a summary with the learned phase [rad] under ``"phase"`` and the start under ``"start"``.
+
+    ``init_model``: a trained DeepSTORM3D model folder of the same architecture whose
+    weights and normalisation start the network (e.g. one trained on the starting mask, so
+    the mask's gradient is informative from the first step)."""
     from deepsmlm.training.deepstorm import new_model, write_curves
     from deepsmlm.training.loop import Checkpoints, fit
 
@@ -121,10 +125,16 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
     phase = phase_model(exp, start)
     psf.set_mask_source(phase)
     camera = build_camera(exp)
+    init = None if init_model is None or resume else _init_settings(exp, Path(init_model))
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         settings = read_json(out / "model.json")
         normalizer = Normalizer.from_dict(settings["normalization"])
+    elif init is not None:
+        settings = init
+        normalizer = Normalizer.from_dict(settings["normalization"])
+        save_experiment(exp, out / "experiment.yaml")
+        write_json(out / "model.json", settings)
     else:
         with torch.no_grad():  # normalise with frames of the starting mask
             probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
@@ -133,6 +143,8 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
         save_experiment(exp, out / "experiment.yaml")
         write_json(out / "model.json", settings)
     model = EndToEnd(phase, new_model(t, settings))
+    if init_model is not None and not resume:
+        model.net.load_state_dict(load_tensors(Path(init_model) / "weights.safetensors"))
     criterion = methods.loss(t)
     reg = regulariser(exp, psf.aperture)
 
@@ -155,13 +167,30 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
     model.load_state_dict(load_tensors(ckpt.best_path))
     write_curves(state.history, out)
     summary = {"objective": "end-to-end", "parameterization": d.parameterization,
-               "start": d.start, "epochs": state.epoch, "stopped": state.stopped,
+               "start": d.start, "init_model": settings.get("init_model"),
+               "epochs": state.epoch, "stopped": state.stopped,
                "seconds": state.seconds, "best_val_loss": state.best_val,
                "session_seconds": time.perf_counter() - t0,
                "samples": sum(h["steps"] for h in state.history) * t.batch_size}
     with torch.no_grad():
         learned = phase().detach().clone()
     return {**summary, "phase": learned, "start_phase": start}
+
+
+def _init_settings(exp: Experiment, folder: Path) -> dict:
+    """The settings of a model folder that can start this design's network."""
+    if not (folder / "model.json").is_file() or not (folder / "weights.safetensors").is_file():
+        raise UserError(f"--init-model: {folder} is not a model folder (model.json + weights)")
+    s = read_json(folder / "model.json")
+    mine = methods.settings_for(exp, Normalizer.from_dict(s["normalization"]))
+    keys = ("kind", "upsampling", "depth_planes", "width", "dilations", "z_range_nm",
+            "target_scale")
+    diff = [k for k in keys if s.get(k) != mine.get(k)]
+    if diff:
+        raise UserError(f"--init-model: {folder} differs from the design's network in "
+                        + ", ".join(f"{k} ({s.get(k)} vs {mine.get(k)})" for k in diff))
+    mine["init_model"] = str(folder)
+    return mine
 
 
 def design_crlb(exp: Experiment | str | Path, out: str | Path, *,

@@ -9,7 +9,7 @@ from deepsmlm.errors import UserError
 
 def run_design(experiment, out, objective: str = "end-to-end",
                max_minutes: float | None = None, resume: bool = False,
-               progress: bool = True) -> dict:
+               init_model=None, progress: bool = True) -> dict:
     """Design a mask into ``out``; returns design.json's content."""
     import torch
 
@@ -23,6 +23,8 @@ def run_design(experiment, out, objective: str = "end-to-end",
     out = Path(out)
     if objective not in ("end-to-end", "crlb"):
         raise UserError(f"--objective must be end-to-end or crlb, got {objective!r}")
+    if init_model is not None and (objective != "end-to-end" or resume):
+        raise UserError("--init-model starts a new end-to-end design (not crlb, not --resume)")
     if resume and objective != "end-to-end":
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
     if not resume:
@@ -36,7 +38,8 @@ def run_design(experiment, out, objective: str = "end-to-end",
                                      progress=progress)
     else:
         res = end_to_end.design_end_to_end(experiment, out, max_minutes=max_minutes,
-                                           resume=resume, progress=progress)
+                                           resume=resume, init_model=init_model,
+                                           progress=progress)
     exp = load_experiment(out / "experiment.yaml")
     grid = pupil_grid(exp.optics)
     phase, start = res.pop("phase"), res.pop("start_phase")
