@@ -60,9 +60,10 @@ bench3d: $(STAMP)
 # Learned PSF vs Tetrapod vs astigmatism (issue 6), CPU scale: ≈ 25 min of design and
 # 3 × OPTICS_TRAIN_MINUTES of training.
 OPTICS_TRAIN_MINUTES ?= 15
-bench-optics: $(STAMP)
+bench-optics: $(STAMP)  # after make bench3d (its model starts the design)
 	rm -rf bench_out/optics
-	$(PY) benchmarks/deep_optics.py design --out bench_out/optics --minutes 25
+	$(PY) benchmarks/deep_optics.py design --out bench_out/optics --minutes 25 \
+		--init-model bench_out/ds3d/model
 	$(PY) benchmarks/deep_optics.py arms --out bench_out/optics
 	$(PY) benchmarks/deep_optics.py train --out bench_out/optics --minutes $(OPTICS_TRAIN_MINUTES)
 	$(PY) benchmarks/deep_optics.py movies --out bench_out/optics

@@ -1,13 +1,17 @@
 """Learned PSF vs Tetrapod vs astigmatism for dense 3D localization over 4 µm (issue 6).
 
-    python benchmarks/deep_optics.py design   --out bench_out/optics --minutes 25
+    python benchmarks/deep_optics.py design   --out bench_out/optics --minutes 25 \
+        [--init-model bench_out/ds3d/model]
     python benchmarks/deep_optics.py arms     --out bench_out/optics
     python benchmarks/deep_optics.py train    --out bench_out/optics --minutes 15
     python benchmarks/deep_optics.py movies   --out bench_out/optics
     python benchmarks/deep_optics.py evaluate --out bench_out/optics --docs docs/images
 
-design: the end-to-end mask (configs/design-4um.yaml) and the Fisher-information (CRLB)
-Zernike mask. arms: one experiment per mask, otherwise identical to configs/3d-tetrapod.yaml
+design: the end-to-end mask — from a clear aperture and an untrained network
+(configs/design-4um.yaml, the paper's start), or with --init-model as Zernike corrections on
+top of the Tetrapod with a network already trained on it (what a CPU budget allows) — and
+the Fisher-information (CRLB) Zernike mask from a clear aperture.
+arms: one experiment per mask, otherwise identical to configs/3d-tetrapod.yaml
 — the learned mask, the Tetrapod (../shared/data/deepstorm3d when present, else the CRLB
 design), and a clear aperture with astigmatism (Noll 6, the amplitude with the lowest mean
 CRLB over the range). train: a fresh DeepSTORM3D per arm, same architecture, same seed,
@@ -37,12 +41,30 @@ DESIGN = ROOT / "configs" / "design-4um.yaml"
 ARMS = ("learned", "tetrapod", "astigmatic")
 
 
+def warm_design_experiment(out: Path) -> Path:
+    """3d-tetrapod.yaml + a design section: Zernike corrections (Noll 5–45) learned on top
+    of the Tetrapod, for a network that starts trained on the Tetrapod (--init-model)."""
+    from deepsmlm.config import experiment_from_dict, load_experiment
+
+    d = load_experiment(BASE).to_dict()
+    d["design"] = dict(load_experiment(DESIGN).to_dict()["design"], start="experiment")
+    experiment_from_dict(d)  # validate
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "design_from_tetrapod.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
 def cmd_design(args) -> None:
     from deepsmlm.design.run import run_design
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    r = run_design(DESIGN, out / "design_e2e", "end-to-end", args.minutes, progress=False)
+    if args.init_model:  # start from the Tetrapod and a network trained on it
+        r = run_design(warm_design_experiment(out), out / "design_e2e", "end-to-end",
+                       args.minutes, init_model=args.init_model, progress=False)
+    else:  # the paper's start: a clear aperture and an untrained network
+        r = run_design(DESIGN, out / "design_e2e", "end-to-end", args.minutes, progress=False)
     print(f"end-to-end: {r['epochs']} epochs, {r['samples']} samples, "
           f"{(time.perf_counter() - t0) / 60:.1f} min; mean CRLB "
           f"{r['mean_crlb_start_nm']:.1f} → {r['mean_crlb_learned_nm']:.1f} nm")
@@ -199,6 +221,9 @@ def main() -> None:
         p.add_argument("--out", default="bench_out/optics")
         p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
         p.set_defaults(func=func)
+        if name == "design":
+            p.add_argument("--init-model", default=None,
+                           help="start from the Tetrapod with this model trained on it")
         if name in ("design", "train"):
             p.add_argument("--minutes", type=float, default=25.0 if name == "design" else 15.0)
         if name == "movies":

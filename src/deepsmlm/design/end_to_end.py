@@ -66,10 +66,9 @@ def phase_model(exp: Experiment, start: torch.Tensor | None = None) -> nn.Module
     d = exp.design
     grid = pupil_grid(exp.optics)
     start = start_phase(exp) if start is None else start
-    if d.parameterization == "zernike":
+    if d.parameterization == "zernike":  # start + Σ c_j Z_j, c = 0: exactly the start
         noll = tuple(range(d.zernike_noll[0], d.zernike_noll[1] + 1))
-        return phase_models.ZernikePhase(grid, noll, phase_models.ZernikePhase.project(
-            start, grid, noll))
+        return phase_models.ZernikePhase(grid, noll, offset=start)
     return phase_models.PixelPhase(grid, start)
 
 
@@ -195,7 +194,8 @@ def _init_settings(exp: Experiment, folder: Path) -> dict:
 
 def design_crlb(exp: Experiment | str | Path, out: str | Path, *,
                 max_minutes: float | None = None, progress: bool = True) -> dict:
-    """Fisher-information design over Zernike coefficients (``design.zernike_noll``)."""
+    """Fisher-information design over Zernike coefficients (``design.zernike_noll``), added
+    to the starting mask (``coefficients_rad`` in the result are that correction)."""
     from deepsmlm.design.fisher import design_by_crlb
 
     if isinstance(exp, (str, Path)):
@@ -208,11 +208,11 @@ def design_crlb(exp: Experiment | str | Path, out: str | Path, *,
     grid = pupil_grid(exp.optics)
     start = start_phase(exp)
     noll = tuple(range(d.zernike_noll[0], d.zernike_noll[1] + 1))
-    coeffs = phase_models.ZernikePhase.project(start, grid, noll)
+    coeffs = torch.zeros(len(noll))
     if exp.design.start == "clear":  # a clear aperture is a saddle of the objective
         g = torch.Generator().manual_seed(exp.training.seed)
-        coeffs = coeffs + 0.01 * torch.randn(len(noll), generator=g)
-    phase = phase_models.ZernikePhase(grid, noll, coeffs)
+        coeffs = 0.01 * torch.randn(len(noll), generator=g)
+    phase = phase_models.ZernikePhase(grid, noll, coeffs, offset=start)
     z_lo, z_hi = exp.emitters.z_range_nm
     z = torch.linspace(z_lo, z_hi, d.crlb_z_samples)
     photons, background = crlb_operating_point(exp)

@@ -6,8 +6,8 @@ gradient of anything rendered reaches the model's parameters.
 
 - ``PixelPhase``: one free phase per pupil pixel (the paper's choice); pixels outside the
   aperture carry no light, are held at 0 and get no gradient.
-- ``ZernikePhase``: Σ c_j Z_j over a range of Noll indices (smooth, few parameters; the
-  coefficients are rad RMS).
+- ``ZernikePhase``: a fixed start + Σ c_j Z_j over a range of Noll indices (smooth, few
+  parameters; the coefficients are rad RMS).
 """
 
 from __future__ import annotations
@@ -32,25 +32,23 @@ class PixelPhase(nn.Module):
 
 
 class ZernikePhase(nn.Module):
+    """offset + Σ c_j Z_j: learnable coefficients on top of a fixed phase map (zero, or a
+    starting mask that Zernike modes cannot represent, such as a wrapped Tetrapod)."""
+
     def __init__(self, grid: PupilGrid, noll: tuple[int, ...],
-                 start: torch.Tensor | None = None):
+                 start: torch.Tensor | None = None, offset: torch.Tensor | None = None):
         super().__init__()
         self.noll = tuple(int(j) for j in noll)
-        basis = torch.stack([zernike_mask(grid, {j: 1.0}) for j in self.noll])
-        basis = basis * grid.aperture(torch.float32)
+        aperture = grid.aperture(torch.float32)
+        basis = torch.stack([zernike_mask(grid, {j: 1.0}) for j in self.noll]) * aperture
         self.register_buffer("basis", basis, persistent=False)  # (J, n, n)
+        offset = torch.zeros(grid.n_px, grid.n_px) if offset is None else offset.float()
+        self.register_buffer("offset", offset.detach().clone() * aperture, persistent=False)
         start = torch.zeros(len(self.noll)) if start is None else start.float()
         self.coefficients = nn.Parameter(start.detach().clone())
 
     def forward(self) -> torch.Tensor:
-        return torch.einsum("j,jkl->kl", self.coefficients, self.basis)
-
-    @staticmethod
-    def project(phase: torch.Tensor, grid: PupilGrid, noll: tuple[int, ...]) -> torch.Tensor:
-        """Least-squares Zernike coefficients of ``phase`` inside the aperture."""
-        ap = grid.aperture(torch.float64).bool()
-        a = torch.stack([zernike_mask(grid, {j: 1.0}).double()[ap] for j in noll], dim=1)
-        return torch.linalg.lstsq(a, phase.double()[ap][:, None]).solution[:, 0].float()
+        return self.offset + torch.einsum("j,jkl->kl", self.coefficients, self.basis)
 
 
 def smoothness_penalty(phase: torch.Tensor, aperture: torch.Tensor) -> torch.Tensor:
