@@ -96,6 +96,34 @@ def cmd_evaluate(args) -> None:
         Path(args.json).write_text(json.dumps(out, indent=2, default=float))
 
 
+def cmd_table(args) -> None:
+    """Markdown tables from an evaluate JSON: by density, and by z beside the CRLB."""
+    d = json.loads(Path(args.json).read_text())
+    print("| emitters/frame | per µm² | Jaccard, 100 nm sphere | recall | precision | "
+          "RMSE_xy [nm] | RMSE_z [nm] | greedy 250/500 Jaccard | frames/s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in d["rows"]:
+        print(f"| {r['emitters_per_frame']} | {r['density_per_um2']:.2f} | "
+              f"{r['jaccard_100nm']:.3f} | {r['recall_100nm']:.2f} | "
+              f"{r['precision_100nm']:.2f} | {r['rmse_xy_nm']:.1f} | {r['rmse_z_nm']:.1f} | "
+              f"{r['jaccard_greedy']:.3f} | {r['frames_per_s']:.1f} |")
+    c = d["crlb"]
+    bound = {round(z): (xy, zz) for z, xy, zz in zip(c["z_nm"], c["radial_xy_nm"],
+                                                     c["z_nm_bound"])}
+    row = next(r for r in d["rows"] if r["emitters_per_frame"] == args.count)
+    print(f"\nBy z at {args.count} emitters/frame (Hungarian, 100 nm sphere; CRLB of one "
+          f"emitter, {c['photons']:g} photons, {c['background']:g} background/px):\n")
+    print("| z [nm] | Jaccard | RMSE_xy (radial) [nm] | CRLB_xy [nm] | ratio | "
+          "RMSE_z [nm] | CRLB_z [nm] | ratio | bias_z [nm] |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for b in row["by_z"]:
+        xy, zz = bound.get(round(0.5 * (b["lo"] + b["hi"])), (float("nan"),) * 2)
+        print(f"| {b['lo']:.0f}–{b['hi']:.0f} | {b['jaccard'] / 100:.2f} | "
+              f"{b['rmse_xy_nm']:.1f} | {xy:.1f} | {b['rmse_xy_nm'] / xy:.1f} | "
+              f"{b['rmse_z_nm']:.1f} | {zz:.1f} | {b['rmse_z_nm'] / zz:.1f} | "
+              f"{b['bias_z_nm']:+.0f} |")
+
+
 def cmd_retune(args) -> None:
     """Re-tune a trained model's threshold on its validation set (``methods.tuning_match``)."""
     from deepsmlm.config import load_experiment as load
@@ -135,6 +163,10 @@ def main() -> None:
     e.add_argument("--counts", type=int, nargs="+", default=list(COUNTS))
     e.add_argument("--json", default=None)
     e.set_defaults(func=cmd_evaluate)
+    t = sub.add_parser("table")
+    t.add_argument("--json", required=True)
+    t.add_argument("--count", type=int, default=5)
+    t.set_defaults(func=cmd_table)
     r = sub.add_parser("retune")
     r.add_argument("--model", required=True)
     r.add_argument("--device", default="cpu")
