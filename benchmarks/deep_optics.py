@@ -16,8 +16,8 @@ arms: one experiment per mask, otherwise identical to configs/3d-tetrapod.yaml
 design), and a clear aperture with astigmatism (Noll 6, the smallest amplitude within 2 %
 of the lowest mean CRLB over the range). train: a fresh DeepSTORM3D per arm, same
 architecture, same seed, same time budget. movies: held-out frames at 5–40 emitters per
-64×64 frame with the same emitters, backgrounds and noise draws for every arm. evaluate: Jaccard (Hungarian, 100 nm
-sphere), RMSE, the table as JSON, and the figures.
+64×64 frame with the same emitters, backgrounds and noise draws for every arm.
+evaluate: Jaccard (Hungarian, 100 nm sphere), RMSE, the table as JSON, and the figures.
 """
 
 from __future__ import annotations
