@@ -105,16 +105,10 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
     weights and normalisation start the network (e.g. one trained on the starting mask, so
     the mask's gradient is informative from the first step)."""
     from deepsmlm.training.deepstorm import new_model, write_curves
-    from deepsmlm.training.loop import Checkpoints, fit
+    from deepsmlm.training.loop import fit, open_run
 
     out = Path(out)
-    ckpt = Checkpoints(out)
-    if resume:
-        if not ckpt.exists():
-            raise UserError(f"--resume: no checkpoint in {out}")
-        exp = load_experiment(out / "experiment.yaml")
-    elif isinstance(exp, (str, Path)):
-        exp = load_experiment(exp)
+    exp, ckpt = open_run(exp, out, resume)
     check_design_experiment(exp)
     t, d = exp.training, exp.design
     gen = torch.Generator().manual_seed(t.seed)

@@ -16,7 +16,7 @@ import torch
 
 from deepsmlm import methods
 from deepsmlm.build import build_camera
-from deepsmlm.config import Experiment, load_experiment, save_experiment
+from deepsmlm.config import Experiment, save_experiment
 from deepsmlm.data.datasets import (
     Batch,
     Normalizer,
@@ -28,7 +28,7 @@ from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
 from deepsmlm.io.models import load_tensors, read_json, write_json
 from deepsmlm.models.deepstorm import count_weights
-from deepsmlm.training.loop import Checkpoints, fit
+from deepsmlm.training.loop import fit, open_run
 
 
 def new_model(t, settings: dict) -> torch.nn.Module:
@@ -76,13 +76,7 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
                     stack: tuple[np.ndarray, EmitterSet] | None = None) -> dict:
     """Train and write the model folder ``out``; returns the model settings (model.json)."""
     out = Path(out)
-    ckpt = Checkpoints(out)
-    if resume:
-        if not ckpt.exists():
-            raise UserError(f"--resume: no checkpoint in {out}")
-        exp = load_experiment(out / "experiment.yaml")
-    elif isinstance(exp, (str, Path)):
-        exp = load_experiment(exp)
+    exp, ckpt = open_run(exp, out, resume)
     t = exp.training
     gen = torch.Generator().manual_seed(t.seed)
     camera = build_camera(exp)
