@@ -219,6 +219,10 @@ def test_design_command_end_to_end_writes_a_loadable_mask_and_resumes(tmp_path):
     (out / "experiment.yaml").write_text(yaml.safe_dump(saved))
     assert main(["design", "--resume", "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "design.json").read_text())["epochs"] == 3
+    # a design folder is not a model folder: one clear error, for --init-model and --resume
+    assert main(["design", str(exp_path), "--out", str(tmp_path / "d2"), "--init-model",
+                 str(out), "--quiet"]) == 2
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 2
     # the learned mask drives a new experiment
     d = load_experiment(exp_path).to_dict()
     d["optics"]["mask"] = {"kind": "file", "path": str(out / "mask.npy")}
@@ -286,3 +290,33 @@ def test_design_can_start_from_a_trained_network_of_the_same_architecture(tmp_pa
         design_end_to_end(experiment_from_dict(d), tmp_path / "d2", init_model=tmp_path / "net",
                           progress=False)
     assert not (tmp_path / "d2").exists()
+
+
+def test_a_bad_mask_sidecar_is_one_clear_error(tmp_path):
+    from deepsmlm.errors import UserError
+
+    np.save(tmp_path / "mask.npy", np.zeros((24, 24)))
+    d = tiny_design_experiment().to_dict()
+    d["optics"]["mask"] = {"kind": "file", "path": str(tmp_path / "mask.npy")}
+    for bad in ('{"pupil_radius_px": NaN}', '{"pupil_radius_px": true}', "[1, 2]"):
+        (tmp_path / "mask.json").write_text(bad)
+        with pytest.raises(UserError, match="mask.json"):
+            build_psf(experiment_from_dict(d))
+
+
+def test_crlb_design_keeps_the_best_state_under_its_regulariser():
+    exp = tiny_design_experiment()
+    psf = build_psf(exp)
+    grid = pupil_grid(exp.optics)
+    ap = grid.aperture(torch.float32)
+    model = ZernikePhase(grid, tuple(range(5, 12)), 0.05 * torch.ones(7))
+    z = torch.linspace(-500, 500, 5)
+    limit = 1.0  # rad peak to valley: far below what the CRLB alone would use
+
+    def reg(phase):
+        return 100.0 * range_penalty(phase, ap, limit)
+
+    design_by_crlb(psf, model, z, 2000.0, 10.0, build_camera(exp), steps=20, lr=0.1,
+                   regulariser=reg, progress=False)
+    phase = model().detach()
+    assert float(phase[ap > 0].max() - phase[ap > 0].min()) < limit + 0.3

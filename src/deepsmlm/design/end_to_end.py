@@ -137,7 +137,11 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
         write_json(out / "model.json", settings)
     model = EndToEnd(phase, new_model(t, settings))
     if init_model is not None and not resume:
-        model.net.load_state_dict(load_tensors(Path(init_model) / "weights.safetensors"))
+        try:
+            model.net.load_state_dict(load_tensors(Path(init_model) / "weights.safetensors"))
+        except RuntimeError:
+            raise UserError(f"--init-model: the weights in {init_model} do not fit the "
+                            "network (a design folder is not a model folder)") from None
     criterion = methods.loss(t)
     reg = regulariser(exp, psf.aperture)
 
@@ -175,6 +179,8 @@ def _init_settings(exp: Experiment, folder: Path) -> dict:
     if not (folder / "model.json").is_file() or not (folder / "weights.safetensors").is_file():
         raise UserError(f"--init-model: {folder} is not a model folder (model.json + weights)")
     s = read_json(folder / "model.json")
+    if not isinstance(s, dict) or "normalization" not in s:
+        raise UserError(f"--init-model: {folder}/model.json has no normalization")
     mine = methods.settings_for(exp, Normalizer.from_dict(s["normalization"]))
     keys = ("kind", "upsampling", "depth_planes", "width", "dilations", "z_range_nm",
             "target_scale")

@@ -35,7 +35,7 @@ def crlb_xyz_nm(psf: PupilPSF, z_nm: torch.Tensor, photons: float, background_pe
     info = torch.einsum("mki,mkj->mij", j / var.flatten(1)[..., None], j)
     # a tiny ridge keeps the inverse finite where a parameter carries no information
     ridge = 1e-9 * torch.diagonal(info, dim1=1, dim2=2).mean(1)[:, None, None]
-    cov = torch.linalg.inv(info + ridge * torch.eye(5, dtype=info.dtype))
+    cov = torch.linalg.inv(info + ridge * torch.eye(5, dtype=info.dtype, device=info.device))
     return torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2)[:, :3].clamp_min(0.0)).float()
 
 
@@ -63,21 +63,24 @@ def design_by_crlb(psf: PupilPSF, phase_model: torch.nn.Module, z_nm: torch.Tens
     psf.set_mask_source(phase_model)
     opt = torch.optim.Adam(phase_model.parameters(), lr=lr)
     out = CrlbDesign()
+    best_total = math.inf
     t0 = time.perf_counter()
     for step in tqdm(range(steps + 1), disable=not progress, desc="crlb design", unit="step"):
         obj = mean_crlb_nm(psf, z_nm, photons, background_per_px, camera)
-        value = float(obj.detach())
+        loss = obj + (regulariser(phase_model()) if regulariser is not None else 0.0)
+        value, total = float(obj.detach()), float(loss.detach())
         if step == 0:
             out.start_nm = value
-        if math.isfinite(value) and (out.best_state is None or value < out.best_nm):
-            out.best_nm = value
+        # the best state is judged on what is optimised (CRLB + regulariser), so a phase
+        # range or smoothness limit holds in the mask that is kept
+        if math.isfinite(total) and (out.best_state is None or total < best_total):
+            best_total, out.best_nm = total, value
             out.best_state = {k: v.detach().clone() for k, v in phase_model.state_dict().items()}
-        out.history.append({"step": step, "mean_crlb_nm": value,
+        out.history.append({"step": step, "mean_crlb_nm": value, "loss": total,
                             "seconds": time.perf_counter() - t0})
         if step == steps or (max_minutes is not None
                              and time.perf_counter() - t0 > 60.0 * max_minutes):
             break
-        loss = obj + (regulariser(phase_model()) if regulariser is not None else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -72,11 +72,12 @@ def sidecar_pupil_radius_px(path: str | Path) -> float | None:
         return None
     try:
         value = json.loads(side.read_text()).get("pupil_radius_px")
-    except (json.JSONDecodeError, AttributeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         raise UserError(f"{side}: not a JSON object with pupil_radius_px") from None
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or value <= 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
         raise UserError(f"{side}: pupil_radius_px must be a positive number, got {value!r}")
     return float(value)
 

@@ -62,7 +62,14 @@ class Checkpoints:
     def load(self, model: nn.Module, opt, sched, gen: torch.Generator) -> FitState:
         tensors = load_tensors(self.ckpt / "last.safetensors")
         meta = read_json(self.ckpt / "state.json")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items()
+                                   if k.startswith("model.")})
+        except RuntimeError:
+            from deepsmlm.errors import UserError
+
+            raise UserError(f"--resume: the checkpoint in {self.folder} belongs to another "
+                            "kind of run (training vs design, or another network)") from None
         optimizer_from_tensors(opt, tensors, meta["optimizer"])
         sched.load_state_dict(meta["scheduler"])
         gen.set_state(tensors["rng"])
