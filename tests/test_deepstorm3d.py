@@ -51,6 +51,47 @@ def test_voxel_targets_decode_back_within_a_voxel():
     assert torch.allclose(em.photons, torch.ones(3))
 
 
+def test_trilinear_targets_keep_sub_voxel_positions():
+    fine, z_range, d = 110.0, (2000.0, 6000.0), 40  # voxels 110 × 110 × 100 nm
+    gen = torch.Generator().manual_seed(3)
+    n = 60
+    # away from the grid's outer half voxel, where mass folds into the edge voxel
+    xyz = torch.stack([60 + 6800 * torch.rand(n, generator=gen),
+                       60 + 6800 * torch.rand(n, generator=gen),
+                       2060 + 3880 * torch.rand(n, generator=gen)], 1)
+    frames = torch.arange(n)
+    grid = voxel_grid(xyz, frames, (n, d, 64, 64), fine, z_range, trilinear=True)
+    assert torch.allclose(grid.sum((1, 2, 3)), torch.ones(n))  # one emitter = unit mass
+    assert int((grid > 0).sum()) > 4 * n  # shared between neighbours, not one voxel
+    em = decode_3d(800.0 * grid, fine, z_range, threshold=400.0, scale=800.0, score="mass")
+    assert len(em) == n
+    order = em.frame.argsort()
+    assert torch.allclose(em.xyz_nm[order], xyz, atol=0.05)  # exact, not within a voxel
+    # the one-voxel target quantises: errors up to half a voxel
+    q = decode_3d(800.0 * voxel_grid(xyz, frames, (n, d, 64, 64), fine, z_range), fine,
+                  z_range, threshold=400.0, scale=800.0)
+    assert float((q.xyz_nm[q.frame.argsort()] - xyz).abs().max()) > 30.0
+    # an emitter beyond the last plane's centre keeps its mass in the edge voxel
+    edge = voxel_grid(torch.tensor([[500.0, 500.0, 5990.0]]), torch.tensor([0]),
+                      (1, d, 64, 64), fine, z_range, trilinear=True)
+    assert float(edge.sum()) == pytest.approx(1.0) and float(edge[0, d - 1].sum()) == \
+        pytest.approx(1.0)
+
+
+def test_mass_score_thresholds_the_window_sum_not_the_peak():
+    vol = torch.zeros(1, 10, 16, 16)
+    vol[0, 4, 8, 8] = vol[0, 5, 8, 8] = vol[0, 4, 8, 9] = vol[0, 5, 8, 9] = 0.25  # split mass
+    vol[0, 2, 2, 2] = 0.4  # a lone voxel: higher peak, less mass
+    by_peak = decode_3d(vol, 100.0, (0.0, 1000.0), threshold=0.3)
+    by_mass, scores = decode_3d(vol, 100.0, (0.0, 1000.0), threshold=0.5, score="mass",
+                                return_peaks=True)
+    assert len(by_peak) == 1 and float(by_peak.xyz_nm[0, 0]) == pytest.approx(250.0)
+    assert len(by_mass) == 1 and float(scores[0]) == pytest.approx(1.0)
+    assert by_mass.xyz_nm[0].tolist() == pytest.approx([900.0, 850.0, 500.0])
+    with pytest.raises(ValueError, match="score"):
+        decode_3d(vol, 100.0, (0.0, 1000.0), threshold=0.5, score="sum")
+
+
 def test_nms_keeps_emitters_close_in_xy_but_apart_in_z():
     vol = torch.zeros(1, 20, 16, 16)
     vol[0, 5, 8, 8] = 100.0
@@ -85,7 +126,8 @@ def test_blur_3d_is_normalised():
     assert float(b[0, 4, 10, 10]) == float(b.max())
 
 
-def test_tiny_3d_training_lowers_the_loss_and_runs_on_another_frame_size(tmp_path):
+@pytest.mark.parametrize("encoding", ["voxel", "trilinear"])
+def test_tiny_3d_training_lowers_the_loss_and_runs_on_another_frame_size(tmp_path, encoding):
     from deepsmlm.api import simulate
     from deepsmlm.data.datasets import Normalizer, PatchSampler, fixed_batches
     from deepsmlm.inference import Predictor, localize_stack
@@ -94,9 +136,10 @@ def test_tiny_3d_training_lowers_the_loss_and_runs_on_another_frame_size(tmp_pat
     from deepsmlm.training.deepstorm import new_model, train_deepstorm
     from deepsmlm.training.loop import evaluate_loss
 
-    exp = tiny3d_experiment()
+    exp = tiny3d_experiment(target_encoding=encoding)
     s = train_deepstorm(exp, tmp_path / "m", progress=False)
     assert s["kind"] == "deepstorm3d" and s["threshold"] > 0
+    assert s["score"] == {"voxel": "peak", "trilinear": "mass"}[encoding]
     norm = Normalizer.from_dict(s["normalization"])
     val = fixed_batches(PatchSampler(exp), 8, 4, exp.training.seed + 1)
     crit = loss(exp.training)

@@ -243,6 +243,10 @@ class TrainingConfig(_Strict):
     heatmap_sigma_planes: PosFloat = 1.0
     overlap_weight: NonNegFloat = 1.0
     overlap_counts_false_positives: bool = True
+    # DeepSTORM3D targets: "voxel" (published: +1 in the emitter's voxel) or "trilinear"
+    # (mass shared by the 8 nearest voxel centres: sub-voxel positions survive; detections
+    # are then thresholded on their 3×3×3 window sum)
+    target_encoding: Literal["voxel", "trilinear"] = "voxel"
     n_per_patch_range: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = None
     patch_px: Annotated[int, Field(ge=8, le=512)] = 26
     margin_px: Annotated[int, Field(ge=0, le=64)] = 4

@@ -22,7 +22,8 @@ def settings_for(exp, normalizer) -> dict:
          "threshold": None, "versions": versions()}
     if t.model == "deepstorm3d":
         s.update(depth_planes=t.depth_planes, width=t.width, dilations=list(t.dilations),
-                 z_range_nm=list(exp.emitters.z_range_nm))
+                 z_range_nm=list(exp.emitters.z_range_nm), target_encoding=t.target_encoding,
+                 score="mass" if t.target_encoding == "trilinear" else "peak")
     else:
         s.update(channels=list(t.channels))
     return s
@@ -57,7 +58,8 @@ def decode(s: dict, out: torch.Tensor, threshold: float, frame_offset: int = 0,
 
     if s["kind"] == "deepstorm3d":
         return decode_3d(out, s["fine_pixel_nm"], tuple(s["z_range_nm"]), threshold,
-                         s["target_scale"], frame_offset, return_peaks)
+                         s["target_scale"], frame_offset, return_peaks,
+                         s.get("score", "peak"))
     return decode_2d(out, s["fine_pixel_nm"], threshold, s["target_scale"], frame_offset,
                      return_peaks)
 

@@ -80,11 +80,19 @@ def local_maxima_3d(vol: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, float],
               threshold: float, scale: float = 1.0, frame_offset: int = 0,
-              return_peaks: bool = False):
+              return_peaks: bool = False, score: str = "peak"):
     """Localizations (x, y, z) from occupancy volumes (T, D, H, W): 3D NMS, then the centre
-    of gravity of the 3×3×3 neighbourhood; plane k is centred at z_lo + (k + ½)·Δz."""
+    of gravity of the 3×3×3 neighbourhood; plane k is centred at z_lo + (k + ½)·Δz.
+
+    ``score``: what ``threshold`` (and ``return_peaks``) applies to — ``peak``, the value of
+    the maximum voxel (for one-voxel targets), or ``mass``, the sum of its 3×3×3 window
+    (for trilinear targets, whose peak varies from ⅛ to 1 of the emitter's mass with its
+    sub-voxel position while the window sum does not)."""
+    if score not in ("peak", "mass"):
+        raise ValueError(f"score must be 'peak' or 'mass', got {score!r}")
     vol = vol.detach()
-    idx = local_maxima_3d(vol, threshold)
+    # a window sum above the threshold needs a voxel above threshold/27
+    idx = local_maxima_3d(vol, threshold if score == "peak" else threshold / 27.0)
     if len(idx) == 0:
         return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
     d_planes = vol.shape[1]
@@ -96,6 +104,9 @@ def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, 
     win = padded[t[:, None, None, None], (p[:, None] + 1 + o)[:, :, None, None],
                  (r[:, None] + 1 + o)[:, None, :, None], (c[:, None] + 1 + o)[:, None, None, :]]
     total = win.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+    if score == "mass":
+        keep = total > threshold
+        t, p, r, c, win, total = t[keep], p[keep], r[keep], c[keep], win[keep], total[keep]
     op = (win.sum(dim=(2, 3)) * o).sum(1) / total
     orow = (win.sum(dim=(1, 3)) * o).sum(1) / total
     ocol = (win.sum(dim=(1, 2)) * o).sum(1) / total
@@ -104,4 +115,6 @@ def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, 
     z = z_lo + (p.float() + 0.5 + op) * dz_nm
     em = EmitterSet(torch.stack([x, y, z], 1).cpu(), (total / scale).cpu(),
                     (t + frame_offset).cpu())
-    return (em, vol[t, p, r, c].cpu()) if return_peaks else em
+    if not return_peaks:
+        return em
+    return em, (vol[t, p, r, c] if score == "peak" else total).cpu()

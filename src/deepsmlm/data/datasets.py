@@ -124,7 +124,8 @@ class PatchSampler:
         u = self.upsampling
         if t.model == "deepstorm3d":
             target = voxel_grid(em.xyz_nm, em.frame, (n, t.depth_planes, p * u, p * u),
-                                self.pixel_nm / u, tuple(self.exp.emitters.z_range_nm))
+                                self.pixel_nm / u, tuple(self.exp.emitters.z_range_nm),
+                                trilinear=t.target_encoding == "trilinear")
         else:
             target = spike_image(em.xyz_nm[:, :2], em.frame, (n, p * u, p * u),
                                  self.pixel_nm / u)
