@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-frames", type=_positive_int, default=256)
     s.add_argument("--batch-size", type=_positive_int, default=16)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--threshold", type=float, default=None, help="override the tuned one")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="override the tuned one (in the units of model.json's score)")
     s.add_argument("--camera-baseline-adu", type=float, default=None)
     s.add_argument("--camera-e-per-adu", type=float, default=None)
     s.add_argument("--camera-em-gain", type=float, default=None)
