@@ -243,6 +243,8 @@ class TrainingConfig(_Strict):
     heatmap_sigma_planes: PosFloat = 1.0
     overlap_weight: NonNegFloat = 1.0
     overlap_counts_false_positives: bool = True
+    # Dice with Σp² + Σt² in the denominator: minimum at p = t also for soft targets
+    overlap_squares: bool = False
     # DeepSTORM3D targets: "voxel" (published: +1 in the emitter's voxel) or "trilinear"
     # (mass shared by the 8 nearest voxel centres: sub-voxel positions survive; detections
     # are then thresholded on their 3×3×3 window sum)
@@ -271,6 +273,9 @@ class TrainingConfig(_Strict):
             _check_range(self.density_range_per_um2, "training.density_range_per_um2")
         if self.n_per_patch_range is not None:
             _check_range(self.n_per_patch_range, "training.n_per_patch_range")
+        if self.overlap_squares and not self.overlap_counts_false_positives:
+            raise ValueError("training.overlap_squares needs overlap_counts_false_positives "
+                             "(the squared Dice always counts false positives)")
         if (self.patch_px * self.upsampling) % 8:
             raise ValueError(f"training.patch_px × upsampling must be a multiple of 8, got "
                              f"{self.patch_px} × {self.upsampling}")

@@ -57,23 +57,32 @@ def blur_3d(vol: torch.Tensor, sigma_px: float, sigma_planes: float) -> torch.Te
 
 
 def overlap_loss(pred: torch.Tensor, target: torch.Tensor, scale: float,
-                 count_false_positives: bool = True, eps: float = 1.0) -> torch.Tensor:
+                 count_false_positives: bool = True, eps: float = 1.0,
+                 squares: bool = False) -> torch.Tensor:
     """Soft Dice on p = pred/scale and the occupancy t.
 
     With false positives counted (ours): 1 − (2Σpt + ε)/(Σp + Σt + ε), so predicted mass
     where nothing is raises the loss. The published DeepSTORM3D variant,
     1 − (2Σpt + ε)/(Σt + Σpt + ε), ignores it (kept for reproduction).
+    ``squares``: 1 − (2Σpt + ε)/(Σp² + Σt² + ε) (the V-Net form), whose minimum is p = t
+    for any target (Cauchy–Schwarz). Use it with soft targets such as trilinear voxel grids:
+    the Σp + Σt form pulls mass into each emitter's largest target voxel, which biases the
+    sub-voxel positions back towards the voxel centres.
     """
     p = pred / scale
     inter = (p * target).sum()
+    if squares:
+        if not count_false_positives:
+            raise ValueError("the squared Dice always counts false positives")
+        return 1.0 - (2.0 * inter + eps) / ((p * p).sum() + (target * target).sum() + eps)
     den = (p.sum() if count_false_positives else inter) + target.sum()
     return 1.0 - (2.0 * inter + eps) / (den + eps)
 
 
 def deepstorm3d_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 800.0,
                      sigma_px: float = 1.0, sigma_planes: float = 1.0,
-                     overlap_weight: float = 1.0, count_false_positives: bool = True
-                     ) -> torch.Tensor:
+                     overlap_weight: float = 1.0, count_false_positives: bool = True,
+                     overlap_squares: bool = False) -> torch.Tensor:
     """MSE of 3D-Gaussian-blurred prediction vs scaled blurred occupancy + overlap term.
 
     pred, target: (B, D, H, W).
@@ -82,4 +91,5 @@ def deepstorm3d_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 80
     with torch.no_grad():
         bt = blur_3d(target, sigma_px, sigma_planes)
     mse = torch.mean((bp - scale * bt) ** 2)
-    return mse + overlap_weight * overlap_loss(pred, target, scale, count_false_positives)
+    return mse + overlap_weight * overlap_loss(pred, target, scale, count_false_positives,
+                                               squares=overlap_squares)

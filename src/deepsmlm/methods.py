@@ -47,7 +47,8 @@ def loss(t):
     if t.model == "deepstorm3d":
         return lambda p, y: deepstorm3d_loss(p, y, t.target_scale, t.heatmap_sigma_px,
                                              t.heatmap_sigma_planes, t.overlap_weight,
-                                             t.overlap_counts_false_positives)
+                                             t.overlap_counts_false_positives,
+                                             t.overlap_squares)
     return lambda p, y: deepstorm_loss(p, y, t.target_scale, t.heatmap_sigma_px, t.l1_weight)
 
 
