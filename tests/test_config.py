@@ -44,6 +44,9 @@ def test_preset_is_expanded_and_overridable():
     ({"camera": {"qe": 1.5}}, "camera.qe"),
     ({"camera": {"preset": None}}, "camera needs a preset"),
     ({"frame": {"height_px": 2}}, "frame.height_px"),
+    ({"training": {"target_encoding": "nearest"}}, "training.target_encoding"),
+    ({"training": {"overlap_squares": True, "overlap_counts_false_positives": False}},
+     "overlap_squares needs overlap_counts_false_positives"),
 ])
 def test_bad_values_name_the_key(sections, needle):
     with pytest.raises(UserError) as info:

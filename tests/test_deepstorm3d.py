@@ -118,6 +118,30 @@ def test_loss_on_hand_made_volumes_false_positives_raise_it():
                                                                                         abs=1e-6)
 
 
+def test_squared_dice_is_minimal_at_a_soft_target_the_linear_one_is_not():
+    gen = torch.Generator().manual_seed(4)
+    xyz = torch.tensor([[530.0, 470.0, 1240.0], [1210.0, 880.0, 610.0]])
+    target = voxel_grid(xyz, torch.tensor([0, 0]), (1, 16, 16, 16), 110.0, (0.0, 1600.0),
+                        trilinear=True)
+    exact = 800.0 * target
+    # all mass moved into each emitter's largest voxel (the one-voxel answer)
+    lumped = torch.zeros_like(target)
+    for k in range(2):
+        one = voxel_grid(xyz[k:k + 1], torch.tensor([0]), target.shape, 110.0, (0.0, 1600.0),
+                         trilinear=True)
+        lumped.view(-1)[one.view(-1).argmax()] += 800.0
+    sq = overlap_loss(exact, target, 800.0, squares=True)
+    assert float(sq) == pytest.approx(0.0, abs=1e-3)
+    for _ in range(5):  # any other prediction is worse
+        other = (exact + 40.0 * torch.rand(exact.shape, generator=gen) * (target > 0)).clamp(0)
+        assert float(overlap_loss(other, target, 800.0, squares=True)) > float(sq)
+    assert float(overlap_loss(lumped, target, 800.0, squares=True)) > float(sq)
+    # the Σp + Σt form prefers the lumped answer: it biases sub-voxel positions
+    assert float(overlap_loss(lumped, target, 800.0)) < float(overlap_loss(exact, target, 800.0))
+    with pytest.raises(ValueError, match="false positives"):
+        overlap_loss(exact, target, 800.0, count_false_positives=False, squares=True)
+
+
 def test_blur_3d_is_normalised():
     v = torch.zeros(1, 9, 21, 21)
     v[0, 4, 10, 10] = 1.0
