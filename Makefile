@@ -57,12 +57,12 @@ bench3d: $(STAMP)
 	$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/ds3d/model \
 		--movies bench_out/movies3d --device $(DEVICE) --json bench_out/deepstorm3d.json
 
-# Learned PSF vs Tetrapod vs astigmatism (issue 6), CPU scale: ≈ 25 min of design and
+# Learned PSF vs Tetrapod vs astigmatism (issue 6), CPU scale: ≈ 20 min of design and
 # 3 × OPTICS_TRAIN_MINUTES of training.
 OPTICS_TRAIN_MINUTES ?= 15
 bench-optics: $(STAMP)  # after make bench3d (its model starts the design)
 	rm -rf bench_out/optics
-	$(PY) benchmarks/deep_optics.py design --out bench_out/optics --minutes 25 \
+	$(PY) benchmarks/deep_optics.py design --out bench_out/optics --minutes 20 \
 		--init-model bench_out/ds3d/model
 	$(PY) benchmarks/deep_optics.py arms --out bench_out/optics
 	$(PY) benchmarks/deep_optics.py train --out bench_out/optics --minutes $(OPTICS_TRAIN_MINUTES)

@@ -1,6 +1,6 @@
 """Learned PSF vs Tetrapod vs astigmatism for dense 3D localization over 4 µm (issue 6).
 
-    python benchmarks/deep_optics.py design   --out bench_out/optics --minutes 25 \
+    python benchmarks/deep_optics.py design   --out bench_out/optics --minutes 20 \
         [--init-model bench_out/ds3d/model]
     python benchmarks/deep_optics.py arms     --out bench_out/optics
     python benchmarks/deep_optics.py train    --out bench_out/optics --minutes 15
@@ -227,7 +227,7 @@ def main() -> None:
             p.add_argument("--init-model", default=None,
                            help="start from the Tetrapod with this model trained on it")
         if name in ("design", "train"):
-            p.add_argument("--minutes", type=float, default=25.0 if name == "design" else 15.0)
+            p.add_argument("--minutes", type=float, default=20.0 if name == "design" else 15.0)
         if name == "movies":
             p.add_argument("--frames", type=int, default=100)
         if name == "evaluate":
