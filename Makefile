@@ -52,7 +52,7 @@ clean:
 bench3d: $(STAMP)
 	rm -rf bench_out/ds3d/model
 	$(VENV)/bin/deepsmlm train configs/3d-tetrapod.yaml --out bench_out/ds3d/model \
-		--max-minutes 50 --device $(DEVICE) --quiet
+		--max-minutes 58 --device $(DEVICE) --quiet
 	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d
 	$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/ds3d/model \
 		--movies bench_out/movies3d --device $(DEVICE) --json bench_out/deepstorm3d.json

@@ -135,6 +135,43 @@ def test_resume_continues_where_it_stopped(tmp_path):
             assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
 
 
+def test_cosine_factor_on_hand_worked_steps():
+    from deepsmlm.training.loop import cosine_factor
+
+    assert cosine_factor(0, 100, 0.01) == pytest.approx(1.0)
+    assert cosine_factor(50, 100, 0.01) == pytest.approx(0.505)  # (1 + floor) / 2
+    assert cosine_factor(25, 100, 0.0) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
+    assert cosine_factor(100, 100, 0.01) == pytest.approx(0.01)
+    assert cosine_factor(250, 100, 0.01) == pytest.approx(0.01)  # kept after the end
+
+
+def test_cosine_schedule_anneals_per_step_and_resumes_its_step_count(tmp_path):
+    import csv
+
+    import yaml
+
+    from deepsmlm.training.deepstorm import train_deepstorm
+    from deepsmlm.training.loop import cosine_factor
+
+    lr0, floor_lr = 0.002, 0.0001
+    exp = tiny_experiment(max_epochs=2, steps_per_epoch=3, lr_schedule="cosine",
+                          learning_rate=lr0, min_learning_rate=floor_lr)
+    train_deepstorm(exp, tmp_path / "m", progress=False)
+
+    def lrs():
+        with open(tmp_path / "m" / "curves.csv") as f:
+            return [float(r["lr"]) for r in csv.DictReader(f)]
+
+    floor = floor_lr / lr0
+    assert lrs() == pytest.approx([lr0 * cosine_factor(3, 6, floor), floor_lr], rel=1e-4)
+    # a resumed run goes on counting steps (it does not restart the cosine at lr0)
+    cfg = yaml.safe_load((tmp_path / "m" / "experiment.yaml").read_text())
+    cfg["training"]["max_epochs"] = 4
+    (tmp_path / "m" / "experiment.yaml").write_text(yaml.safe_dump(cfg))
+    train_deepstorm(None, tmp_path / "m", resume=True, progress=False)
+    assert lrs()[2:] == pytest.approx([lr0 * cosine_factor(9, 12, floor), floor_lr], rel=1e-4)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from deepsmlm.training.deepstorm import train_deepstorm

@@ -256,6 +256,10 @@ class TrainingConfig(_Strict):
     steps_per_epoch: Annotated[int, Field(ge=1)] = 400
     max_epochs: Annotated[int, Field(ge=1)] = 100
     learning_rate: PosFloat = 1e-3
+    # "plateau": ×0.1 after lr_patience_epochs without a better validation loss;
+    # "cosine": from learning_rate down to min_learning_rate along half a cosine over
+    # max_epochs × steps_per_epoch steps (size max_epochs to the run's time budget)
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
     lr_patience_epochs: Annotated[int, Field(ge=1)] = 5
     min_learning_rate: PosFloat = 5e-5
     early_stop_epochs: Annotated[int, Field(ge=1)] = 12

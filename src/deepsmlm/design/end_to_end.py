@@ -160,7 +160,8 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
                 lr=t.learning_rate, steps_per_epoch=t.steps_per_epoch, max_epochs=t.max_epochs,
                 lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
                 early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
-                resume=resume, progress=progress, param_groups=groups)
+                resume=resume, progress=progress, param_groups=groups,
+                schedule=t.lr_schedule)
     model.load_state_dict(load_tensors(ckpt.best_path))
     write_curves(state.history, out)
     summary = {"objective": "end-to-end", "parameterization": d.parameterization,

@@ -103,7 +103,7 @@ def train_deepstorm(exp: Experiment | str | Path, out: str | Path, *, max_minute
                 steps_per_epoch=t.steps_per_epoch, max_epochs=t.max_epochs,
                 lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
                 early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
-                resume=resume, progress=progress)
+                resume=resume, progress=progress, schedule=t.lr_schedule)
     model.load_state_dict(load_tensors(ckpt.best_path))
     tuned = tune_threshold(model, normalizer, val, settings, device)
     settings.update(threshold=tuned["threshold"], validation=tuned,

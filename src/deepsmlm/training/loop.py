@@ -4,6 +4,7 @@ best/last checkpoints, a time budget, resume (also after Ctrl-C), progress with 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -101,20 +102,39 @@ def evaluate_loss(model: nn.Module, loss_fn, batches) -> float:
     return total / max(n, 1)
 
 
+def cosine_factor(step: int, total_steps: int, floor: float) -> float:
+    """Learning-rate multiplier at ``step`` of a half-cosine from 1 down to ``floor``
+    (reached at ``total_steps`` and kept after it)."""
+    done = min(max(step, 0) / max(total_steps, 1), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def fit(model: nn.Module, loss_fn: Callable, next_batch: Callable[[torch.Generator], object],
         val_batches: list, ckpt: Checkpoints, *, lr: float, steps_per_epoch: int,
         max_epochs: int, lr_patience: int, min_lr: float, early_stop: int,
         max_minutes: float | None, generator: torch.Generator, resume: bool = False,
-        progress: bool = True, param_groups: list[dict] | None = None) -> FitState:
+        progress: bool = True, param_groups: list[dict] | None = None,
+        schedule: str = "plateau") -> FitState:
     """Train ``model`` and return the fit state (history of losses per epoch).
 
     ``param_groups``: Adam parameter groups with their own learning rates (``lr`` is the
-    default); all of the model's parameters by default."""
+    default); all of the model's parameters by default. ``schedule``: "plateau" (×0.1
+    after ``lr_patience`` epochs without a better validation loss, down to ``min_lr``) or
+    "cosine" (every group's rate follows half a cosine, stepped per batch, from its own
+    rate to ``min_lr / lr`` of it over ``max_epochs × steps_per_epoch`` steps)."""
     from tqdm import tqdm
 
     opt = torch.optim.Adam(model.parameters() if param_groups is None else param_groups, lr=lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=lr_patience,
-                                                       min_lr=min_lr)
+    if schedule == "cosine":
+        total, floor = max_epochs * steps_per_epoch, min(min_lr / lr, 1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: cosine_factor(step, total, floor))
+    elif schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1,
+                                                           patience=lr_patience, min_lr=min_lr)
+    else:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    per_step = schedule == "cosine"
     state = ckpt.load(model, opt, sched, generator) if resume else FitState()
     state.stopped = ""  # a resumed run goes on (after Ctrl-C, a time budget or an early stop)
     budget = None if max_minutes is None else max_minutes * 60.0
@@ -131,13 +151,16 @@ def fit(model: nn.Module, loss_fn: Callable, next_batch: Callable[[torch.Generat
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if per_step:
+                    sched.step()
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{losses[-1]:.3g}")
                 if budget is not None and time.perf_counter() - t_session > budget:
                     state.stopped = "time budget"
                     break
             val = evaluate_loss(model, loss_fn, val_batches)
-            sched.step(val)
+            if not per_step:
+                sched.step(val)
             state.epoch += 1
             state.seconds += time.perf_counter() - t0
             improved = val < state.best_val
