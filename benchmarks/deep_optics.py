@@ -142,8 +142,13 @@ def cmd_train(args) -> None:
               f"{v['jaccard']:.1f} %", flush=True)
 
 
+def suffix(context_px: int) -> str:
+    """Folder/file suffix of a geometry: "" (64×64 frames) or "_c20" (field of view)."""
+    return f"_c{context_px}" if context_px else ""
+
+
 def cmd_movies(args) -> None:
-    from deepstorm3d import experiment
+    from deepstorm3d import experiment, field_experiment
 
     from deepsmlm.api import simulate
     from deepsmlm.workflows import write_movie
@@ -151,30 +156,43 @@ def cmd_movies(args) -> None:
     out = Path(args.out)
     for arm in args.arms:
         for i, count in enumerate(COUNTS):
-            movie = simulate(experiment(count, out / f"{arm}.yaml"), args.frames, seed=3000 + i)
-            write_movie(movie, out / "movies" / arm / f"n{count}")
-        print(f"{arm}: movies at {', '.join(map(str, COUNTS))} emitters per frame")
+            cfg = out / f"{arm}.yaml"
+            exp = (field_experiment(count, args.context_px, cfg) if args.context_px
+                   else experiment(count, cfg))
+            movie = simulate(exp, args.frames, seed=3000 + i)
+            write_movie(movie, out / f"movies{suffix(args.context_px)}" / arm / f"n{count}")
+        print(f"{arm}: movies at {', '.join(map(str, COUNTS))} emitters per 64×64 region")
 
 
 def cmd_evaluate(args) -> None:
+    from deepstorm3d import ROI_PX, in_roi
+
     from deepsmlm.deepstorm_steps import run_localize
     from deepsmlm.evaluation.metrics import evaluate
     from deepsmlm.io.localizations import read_csv
 
     out = Path(args.out)
-    area_um2 = (64 * 0.110) ** 2
+    c, sfx = args.context_px, suffix(args.context_px)
+    pixel_nm = yaml.safe_load((out / f"{args.arms[0]}.yaml").read_text())["optics"][
+        "pixel_size_nm"]
+    area_um2 = (ROI_PX * pixel_nm / 1000) ** 2
     table = {}
     for arm in args.arms:
         rows = []
         for count in COUNTS:
-            mdir = out / "movies" / arm / f"n{count}"
-            res = out / "eval" / arm / f"n{count}"
-            run_localize(out / "models" / arm, mdir / "frames.tif", res, progress=False)
+            mdir = out / f"movies{sfx}" / arm / f"n{count}"
+            res = out / f"eval{sfx}" / arm / f"n{count}"
+            loc = run_localize(out / "models" / arm, mdir / "frames.tif", res,
+                               progress=False)
             t = read_csv(mdir / "truth.csv").numpy()
             q = read_csv(res / "localizations.csv").numpy()
+            if c:  # score the central 64×64 region only
+                t = {k: v[in_roi(t["xyz_nm"], c, pixel_nm)] for k, v in t.items()}
+                q = {k: v[in_roi(q["xyz_nm"], c, pixel_nm)] for k, v in q.items()}
             h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
                          tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100)
-            rows.append(dict(emitters_per_frame=count, density_per_um2=count / area_um2,
+            density = len(t["frame"]) / loc["frames"] / area_um2
+            rows.append(dict(emitters_per_frame=count, density_per_um2=density,
                              jaccard=h["jaccard"] / 100, rmse_xy_nm=h["rmse_xy_nm"],
                              rmse_z_nm=h["rmse_z_nm"], recall=h["recall"],
                              precision=h["precision"]))
@@ -182,12 +200,12 @@ def cmd_evaluate(args) -> None:
                   f"{h['rmse_xy_nm']:.1f} nm, z {h['rmse_z_nm']:.1f} nm", flush=True)
         s = json.loads((out / "models" / arm / "model.json").read_text())
         table[arm] = {"rows": rows, "training": s["training"]}
-    (out / "comparison.json").write_text(json.dumps(table, indent=1, default=float))
+    (out / f"comparison{sfx}.json").write_text(json.dumps(table, indent=1, default=float))
     if args.docs:
-        figures(out, Path(args.docs), table)
+        figures(out, Path(args.docs), table, sfx)
 
 
-def figures(out: Path, docs: Path, table: dict) -> None:
+def figures(out: Path, docs: Path, table: dict, sfx: str = "") -> None:
     """Jaccard vs density, the three masks, and the three PSFs across z."""
     import matplotlib
 
@@ -204,13 +222,16 @@ def figures(out: Path, docs: Path, table: dict) -> None:
     for arm, t in table.items():
         x = [r["emitters_per_frame"] for r in t["rows"]]
         ax.plot(x, [r["jaccard"] for r in t["rows"]], "o-", label=arm)
-    ax.set_xlabel("emitters per 64×64 frame")
+    ax.set_xlabel("emitters per 64×64 frame" if not sfx else
+                  "emitters per 64×64 region (inside a larger field)")
     ax.set_ylabel("Jaccard (100 nm sphere)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(docs / "deep_optics_jaccard.png", dpi=120)
+    fig.savefig(docs / f"deep_optics_jaccard{sfx}.png", dpi=120)
     plt.close(fig)
+    if sfx:  # the masks and PSFs do not depend on the geometry
+        return
     exps = {arm: load_experiment(out / f"{arm}.yaml") for arm in table}
     first = next(iter(exps.values()))
     grid = pupil_grid(first.optics)
@@ -241,6 +262,9 @@ def main() -> None:
                            help="training epochs per arm (the cosine schedule's length)")
         if name == "movies":
             p.add_argument("--frames", type=int, default=100)
+        if name in ("movies", "evaluate"):
+            p.add_argument("--context-px", type=int, default=0,
+                           help="frames of (64 + 2C)² px, scored on the central 64×64")
         if name == "evaluate":
             p.add_argument("--docs", default=None, help="folder for the figures")
     args = ap.parse_args()

@@ -111,8 +111,7 @@ def cmd_evaluate(args) -> None:
         if context:  # score the central region only
             t = {k: v[in_roi(t["xyz_nm"], context, pixel_nm)] for k, v in t.items()}
             q = {k: v[in_roi(q["xyz_nm"], context, pixel_nm)] for k, v in q.items()}
-        n_frames = int(loc.get("frames", 0)) or len(np.unique(t["frame"]))
-        density = len(t["frame"]) / n_frames / area_um2
+        density = len(t["frame"]) / loc["frames"] / area_um2
         h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
                      tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100, z_step_nm=500.0)
         g = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], z_step_nm=500.0)
