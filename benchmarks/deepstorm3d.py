@@ -112,15 +112,18 @@ def cmd_evaluate(args) -> None:
             t = {k: v[in_roi(t["xyz_nm"], context, pixel_nm)] for k, v in t.items()}
             q = {k: v[in_roi(q["xyz_nm"], context, pixel_nm)] for k, v in q.items()}
         density = len(t["frame"]) / loc["frames"] / area_um2
+        side_nm = ROI_PX * pixel_nm  # by_edge: distance to the frame edge (64×64 frames)
         h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
-                     tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100, z_step_nm=500.0)
+                     tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100, z_step_nm=500.0,
+                     field_nm=None if context else (side_nm, side_nm))
         g = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], z_step_nm=500.0)
         row = dict(emitters_per_frame=count, density_per_um2=density, context_px=context,
                    jaccard_100nm=h["jaccard"] / 100, rmse_xy_nm=h["rmse_xy_nm"],
                    rmse_z_nm=h["rmse_z_nm"], recall_100nm=h["recall"],
                    precision_100nm=h["precision"], jaccard_greedy=g["jaccard"] / 100,
                    rmse_xy_greedy_nm=g["rmse_xy_nm"], rmse_z_greedy_nm=g["rmse_z_nm"],
-                   frames_per_s=loc["frames_per_s"], by_z=h.get("by_z", []))
+                   frames_per_s=loc["frames_per_s"], by_z=h.get("by_z", []),
+                   by_edge=h.get("by_edge", []))
         rows.append(row)
         print(f"{count:3d}/frame ({density:.2f}/µm²): Jaccard(100 nm) "
               f"{row['jaccard_100nm']:.3f}, RMSE xy {row['rmse_xy_nm']:.1f} nm, "
@@ -155,10 +158,18 @@ def cmd_table(args) -> None:
               f"{r['jaccard_100nm']:.3f} | {r['recall_100nm']:.2f} | "
               f"{r['precision_100nm']:.2f} | {r['rmse_xy_nm']:.1f} | {r['rmse_z_nm']:.1f} | "
               f"{r['jaccard_greedy']:.3f} | {r['frames_per_s']:.1f} |")
+    row = next(r for r in d["rows"] if r["emitters_per_frame"] == args.count)
+    if row.get("by_edge"):
+        print(f"\nBy distance to the frame edge at {args.count} emitters/frame:\n")
+        print("| distance [nm] | emitters | recall | precision | Jaccard |")
+        print("|---|---:|---:|---:|---:|")
+        for b in row["by_edge"]:
+            hi = "∞" if b["hi"] > 1e8 else f"{b['hi']:.0f}"
+            print(f"| {b['lo']:.0f}–{hi} | {b['tp'] + b['fn']} | {b['recall']:.2f} | "
+                  f"{b['precision']:.2f} | {b['jaccard'] / 100:.2f} |")
     c = d["crlb"]
     bound = {round(z): (xy, zz) for z, xy, zz in zip(c["z_nm"], c["radial_xy_nm"],
                                                      c["z_nm_bound"])}
-    row = next(r for r in d["rows"] if r["emitters_per_frame"] == args.count)
     print(f"\nBy z at {args.count} emitters/frame (Hungarian, 100 nm sphere; CRLB of one "
           f"emitter, {c['photons']:g} photons, {c['background']:g} background/px):\n")
     print("| z [nm] | Jaccard | RMSE_xy (radial) [nm] | CRLB_xy [nm] | ratio | "

@@ -99,6 +99,20 @@ def test_breakdown_by_density_and_z():
     assert sum(b["tp"] + b["fn"] for b in z) == 4 and z[-1]["fn"] == 1
 
 
+def test_breakdown_by_distance_to_the_field_edge():
+    # 1 µm field: an emitter 50 nm from the left edge (missed, and a false positive 30 nm
+    # from the bottom edge instead), one 300 nm from the top edge (found), one at the centre
+    gt = arr([50, 500, 0], [500, 700, 0], [500, 500, 0])
+    pr = arr([400, 30, 0], [510, 700, 0], [500, 490, 0])
+    r = evaluate([0, 0, 0], gt, [0, 0, 0], pr, field_nm=(1000, 1000),
+                 edge_edges_nm=(0, 100, 400, 1e9))
+    edge = {(b["lo"], b["hi"]): b for b in r["by_edge"]}
+    assert (edge[(0, 100)]["tp"], edge[(0, 100)]["fn"], edge[(0, 100)]["fp"]) == (0, 1, 1)
+    assert (edge[(100, 400)]["tp"], edge[(100, 400)]["fn"]) == (1, 0)
+    assert edge[(100, 400)]["rmse_xy_nm"] == pytest.approx(10.0)
+    assert edge[(400, 1e9)]["recall"] == 1.0 and edge[(400, 1e9)]["precision"] == 1.0
+
+
 def test_spherical_tolerance():
     gt = arr([0, 0, 0])
     pr = arr([80, 0, 80])  # 80 nm laterally and axially: 113 nm in 3D

@@ -78,14 +78,23 @@ def _binned(gt_key: np.ndarray, pred_key: np.ndarray | None, edges: np.ndarray, 
     return rows
 
 
+def edge_distance_nm(xyz_nm: np.ndarray, field_nm: tuple[float, float]) -> np.ndarray:
+    """Lateral distance of each row to the nearest edge of a (width, height) field."""
+    x, y = xyz_nm[:, 0], xyz_nm[:, 1]
+    w, h = field_nm
+    return np.minimum(np.minimum(x, w - x), np.minimum(y, h - y))
+
+
 def evaluate(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, *, gt_photons=None,
              tol_xy_nm: float = 250.0, tol_z_nm: float = 500.0, method: str = "greedy",
              field_nm: tuple[float, float] | None = None, border_nm: float = 0.0,
              density_edges=(0, 0.5, 1, 2, 4, 6, 8, 12, 1e9), z_step_nm: float = 250.0,
-             photon_bins: int = 5, tol_3d_nm: float | None = None) -> dict:
+             photon_bins: int = 5, tol_3d_nm: float | None = None,
+             edge_edges_nm=(0, 550, 1100, 2200, 1e9)) -> dict:
     """Match and compute every metric: flat overall keys plus ``by_density``, ``by_z``,
-    ``by_photons`` breakdowns (lists of bins). Density is ground-truth emitters per µm² in
-    each frame (needs ``field_nm``)."""
+    ``by_edge``, ``by_photons`` breakdowns (lists of bins). Density is ground-truth emitters
+    per µm² in each frame, and ``by_edge`` bins by the distance to the nearest edge of the
+    field (x, y in [0, width] × [0, height]); both need ``field_nm``."""
     gt_frame, pred_frame = np.asarray(gt_frame), np.asarray(pred_frame)
     gt_xyz, pr_xyz = np.asarray(gt_xyz_nm, float), np.asarray(pred_xyz_nm, float)
     m = match(gt_frame, gt_xyz, pred_frame, pr_xyz, tol_xy_nm, tol_z_nm, method, field_nm,
@@ -103,6 +112,9 @@ def evaluate(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, *, gt_photons=None,
         dens = np.array([n_per[int(t)] / area_um2 for t in gt_frame])
         pdens = np.array([n_per[int(t)] / area_um2 for t in pred_frame])
         out["by_density"] = _binned(dens, pdens, np.asarray(density_edges, float), m, d_all)
+        out["by_edge"] = _binned(edge_distance_nm(gt_xyz, field_nm),
+                                 edge_distance_nm(pr_xyz, field_nm),
+                                 np.asarray(edge_edges_nm, float), m, d_all)
     z = gt_xyz[:, 2]
     if len(z) and np.ptp(z) > 0:
         edges = np.arange(np.floor(z.min() / z_step_nm) * z_step_nm,
