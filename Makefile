@@ -52,7 +52,7 @@ clean:
 bench3d: $(STAMP)
 	rm -rf bench_out/ds3d/model
 	$(VENV)/bin/deepsmlm train configs/3d-tetrapod.yaml --out bench_out/ds3d/model \
-		--max-minutes 58 --device $(DEVICE) --quiet
+		--max-minutes 50 --device $(DEVICE) --quiet
 	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d
 	$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/ds3d/model \
 		--movies bench_out/movies3d --device $(DEVICE) --json bench_out/deepstorm3d.json
@@ -62,13 +62,13 @@ bench3d: $(STAMP)
 		--json bench_out/deepstorm3d_field.json
 
 # Learned PSF vs Tetrapod vs astigmatism (issue 6), CPU scale: ≈ 20 min of design and
-# 3 × 20 epochs of training (≈ 15 min each; OPTICS_TRAIN_MINUTES only guards the time).
-OPTICS_TRAIN_MINUTES ?= 18
+# 3 × OPTICS_TRAIN_MINUTES of training, then both geometries evaluated.
+OPTICS_TRAIN_MINUTES ?= 15
 bench-optics: $(STAMP)  # after make bench3d (its model starts the design)
 	rm -rf bench_out/optics
 	$(PY) benchmarks/deep_optics.py design --out bench_out/optics --minutes 20 \
 		--init-model bench_out/ds3d/model
-	$(PY) benchmarks/deep_optics.py arms --out bench_out/optics --epochs 20
+	$(PY) benchmarks/deep_optics.py arms --out bench_out/optics
 	$(PY) benchmarks/deep_optics.py train --out bench_out/optics --minutes $(OPTICS_TRAIN_MINUTES)
 	$(PY) benchmarks/deep_optics.py movies --out bench_out/optics
 	$(PY) benchmarks/deep_optics.py evaluate --out bench_out/optics --docs docs/images

@@ -2,8 +2,8 @@
 
     python benchmarks/deep_optics.py design   --out bench_out/optics --minutes 20 \
         [--init-model bench_out/ds3d/model]
-    python benchmarks/deep_optics.py arms     --out bench_out/optics --epochs 20
-    python benchmarks/deep_optics.py train    --out bench_out/optics --minutes 18
+    python benchmarks/deep_optics.py arms     --out bench_out/optics
+    python benchmarks/deep_optics.py train    --out bench_out/optics --minutes 15
     python benchmarks/deep_optics.py movies   --out bench_out/optics
     python benchmarks/deep_optics.py evaluate --out bench_out/optics --docs docs/images
 
@@ -11,16 +11,17 @@ design: the end-to-end mask — from a clear aperture and an untrained network
 (configs/design-4um.yaml, the paper's start), or with --init-model as Zernike corrections on
 top of the Tetrapod with a network already trained on it (what a CPU budget allows) — and
 the Fisher-information (CRLB) Zernike mask from a clear aperture.
-arms: one experiment per mask, otherwise identical to configs/3d-tetrapod.yaml except
-max_epochs (--epochs: the cosine learning-rate schedule anneals over them; 20 epochs of 50
-batches ≈ 15 min here)
+arms: one experiment per mask, otherwise identical to configs/3d-tetrapod.yaml
 — the learned mask, the Tetrapod (../shared/data/deepstorm3d when present, else the CRLB
 design), and a clear aperture with astigmatism (Noll 6, the smallest amplitude within 2 %
-of the lowest mean CRLB over the range). train: a fresh DeepSTORM3D per arm, same
-architecture, same seed, same number of samples (--minutes only guards the time).
+of the lowest mean CRLB over the range); --epochs caps every arm's epochs. train: a fresh
+DeepSTORM3D per arm, same architecture, same seed, same time budget.
 movies: held-out frames at 5–40 emitters per 64×64 frame with the same emitters,
-backgrounds and noise draws for every arm.
-evaluate: Jaccard (Hungarian, 100 nm sphere), RMSE, the table as JSON, and the figures.
+backgrounds and noise draws for every arm; with --context-px 20, frames of 104×104 px at
+the same density, scored on their central 64×64 (no scored PSF cut by the frame edge; see
+benchmarks/deepstorm3d.py).
+evaluate: Jaccard (Hungarian, 100 nm sphere), RMSE, the table as JSON, and the figures
+(--context-px: the field geometry; comparison_c20.json, deep_optics_jaccard_c20.png).
 """
 
 from __future__ import annotations
@@ -51,10 +52,6 @@ def warm_design_experiment(out: Path) -> Path:
 
     d = load_experiment(BASE).to_dict()
     d["design"] = dict(load_experiment(DESIGN).to_dict()["design"], start="experiment")
-    # the measured design ran on the plateau rule (a cosine over 3d-tetrapod's 72 epochs
-    # would barely start annealing within a design budget of minutes)
-    d["training"] = dict(d["training"], lr_schedule="plateau", max_epochs=1000,
-                         lr_patience_epochs=6, min_learning_rate=5e-5)
     experiment_from_dict(d)  # validate
     out.mkdir(parents=True, exist_ok=True)
     path = out / "design_from_tetrapod.yaml"
@@ -121,8 +118,9 @@ def cmd_arms(args) -> None:
     print(f"astigmatism: {amp:.2f} rad RMS (Noll 6); mean CRLB [nm] by amplitude: "
           + ", ".join(f"{a:.2f}→{c:.1f}" for a, c in scan))
     for arm in ARMS:
-        d = dict(base, optics=dict(base["optics"], mask=masks[arm]),
-                 training=dict(base["training"], max_epochs=args.epochs))
+        d = dict(base, optics=dict(base["optics"], mask=masks[arm]))
+        if args.epochs:
+            d["training"] = dict(base["training"], max_epochs=args.epochs)
         experiment_from_dict(d)  # validate
         (out / f"{arm}.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     (out / "arms.json").write_text(json.dumps({"astigmatism_rad": amp, "scan": scan,
@@ -256,10 +254,10 @@ def main() -> None:
             p.add_argument("--init-model", default=None,
                            help="start from the Tetrapod with this model trained on it")
         if name in ("design", "train"):
-            p.add_argument("--minutes", type=float, default=20.0 if name == "design" else 18.0)
+            p.add_argument("--minutes", type=float, default=20.0 if name == "design" else 15.0)
         if name == "arms":
-            p.add_argument("--epochs", type=int, default=20,
-                           help="training epochs per arm (the cosine schedule's length)")
+            p.add_argument("--epochs", type=int, default=None,
+                           help="cap the training epochs of every arm (default: the config's)")
         if name == "movies":
             p.add_argument("--frames", type=int, default=100)
         if name in ("movies", "evaluate"):
