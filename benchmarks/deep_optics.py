@@ -14,7 +14,8 @@ the Fisher-information (CRLB) Zernike mask from a clear aperture.
 arms: one experiment per mask, otherwise identical to configs/3d-tetrapod.yaml
 — the learned mask, the Tetrapod (../shared/data/deepstorm3d when present, else the CRLB
 design), and a clear aperture with astigmatism (Noll 6, the smallest amplitude within 2 %
-of the lowest mean CRLB over the range); --epochs caps every arm's epochs. train: a fresh
+of the lowest mean CRLB over the range); --epochs caps every arm's epochs, --seed sets
+their training seed (0 by default). train: a fresh
 DeepSTORM3D per arm, same architecture, same seed, same time budget.
 movies: held-out frames at 5–40 emitters per 64×64 frame with the same emitters,
 backgrounds and noise draws for every arm; with --context-px 20, frames of 104×104 px at
@@ -119,8 +120,9 @@ def cmd_arms(args) -> None:
           + ", ".join(f"{a:.2f}→{c:.1f}" for a, c in scan))
     for arm in ARMS:
         d = dict(base, optics=dict(base["optics"], mask=masks[arm]))
+        d["training"] = dict(base["training"], seed=args.seed)
         if args.epochs:
-            d["training"] = dict(base["training"], max_epochs=args.epochs)
+            d["training"]["max_epochs"] = args.epochs
         experiment_from_dict(d)  # validate
         (out / f"{arm}.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     (out / "arms.json").write_text(json.dumps({"astigmatism_rad": amp, "scan": scan,
@@ -258,6 +260,8 @@ def main() -> None:
         if name == "arms":
             p.add_argument("--epochs", type=int, default=None,
                            help="cap the training epochs of every arm (default: the config's)")
+            p.add_argument("--seed", type=int, default=0,
+                           help="training seed of every arm (simulation and initialisation)")
         if name == "movies":
             p.add_argument("--frames", type=int, default=100)
         if name in ("movies", "evaluate"):
