@@ -6,7 +6,8 @@
         --movies bench_out/movies3d --json bench_out/deepstorm3d.json
     python benchmarks/deepstorm3d.py movies --out bench_out/movies3d_field --context-px 20
     python benchmarks/deepstorm3d.py evaluate --model bench_out/ds3d/model \
-        --movies bench_out/movies3d_field --json bench_out/deepstorm3d_field.json
+        --movies bench_out/movies3d_field --out bench_out/ds3d_eval_field \
+        --json bench_out/deepstorm3d_field.json
     python benchmarks/deepstorm3d.py loss-optimum   # what targets + loss can represent
 
 Held-out movies (seeds 2000 + i, 100 frames) at 5, 10, 20, 30, 40 emitters per 64×64
@@ -22,6 +23,7 @@ and localizations inside it): a 64×64 region inside a larger field of view, whe
 emitter's PSF is cut — what the interior of a real camera frame looks like, and the
 published protocol (DeepSTORM3D keeps emitters 20 px from the edge of its 121-px frames:
 ``clear_dist``).
+
 Needs the Tetrapod mask of ../shared/data/deepstorm3d (the config's path).
 """
 
