@@ -125,7 +125,8 @@ def fit(model: nn.Module, loss_fn: Callable, next_batch: Callable[[torch.Generat
     from tqdm import tqdm
 
     opt = torch.optim.Adam(model.parameters() if param_groups is None else param_groups, lr=lr)
-    if schedule == "cosine":
+    per_step = schedule == "cosine"  # stepped per batch; the plateau rule per epoch
+    if per_step:
         total, floor = max_epochs * steps_per_epoch, min(min_lr / lr, 1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: cosine_factor(step, total, floor))
@@ -134,7 +135,6 @@ def fit(model: nn.Module, loss_fn: Callable, next_batch: Callable[[torch.Generat
                                                            patience=lr_patience, min_lr=min_lr)
     else:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}")
-    per_step = schedule == "cosine"
     state = ckpt.load(model, opt, sched, generator) if resume else FitState()
     state.stopped = ""  # a resumed run goes on (after Ctrl-C, a time budget or an early stop)
     budget = None if max_minutes is None else max_minutes * 60.0
