@@ -165,7 +165,7 @@ def cmd_movies(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from deepstorm3d import ROI_PX, in_roi
+    from deepstorm3d import ROI_PX, central_rows
 
     from deepsmlm.deepstorm_steps import run_localize
     from deepsmlm.evaluation.metrics import evaluate
@@ -187,8 +187,7 @@ def cmd_evaluate(args) -> None:
             t = read_csv(mdir / "truth.csv").numpy()
             q = read_csv(res / "localizations.csv").numpy()
             if c:  # score the central 64×64 region only
-                t = {k: v[in_roi(t["xyz_nm"], c, pixel_nm)] for k, v in t.items()}
-                q = {k: v[in_roi(q["xyz_nm"], c, pixel_nm)] for k, v in q.items()}
+                t, q = central_rows(t, c, pixel_nm), central_rows(q, c, pixel_nm)
             h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
                          tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100)
             density = len(t["frame"]) / loc["frames"] / area_um2

@@ -76,11 +76,14 @@ def cmd_movies(args) -> None:
               f"({exp.frame.height_px}×{exp.frame.width_px} px frames)")
 
 
-def in_roi(xyz_nm: np.ndarray, context_px: int, pixel_nm: float) -> np.ndarray:
-    """Rows whose x and y fall inside the central ROI_PX × ROI_PX region."""
-    lo, hi = context_px * pixel_nm, (context_px + ROI_PX) * pixel_nm
-    xy = xyz_nm[:, :2]
-    return ((xy >= lo) & (xy < hi)).all(axis=1)
+def central_rows(table: dict, context_px: int, pixel_nm: float) -> dict:
+    """The rows of a localization table (``EmitterSet.numpy()``) inside the central
+    ROI_PX × ROI_PX region of a (ROI_PX + 2 context_px)² px frame."""
+    from deepsmlm.evaluation.matching import inside_border
+
+    side_nm = (ROI_PX + 2 * context_px) * pixel_nm
+    keep = inside_border(table["xyz_nm"], (side_nm, side_nm), context_px * pixel_nm)
+    return {k: v[keep] for k, v in table.items()}
 
 
 def cmd_evaluate(args) -> None:
@@ -111,8 +114,7 @@ def cmd_evaluate(args) -> None:
         field = mdir / "field.json"
         context = json.loads(field.read_text())["context_px"] if field.is_file() else 0
         if context:  # score the central region only
-            t = {k: v[in_roi(t["xyz_nm"], context, pixel_nm)] for k, v in t.items()}
-            q = {k: v[in_roi(q["xyz_nm"], context, pixel_nm)] for k, v in q.items()}
+            t, q = central_rows(t, context, pixel_nm), central_rows(q, context, pixel_nm)
         density = len(t["frame"]) / loc["frames"] / area_um2
         side_nm = ROI_PX * pixel_nm  # by_edge: distance to the frame edge (64×64 frames)
         h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
