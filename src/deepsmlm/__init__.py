@@ -16,11 +16,7 @@ from deepsmlm.errors import UserError
 
 
 def __getattr__(name: str):
-    if name == "load_experiment":
-        from deepsmlm.config import load_experiment
-
-        return load_experiment
-    if name in ("simulate", "psf_stack"):
+    if name in __all__ and name != "UserError":
         from deepsmlm import api
 
         return getattr(api, name)

@@ -1,68 +1,28 @@
-"""The package's main steps as plain functions (the CLI is a thin layer over these)."""
+"""The package's steps as plain Python functions (the CLI is a thin layer over these).
+
+>>> from deepsmlm import api
+>>> exp = api.load_experiment("configs/2d-dense.yaml")          # doctest: +SKIP
+>>> movie = api.simulate(exp, n_frames=10, seed=0)              # doctest: +SKIP
+>>> api.run_train("configs/2d-dense.yaml", "model/", max_minutes=5)  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from deepsmlm.steps.common import as_experiment, builtin_config, default_z_nm
+from deepsmlm.steps.common import load_experiment as load_experiment
+from deepsmlm.steps.crlb import crlb_table, run_crlb
+from deepsmlm.steps.demo import run_demo
+from deepsmlm.steps.design import run_design
+from deepsmlm.steps.estimate import run_estimate
+from deepsmlm.steps.evaluate import format_report, run_evaluate
+from deepsmlm.steps.frc import run_frc
+from deepsmlm.steps.localize import run_localize
+from deepsmlm.steps.psf import psf_stack, run_psf
+from deepsmlm.steps.render import run_render
+from deepsmlm.steps.simulate import Movie, run_simulate, simulate, write_movie
+from deepsmlm.steps.train import run_train
 
-import numpy as np
-import torch
-
-from deepsmlm.config import Experiment
-from deepsmlm.emitters import EmitterSet
-
-
-@dataclass
-class Movie:
-    """A simulated movie: frames in ADU (T, H, W), the ground truth, and its experiment."""
-
-    frames_adu: np.ndarray
-    emitters: EmitterSet
-    experiment: Experiment
-
-
-def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 64,
-             device: str | torch.device = "cpu") -> Movie:
-    """Simulate ``n_frames`` frames of the experiment. Same seed, same result (per device).
-
-    Emitters are drawn for the whole movie (blinking spans frames); frames are rendered in
-    chunks of ``chunk_frames`` so memory stays bounded.
-    """
-    from deepsmlm.build import build_simulator, sample_emitters
-
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    gen = torch.Generator().manual_seed(int(seed))
-    emitters = sample_emitters(exp, n_frames, gen)
-    sim = build_simulator(exp)
-    sim.psf.to(device)
-    dev_gen = gen if torch.device(device).type == "cpu" else \
-        torch.Generator(device=device).manual_seed(int(seed) + 1)
-    dtype = np.uint16 if exp.camera.bit_depth <= 16 else np.uint32
-    frames = np.empty((n_frames, exp.frame.height_px, exp.frame.width_px), dtype=dtype)
-    with torch.no_grad():
-        for t0 in range(0, n_frames, chunk_frames):
-            t1 = min(n_frames, t0 + chunk_frames)
-            sel = (emitters.frame >= t0) & (emitters.frame < t1)
-            part = emitters.subset(sel)
-            part = EmitterSet(part.xyz_nm.to(device), part.photons.to(device),
-                              (part.frame - t0).to(device), part.id)
-            frames[t0:t1] = sim(part, t1 - t0, dev_gen).cpu().numpy().astype(dtype)
-    return Movie(frames, emitters, exp)
-
-
-def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None) -> np.ndarray:
-    """PSF of one photon at the centre of a ``size_px``² frame for each z: float32 (D, S, S).
-
-    The emitter sits at the centre of the central pixel (``size_px`` odd by default).
-    """
-    from deepsmlm.build import build_psf
-
-    psf = build_psf(exp)
-    size = size_px or psf.patch_px
-    px = exp.optics.pixel_size_nm
-    z = torch.as_tensor(np.asarray(z_nm, dtype=np.float32))
-    centre = (size // 2 + 0.5) * px
-    xyz = torch.stack([torch.full_like(z, centre), torch.full_like(z, centre), z], dim=1)
-    with torch.no_grad():
-        out = psf.render(xyz, torch.ones_like(z), torch.arange(len(z)), (len(z), size, size))
-    return out.numpy().astype(np.float32)
+__all__ = ["Movie", "as_experiment", "builtin_config", "crlb_table", "default_z_nm",
+           "format_report", "load_experiment", "psf_stack", "run_crlb", "run_demo",
+           "run_design", "run_estimate", "run_evaluate", "run_frc", "run_localize", "run_psf",
+           "run_render", "run_simulate", "run_train", "simulate", "write_movie"]

@@ -1,7 +1,8 @@
-"""Experiment config → objects. The only place that reads the config tree.
+"""Experiment config → objects. With the steps (``deepsmlm.steps``), the only code that
+reads the config tree.
 
 Components elsewhere take explicit arguments; this module translates the experiment file
-into them (PSF, camera, structure, emission, background, simulator).
+into them (PSF, camera, structure, emission, background, simulator, training patches).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import torch
 
 from deepsmlm.camera import Camera
-from deepsmlm.config import Experiment, FileMask, Optics, ZernikeMask
+from deepsmlm.config import Experiment, FileMask, FrameConfig, Optics, ZernikeMask
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
 from deepsmlm.optics import masks
@@ -132,3 +133,53 @@ def build_simulator(exp: Experiment) -> Simulator:
     return Simulator(build_psf(exp), build_camera(exp), build_background(exp),
                      (exp.frame.height_px, exp.frame.width_px),
                      exp.emitters.blur_sigma_nm / exp.optics.pixel_size_nm)
+
+
+def build_method(exp: Experiment):
+    """The registered method that ``training.model`` names."""
+    from deepsmlm import methods
+
+    return methods.get(exp.training.model)
+
+
+def training_emitters(exp: Experiment):
+    """draw(n, generator) → the emitters of n training frames of the experiment's size:
+    counts from ``training.n_per_patch_range`` (per patch, scaled to the margin) or
+    ``training.density_range_per_um2`` when set, else the experiment's own emitters."""
+    t = exp.training
+    side = exp.frame.width_px
+    patch_px = t.patch_px
+    pixel_nm = exp.optics.pixel_size_nm
+
+    def draw(n: int, generator: torch.Generator) -> EmitterSet:
+        if t.n_per_patch_range is None and t.density_range_per_um2 is None:
+            return sample_emitters(exp, n, generator)
+        if t.n_per_patch_range is not None:
+            lo, hi = t.n_per_patch_range
+            per_patch = torch.randint(lo, hi + 1, (n,), generator=generator).float()
+            counts = torch.poisson(per_patch * (side / patch_px) ** 2,
+                                   generator=generator).long()
+        else:
+            side_um = side * pixel_nm / 1000
+            lo, hi = t.density_range_per_um2
+            dens = lo + (hi - lo) * torch.rand(n, generator=generator)
+            counts = torch.poisson(dens * side_um ** 2, generator=generator).long()
+        return emission.emit_independent(build_structure(exp, generator), n, counts,
+                                         photon_distribution(exp), generator)
+
+    return draw
+
+
+def build_patch_sampler(exp: Experiment, differentiable: bool = False):
+    """Training patches of ``training.patch_px``² pixels cut from simulated frames with
+    ``training.margin_px`` around them, with the method's targets."""
+    from deepsmlm.data.datasets import PatchSampler
+
+    t = exp.training
+    side = t.patch_px + 2 * t.margin_px
+    big = exp.model_copy(deep=True)
+    big.frame = FrameConfig(height_px=side, width_px=side)
+    encode = build_method(exp).encoder(t, exp.optics.pixel_size_nm,
+                                       tuple(exp.emitters.z_range_nm))
+    return PatchSampler(build_simulator(big), training_emitters(big), encode, t.patch_px,
+                        t.margin_px, exp.optics.pixel_size_nm, differentiable)

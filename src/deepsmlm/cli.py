@@ -38,7 +38,7 @@ def _positive_int(text: str) -> int:
 
 # ------------------------------------------------------------------ commands
 def cmd_simulate(args) -> None:
-    from deepsmlm.workflows import run_simulate
+    from deepsmlm.steps.simulate import run_simulate
 
     t0 = time.perf_counter()
     movie = run_simulate(args.experiment, args.frames, args.out, args.seed)
@@ -48,7 +48,7 @@ def cmd_simulate(args) -> None:
 
 
 def cmd_psf(args) -> None:
-    from deepsmlm.workflows import run_psf
+    from deepsmlm.steps.psf import run_psf
 
     z = run_psf(args.experiment, args.out, args.z_nm, args.size_px)
     print(f"wrote {args.out}/psf.tif ({len(z)} planes, z {z[0]:.0f}..{z[-1]:.0f} nm), "
@@ -56,13 +56,13 @@ def cmd_psf(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from deepsmlm.workflows import run_demo
+    from deepsmlm.steps.demo import run_demo
 
     run_demo(args.out, args.frames, args.seed, args.train_minutes)
 
 
 def cmd_evaluate(args) -> None:
-    from deepsmlm.measure import format_report, run_evaluate
+    from deepsmlm.steps.evaluate import format_report, run_evaluate
 
     res = run_evaluate(args.pred, args.truth, args.tol_xy_nm, args.tol_z_nm, args.method,
                        args.border_nm, args.experiment, args.pixel_size_nm, args.json)
@@ -72,7 +72,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_render(args) -> None:
-    from deepsmlm.measure import run_render
+    from deepsmlm.steps.render import run_render
 
     sigma = None if args.sigma in (None, "precision") else _float(args.sigma, "--sigma")
     img = run_render(args.locs, args.pixel_nm, args.out, sigma, args.sigma == "precision",
@@ -84,7 +84,7 @@ def cmd_render(args) -> None:
 def cmd_crlb(args) -> None:
     import math
 
-    from deepsmlm.measure import run_crlb
+    from deepsmlm.steps.crlb import run_crlb
 
     res = run_crlb(args.experiment, args.photons, args.background, args.out, args.z_nm)
     print("z [nm]    crlb_x [nm]  crlb_y [nm]  crlb_z [nm]")
@@ -95,7 +95,7 @@ def cmd_crlb(args) -> None:
 
 
 def cmd_frc(args) -> None:
-    from deepsmlm.measure import run_frc
+    from deepsmlm.steps.frc import run_frc
 
     res = run_frc(args.locs, args.pixel_nm, args.block_frames, args.out, args.experiment,
                   args.pixel_size_nm)
@@ -103,18 +103,18 @@ def cmd_frc(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from deepsmlm.deepstorm_steps import run_train
+    from deepsmlm.steps.train import run_train
 
-    s = run_train(args.experiment, args.out, args.max_minutes, args.resume, args.device,
-                  args.stack, args.truth, progress=not args.quiet)
-    v, t = s["validation"], s["training"]
+    card = run_train(args.experiment, args.out, args.max_minutes, args.resume, args.device,
+                     args.stack, args.truth, progress=not args.quiet)
+    v, t = card.validation, card.training
     print(f"trained {t['epochs']} epochs ({t['stopped']}) in {t['seconds'] / 60:.1f} min; "
           f"validation Jaccard {v['jaccard']:.1f} %, RMSE {v['rmse_xy_nm']:.1f} nm at threshold "
-          f"{s['threshold']:.3g} → {args.out}")
+          f"{card.threshold:.3g} → {args.out}")
 
 
 def cmd_design(args) -> None:
-    from deepsmlm.design.run import run_design
+    from deepsmlm.steps.design import run_design
 
     r = run_design(args.experiment, args.out, args.objective, args.max_minutes, args.resume,
                    args.init_model, progress=not args.quiet)
@@ -127,7 +127,7 @@ def cmd_design(args) -> None:
 
 
 def cmd_localize(args) -> None:
-    from deepsmlm.deepstorm_steps import run_localize
+    from deepsmlm.steps.localize import run_localize
 
     camera = {"baseline_adu": args.camera_baseline_adu, "e_per_adu": args.camera_e_per_adu,
               "em_gain": args.camera_em_gain, "qe": args.camera_qe}
@@ -138,7 +138,7 @@ def cmd_localize(args) -> None:
 
 
 def cmd_estimate(args) -> None:
-    from deepsmlm.deepstorm_steps import run_estimate
+    from deepsmlm.steps.estimate import run_estimate
 
     est, skeleton = run_estimate(args.movie, args.pixel_size_nm, args.baseline_adu,
                                  args.e_per_adu, args.em_gain, args.qe)
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _locs_context(s)
     s.set_defaults(func=cmd_frc)
 
-    s = sub.add_parser("train", help="train a Deep-STORM model on simulated frames")
+    s = sub.add_parser("train", help="train a model (training.model) on simulated frames")
     s.add_argument("experiment", type=Path, nargs="?", default=None,
                    help="experiment YAML (omit with --resume)")
     s.add_argument("--out", type=Path, required=True, help="model folder")

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from deepsmlm import methods
 from deepsmlm.errors import UserError
+from deepsmlm.schema import NonNegFloat, PosFloat
+from deepsmlm.schema import Strict as _Strict
+from deepsmlm.schema import check_range as _check_range
 
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _check_range(pair: list[float] | tuple[float, float], name: str) -> None:
-    if pair[0] > pair[1]:
-        raise ValueError(f"{name} must be [lo, hi] with lo <= hi, got {list(pair)}")
+# The training section: one per registered method, chosen by its `model` key.
+Training = Annotated[Union[methods.sections()], Field(discriminator="model")]  # noqa: UP007
 
 
 # ---------------------------------------------------------------- optics
@@ -226,66 +221,6 @@ class BackgroundConfig(_Strict):
         return self
 
 
-class TrainingConfig(_Strict):
-    """How a Deep-STORM model is trained on frames simulated from this experiment.
-
-    Published values (Nehme et al. 2018) are the defaults where they exist; ``channels``
-    (32, 64, 128, 512) is the published network, smaller tuples give CPU-scale models.
-    """
-
-    model: Literal["deepstorm", "deepstorm3d"] = "deepstorm"
-    upsampling: Literal[1, 2, 4, 8, 16] = 8
-    channels: tuple[int, int, int, int] = (32, 64, 128, 512)
-    # DeepSTORM3D: depth planes over emitters.z_range_nm, width, dilations, z blur, overlap
-    depth_planes: Annotated[int, Field(ge=1, le=512)] = 40
-    width: Annotated[int, Field(ge=4, le=512)] = 32
-    dilations: tuple[Annotated[int, Field(ge=1, le=64)], ...] = (1, 2, 4, 8, 16, 8, 4, 2, 1)
-    heatmap_sigma_planes: PosFloat = 1.0
-    overlap_weight: NonNegFloat = 1.0
-    overlap_counts_false_positives: bool = True
-    # Dice with Σp² + Σt² in the denominator: minimum at p = t also for soft targets
-    overlap_squares: bool = False
-    # DeepSTORM3D targets: "voxel" (published: +1 in the emitter's voxel) or "trilinear"
-    # (mass shared by the 8 nearest voxel centres: sub-voxel positions survive; detections
-    # are then thresholded on their 3×3×3 window sum)
-    target_encoding: Literal["voxel", "trilinear"] = "voxel"
-    n_per_patch_range: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = None
-    patch_px: Annotated[int, Field(ge=8, le=512)] = 26
-    margin_px: Annotated[int, Field(ge=0, le=64)] = 4
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
-    steps_per_epoch: Annotated[int, Field(ge=1)] = 400
-    max_epochs: Annotated[int, Field(ge=1)] = 100
-    learning_rate: PosFloat = 1e-3
-    # "plateau": ×0.1 after lr_patience_epochs without a better validation loss;
-    # "cosine": from learning_rate down to min_learning_rate along half a cosine over
-    # max_epochs × steps_per_epoch steps (size max_epochs to the run's time budget)
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
-    lr_patience_epochs: Annotated[int, Field(ge=1)] = 5
-    min_learning_rate: PosFloat = 5e-5
-    early_stop_epochs: Annotated[int, Field(ge=1)] = 12
-    target_scale: PosFloat = 100.0
-    heatmap_sigma_px: PosFloat = 1.0
-    l1_weight: NonNegFloat = 1.0
-    normalization: Literal["photons", "per-frame"] = "photons"
-    density_range_per_um2: tuple[PosFloat, PosFloat] | None = None
-    val_frames: Annotated[int, Field(ge=1)] = 64
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainingConfig:
-        if self.density_range_per_um2 is not None:
-            _check_range(self.density_range_per_um2, "training.density_range_per_um2")
-        if self.n_per_patch_range is not None:
-            _check_range(self.n_per_patch_range, "training.n_per_patch_range")
-        if self.overlap_squares and not self.overlap_counts_false_positives:
-            raise ValueError("training.overlap_squares needs overlap_counts_false_positives "
-                             "(the squared Dice always counts false positives)")
-        if (self.patch_px * self.upsampling) % 8:
-            raise ValueError(f"training.patch_px × upsampling must be a multiple of 8, got "
-                             f"{self.patch_px} × {self.upsampling}")
-        return self
-
-
 class DesignConfig(_Strict):
     """How ``deepsmlm design`` learns a phase mask (DESIGN §4–§6).
 
@@ -324,22 +259,73 @@ class Experiment(_Strict):
     frame: FrameConfig = Field(default_factory=FrameConfig)
     emitters: EmittersConfig = Field(default_factory=EmittersConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: Training = Field(default_factory=lambda: methods.get(methods.DEFAULT).section())
     design: DesignConfig = Field(default_factory=DesignConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_tag(cls, data):
+        """``training.model`` defaults to Deep-STORM; keys of another method are dropped when
+        they hold that method's default (files written before each method had its own
+        section listed every key), and otherwise named as that method's by the error."""
+        if isinstance(data, dict) and isinstance(data.get("training"), dict):
+            t = dict(data["training"])
+            t.setdefault("model", methods.DEFAULT)
+            if t["model"] in methods.names():
+                own = methods.get(t["model"]).section.model_fields
+                for key in [k for k in t if k not in own]:
+                    owner = _owner_of(key)
+                    if owner is not None and _is_default(owner, key, t[key]):
+                        del t[key]
+            data = {**data, "training": t}
+        return data
 
     def to_dict(self) -> dict:
         """Fully expanded, JSON/YAML-ready dictionary (presets resolved)."""
         return self.model_dump(mode="json")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fully expanded experiment as YAML (atomically)."""
+        import yaml
+
+        from deepsmlm.io.atomic import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _owner_of(key: str) -> str | None:
+    """The method whose training section has ``key`` (the first one), or None."""
+    return next((n for n in methods.names() if key in methods.get(n).section.model_fields),
+                None)
+
+
+def _is_default(method: str, key: str, value) -> bool:
+    import json
+
+    default = methods.get(method).section.model_fields[key].default
+    def as_json(v):
+        return (json.dumps(list(v) if isinstance(v, tuple) else v, sort_keys=True))
+    try:
+        return as_json(value) == as_json(default)
+    except TypeError:
+        return False
 
 
 # ---------------------------------------------------------------- loading
 def _format_error(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        raw = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        if len(raw) > 1 and raw[0] == "training" and raw[1] in methods.names():
+            method, raw = raw[1], [raw[0], *raw[2:]]  # drop the union's tag from the path
+        else:
+            method = None
+        loc = ".".join(raw)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            owner = _owner_of(raw[-1]) if method else None
+            msg = (f"a key of method {owner!r}, not of {method!r} (training.model)"
+                   if owner and owner != method else "unknown key")
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown kind; allowed: {e.get('ctx', {}).get('expected_tags', '')}"
         parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
@@ -381,8 +367,4 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
 
 def save_experiment(exp: Experiment, path: str | os.PathLike) -> None:
     """Write the fully expanded experiment as YAML (atomically)."""
-    import yaml
-
-    from deepsmlm.io.atomic import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    exp.save(path)

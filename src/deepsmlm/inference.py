@@ -1,9 +1,9 @@
-"""Run a trained model (Deep-STORM 2D or DeepSTORM3D): frames → network output →
-localizations.
+"""Run a trained model of any method: frames → raw network output → localizations.
 
-``Predictor`` loads a model folder (weights, normalisation, threshold); ``localize_stack``
-streams a movie in chunks of frames (memory bounded whatever its length), pads frames the
-network cannot take, and accumulates the summed super-resolved image.
+``Predictor`` loads a model folder (``ModelFolder``: card, weights, normaliser, tuned
+threshold); ``localize_stack`` streams a movie in chunks of frames (memory bounded whatever
+its length), pads frames the network cannot take, decodes each batch with the method, and
+accumulates the summed output image.
 """
 
 from __future__ import annotations
@@ -15,70 +15,58 @@ import numpy as np
 import torch
 
 from deepsmlm import methods
-from deepsmlm.camera import Camera
-from deepsmlm.data.datasets import Normalizer
+from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.emitters import EmitterSet
-from deepsmlm.errors import UserError
-from deepsmlm.io.models import load_tensors, read_json
 from deepsmlm.models.deepstorm import pad_to_multiple
+from deepsmlm.training.model_folder import ModelCard, ModelFolder
 
 
 @dataclass
 class Predictor:
     model: torch.nn.Module
     normalizer: Normalizer
-    settings: dict
+    card: ModelCard
     device: torch.device
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", camera_overrides: dict | None = None
              ) -> Predictor:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise UserError(f"model folder not found: {folder}")
-        s = read_json(folder / "model.json")
-        if s.get("kind") not in ("deepstorm", "deepstorm3d"):
-            raise UserError(f"{folder}: unknown model kind {s.get('kind')!r}")
-        if s.get("threshold") is None:
-            raise UserError(f"{folder}: training did not finish (no tuned threshold); "
-                            "resume it with `deepsmlm train ... --resume`")
-        model = methods.build_model(s)
-        try:
-            model.load_state_dict(load_tensors(folder / "weights.safetensors"))
-        except RuntimeError as err:
-            raise UserError(f"{folder}: weights do not fit the model settings ({err})") from None
-        model.eval().to(device)
-        cam = dict(s["normalization"]["camera"])
-        cam.update({k: v for k, v in (camera_overrides or {}).items() if v is not None})
-        normalizer = Normalizer.from_dict(s["normalization"], Camera(**cam))
-        return cls(model, normalizer, s, torch.device(device))
+        mf = ModelFolder(folder)
+        card = mf.read_trained_card()
+        model = mf.load_network(card).eval().to(device)
+        return cls(model, mf.normalizer(card, camera_overrides), card, torch.device(device))
+
+    @property
+    def method(self):
+        return methods.get(self.card.method)
 
     @property
     def fine_pixel_nm(self) -> float:
-        return float(self.settings["fine_pixel_nm"])
+        return self.card.fine_pixel_nm
 
     def super_resolve(self, frames_adu: torch.Tensor) -> torch.Tensor:
-        """SR images (B, 1, U·H, U·W) of frames (B, H, W) in ADU; pads, then crops back."""
+        """Raw output (B, C, U·H, U·W) of frames (B, H, W) in ADU; pads, then crops back."""
         x = self.normalizer(frames_adu.to(self.device))
         x, (h, w) = pad_to_multiple(x, self.model.multiple)
         with torch.no_grad():
             sr = self.model(x)
-        u = self.model.upsampling
+        u = self.card.upsampling
         return sr[..., : h * u, : w * u]
 
     def localize(self, sr: torch.Tensor, frame_offset: int = 0,
                  threshold: float | None = None) -> EmitterSet:
-        thr = self.settings["threshold"] if threshold is None else threshold
-        return methods.decode(self.settings, sr, thr, frame_offset)
+        thr = self.card.threshold if threshold is None else threshold
+        return self.method.decode(self.card, sr, thr, frame_offset)
 
 
 def localize_stack(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,
                    progress: bool = True) -> tuple[EmitterSet, np.ndarray, np.ndarray]:
-    """Localizations, summed SR image (float64) and widefield sum of a ``read_stack`` Stack."""
+    """Localizations, summed output image (float64; summed over its channels too) and
+    widefield sum of a ``read_stack`` Stack."""
     from tqdm import tqdm
 
     n, h, w = stack.data.shape
-    u = pred.model.upsampling
+    u = pred.card.upsampling
     sr_sum = torch.zeros(h * u, w * u, dtype=torch.float64)
     wf_sum = np.zeros((h, w), dtype=np.float64)
     found = []

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepsmlm import methods
-from deepsmlm.build import build_camera, build_psf, pupil_grid
-from deepsmlm.config import Experiment, load_experiment, save_experiment
-from deepsmlm.data.datasets import Batch, Normalizer, PatchSampler
+from deepsmlm.build import build_camera, build_method, build_patch_sampler, build_psf, pupil_grid
+from deepsmlm.data.datasets import Batch, PatchSampler
+from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.design import phase_models
 from deepsmlm.errors import UserError
-from deepsmlm.io.models import load_tensors, read_json, write_json
+from deepsmlm.io.tensors import load_tensors
+from deepsmlm.training.model_folder import ModelCard, ModelFolder
 
 
 class EndToEnd(nn.Module):
@@ -51,7 +51,7 @@ class ValFrames:
         return self.sampler(self.n, torch.Generator().manual_seed(self.seed))
 
 
-def start_phase(exp: Experiment) -> torch.Tensor:
+def start_phase(exp) -> torch.Tensor:
     """The starting mask: a clear aperture, or the experiment's own mask."""
     from deepsmlm.build import mask_phase
 
@@ -61,7 +61,7 @@ def start_phase(exp: Experiment) -> torch.Tensor:
     return mask_phase(exp.optics, grid)
 
 
-def phase_model(exp: Experiment, start: torch.Tensor | None = None) -> nn.Module:
+def phase_model(exp, start: torch.Tensor | None = None) -> nn.Module:
     """The design's phase model (pixels or Zernike) starting at ``start`` [rad]."""
     d = exp.design
     grid = pupil_grid(exp.optics)
@@ -72,7 +72,7 @@ def phase_model(exp: Experiment, start: torch.Tensor | None = None) -> nn.Module
     return phase_models.PixelPhase(grid, start)
 
 
-def regulariser(exp: Experiment, grid_aperture: torch.Tensor):
+def regulariser(exp, grid_aperture: torch.Tensor):
     """λ_s·smoothness + λ_r·range excess of a phase map, or None when both are off."""
     d = exp.design
     if d.smoothness_weight == 0 and d.phase_range_rad is None:
@@ -88,67 +88,71 @@ def regulariser(exp: Experiment, grid_aperture: torch.Tensor):
     return penalty
 
 
-def check_design_experiment(exp: Experiment) -> None:
+def check_design_experiment(exp) -> None:
+    from deepsmlm import methods
+
     if exp.optics.psf != "pupil":
         raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
-    if exp.training.model != "deepstorm3d":
-        raise UserError("design: training.model must be 'deepstorm3d' (the decoder network)")
+    if not build_method(exp).decodes_z:
+        allowed = " or ".join(repr(n) for n in methods.names() if methods.get(n).decodes_z)
+        raise UserError(f"design: training.model must be {allowed} (the decoder network)")
 
 
-def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
-                      max_minutes: float | None = None, resume: bool = False,
-                      init_model: str | Path | None = None, progress: bool = True) -> dict:
-    """Learn mask + network; writes ``out`` (checkpoints, curves, design.json); returns
-    a summary with the learned phase [rad] under ``"phase"`` and the start under ``"start"``.
+def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
+                      resume: bool = False, init_model: str | Path | None = None,
+                      progress: bool = True) -> dict:
+    """Learn mask + network for the experiment (the one saved in ``out`` when resuming);
+    writes ``out`` (experiment.yaml, model.json, checkpoints, curves); returns a summary
+    with the learned phase [rad] under ``"phase"`` and the start under ``"start_phase"``.
 
     ``init_model``: a trained DeepSTORM3D model folder of the same architecture whose
     weights and normalisation start the network (e.g. one trained on the starting mask, so
     the mask's gradient is informative from the first step)."""
-    from deepsmlm.training.deepstorm import new_model, write_curves
-    from deepsmlm.training.loop import fit, open_run
+    from deepsmlm.training.loop import Checkpoints, fit
+    from deepsmlm.training.train import new_card, new_network
 
-    out = Path(out)
-    exp, ckpt = open_run(exp, out, resume)
+    folder = ModelFolder(out)
+    ckpt = Checkpoints(folder.path)
     check_design_experiment(exp)
+    method = build_method(exp)
     t, d = exp.training, exp.design
     gen = torch.Generator().manual_seed(t.seed)
-    sampler = PatchSampler(exp, differentiable=True)
+    sampler = build_patch_sampler(exp, differentiable=True)
     psf = sampler.simulator.psf
     start = start_phase(exp)
     phase = phase_model(exp, start)
     psf.set_mask_source(phase)
     camera = build_camera(exp)
-    init = None if init_model is None or resume else _init_settings(exp, Path(init_model))
-    out.mkdir(parents=True, exist_ok=True)
+    init = None if init_model is None or resume else _init_card(exp, Path(init_model))
+    folder.path.mkdir(parents=True, exist_ok=True)
     if resume:
-        settings = read_json(out / "model.json")
-        normalizer = Normalizer.from_dict(settings["normalization"])
-    elif init is not None:
-        settings = init
-        normalizer = Normalizer.from_dict(settings["normalization"])
-        save_experiment(exp, out / "experiment.yaml")
-        write_json(out / "model.json", settings)
+        card = folder.read_card()
+        normalizer = Normalizer.from_dict(card.normalization)
     else:
-        with torch.no_grad():  # normalise with frames of the starting mask
-            probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
-        normalizer = Normalizer.fit(t.normalization, camera, probe)
-        settings = methods.settings_for(exp, normalizer)
-        save_experiment(exp, out / "experiment.yaml")
-        write_json(out / "model.json", settings)
-    model = EndToEnd(phase, new_model(t, settings))
+        if init is not None:
+            card = init
+            normalizer = Normalizer.from_dict(card.normalization)
+        else:
+            with torch.no_grad():  # normalise with frames of the starting mask
+                probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
+            normalizer = Normalizer.fit(t.normalization, camera, probe)
+            card = new_card(exp, normalizer)
+        folder.write_experiment(exp)
+        folder.write_card(card)
+    model = EndToEnd(phase, new_network(card, t.seed))
     if init_model is not None and not resume:
         try:
             model.net.load_state_dict(load_tensors(Path(init_model) / "weights.safetensors"))
         except RuntimeError:
             raise UserError(f"--init-model: the weights in {init_model} do not fit the "
                             "network (a design folder is not a model folder)") from None
-    criterion = methods.loss(t)
+    criterion = method.loss(t)
     reg = regulariser(exp, psf.aperture)
 
     def loss_fn(m: EndToEnd, b) -> torch.Tensor:
         if isinstance(b, ValFrames):
             b = b.render()
-        loss = criterion(m.net(normalizer(b.inputs_adu)), b.spikes)
+        loss = criterion(m.net(normalizer(b.inputs_adu)), b.targets)
         return loss if reg is None or not m.training else loss + reg(m.phase())
 
     n_val = max(1, t.val_frames // t.batch_size)
@@ -163,9 +167,9 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
                 resume=resume, progress=progress, param_groups=groups,
                 schedule=t.lr_schedule)
     model.load_state_dict(load_tensors(ckpt.best_path))
-    write_curves(state.history, out)
+    folder.write_curves(state.history)
     summary = {"objective": "end-to-end", "parameterization": d.parameterization,
-               "start": d.start, "init_model": settings.get("init_model"),
+               "start": d.start, "init_model": card.init_model,
                "epochs": state.epoch, "stopped": state.stopped,
                "seconds": state.seconds, "best_val_loss": state.best_val,
                "session_seconds": time.perf_counter() - t0,
@@ -175,32 +179,32 @@ def design_end_to_end(exp: Experiment | str | Path, out: str | Path, *,
     return {**summary, "phase": learned, "start_phase": start}
 
 
-def _init_settings(exp: Experiment, folder: Path) -> dict:
-    """The settings of a model folder that can start this design's network."""
-    if not (folder / "model.json").is_file() or not (folder / "weights.safetensors").is_file():
+def _init_card(exp, folder: Path) -> ModelCard:
+    """The card of a model folder that can start this design's network (its normaliser,
+    the design's own network settings)."""
+    from deepsmlm.training.train import new_card
+
+    mf = ModelFolder(folder)
+    if not mf.card_path.is_file() or not mf.weights_path.is_file():
         raise UserError(f"--init-model: {folder} is not a model folder (model.json + weights)")
-    s = read_json(folder / "model.json")
-    if not isinstance(s, dict) or "normalization" not in s:
-        raise UserError(f"--init-model: {folder}/model.json has no normalization")
-    mine = methods.settings_for(exp, Normalizer.from_dict(s["normalization"]))
-    keys = ("kind", "upsampling", "depth_planes", "width", "dilations", "z_range_nm",
-            "target_scale")
-    diff = [k for k in keys if s.get(k) != mine.get(k)]
+    theirs = mf.read_card()
+    mine = new_card(exp, Normalizer.from_dict(theirs.normalization))
+    a = {"method": theirs.method, "upsampling": theirs.upsampling, **theirs.settings}
+    b = {"method": mine.method, "upsampling": mine.upsampling, **mine.settings}
+    diff = [k for k in b if a.get(k) != b.get(k)]
     if diff:
         raise UserError(f"--init-model: {folder} differs from the design's network in "
-                        + ", ".join(f"{k} ({s.get(k)} vs {mine.get(k)})" for k in diff))
-    mine["init_model"] = str(folder)
+                        + ", ".join(f"{k} ({a.get(k)} vs {b.get(k)})" for k in diff))
+    mine.init_model = str(folder)
     return mine
 
 
-def design_crlb(exp: Experiment | str | Path, out: str | Path, *,
-                max_minutes: float | None = None, progress: bool = True) -> dict:
+def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
+                progress: bool = True) -> dict:
     """Fisher-information design over Zernike coefficients (``design.zernike_noll``), added
     to the starting mask (``coefficients_rad`` in the result are that correction)."""
     from deepsmlm.design.fisher import design_by_crlb
 
-    if isinstance(exp, (str, Path)):
-        exp = load_experiment(exp)
     if exp.optics.psf != "pupil":
         raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
     d = exp.design
@@ -225,12 +229,12 @@ def design_crlb(exp: Experiment | str | Path, out: str | Path, *,
     history = [{"epoch": h["step"], "steps": 1, "train_loss": h["mean_crlb_nm"],
                 "val_loss": h["mean_crlb_nm"], "lr": d.crlb_learning_rate,
                 "seconds": h["seconds"]} for h in res.history]
-    from deepsmlm.training.deepstorm import write_curves
+    from deepsmlm.training.model_folder import write_curves
 
     write_curves(history, out)
     with torch.no_grad():
         learned = phase().detach().clone()
-    save_experiment(exp, out / "experiment.yaml")
+    exp.save(out / "experiment.yaml")
     return {"objective": "crlb", "parameterization": "zernike", "start": d.start,
             "noll": list(noll), "coefficients_rad": phase.coefficients.detach().tolist(),
             "mean_crlb_start_nm": res.start_nm, "mean_crlb_nm": res.best_nm,
@@ -239,7 +243,7 @@ def design_crlb(exp: Experiment | str | Path, out: str | Path, *,
             "phase": learned, "start_phase": start}
 
 
-def crlb_operating_point(exp: Experiment) -> tuple[float, float]:
+def crlb_operating_point(exp) -> tuple[float, float]:
     """Photons and background per pixel of the CRLB objective: the design section's, or the
     middle of the experiment's ranges."""
     d, e, b = exp.design, exp.emitters.photons, exp.background.photons_per_px

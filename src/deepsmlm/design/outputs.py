@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsmlm.config import Experiment
 from deepsmlm.io.atomic import atomic_path
-from deepsmlm.io.models import write_json
+from deepsmlm.io.tensors import write_json
 from deepsmlm.optics.pupil import PupilGrid
 
 
@@ -48,7 +47,7 @@ def slm_levels(phase_rad: np.ndarray, aperture: np.ndarray) -> np.ndarray:
     return (levels * (aperture > 0)).astype(np.uint8)
 
 
-def psf_stacks(exp: Experiment, phases: list[torch.Tensor], n_z: int = 9, size_px: int = 41
+def psf_stacks(exp, phases: list[torch.Tensor], n_z: int = 9, size_px: int = 41
                ) -> tuple[np.ndarray, list[np.ndarray]]:
     """z (n_z,) and, per phase, the PSF at those depths (n_z, size, size), 1 photon."""
     from deepsmlm.build import build_psf
@@ -67,7 +66,7 @@ def psf_stacks(exp: Experiment, phases: list[torch.Tensor], n_z: int = 9, size_p
     return z, stacks
 
 
-def write_figures(exp: Experiment, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor,
+def write_figures(exp, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor,
                   out: Path, labels: tuple[str, str] = ("start", "learned")) -> None:
     """mask.png and psf.png."""
     from deepsmlm.plotting import mask_image, psf_rows

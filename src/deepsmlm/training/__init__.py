@@ -1,1 +1,1 @@
-"""Training: a small fit() loop and the Deep-STORM training procedure."""
+"""Training: a small fit() loop, the training of any registered method, the model folder."""

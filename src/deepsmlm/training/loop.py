@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepsmlm.io.models import (
+from deepsmlm.io.tensors import (
     load_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
@@ -75,20 +75,6 @@ class Checkpoints:
         sched.load_state_dict(meta["scheduler"])
         gen.set_state(tensors["rng"])
         return FitState(**meta["fit"])
-
-
-def open_run(exp, out: str | Path, resume: bool):
-    """(experiment, checkpoints) of a run in ``out``: a resumed run takes the experiment
-    saved there; a new one loads ``exp`` when it is a path."""
-    from deepsmlm.config import load_experiment
-    from deepsmlm.errors import UserError
-
-    ckpt = Checkpoints(out)
-    if resume:
-        if not ckpt.exists():
-            raise UserError(f"--resume: no checkpoint in {out}")
-        return load_experiment(Path(out) / "experiment.yaml"), ckpt
-    return (load_experiment(exp) if isinstance(exp, (str, Path)) else exp), ckpt
 
 
 def evaluate_loss(model: nn.Module, loss_fn, batches) -> float:

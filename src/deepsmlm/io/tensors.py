@@ -1,12 +1,7 @@
-"""Model folders and checkpoints: safetensors for tensors, JSON for everything else.
+"""Tensors and their metadata on disk: safetensors for tensors, JSON for everything else.
 
-A model folder holds everything needed to run the model:
-    model.json          architecture, normalisation, tuned threshold, versions, training summary
-    experiment.yaml     the validated experiment it was trained for
-    weights.safetensors the best weights (lowest validation loss)
-    checkpoint/         last.safetensors (weights, optimiser, RNG state) + state.json, for --resume
-    curves.csv, curves.png
-No pickles anywhere: loading a model never runs code.
+No pickles anywhere: loading weights or a checkpoint never runs code. The model folder that
+these files make up is ``training.model_folder.ModelFolder``.
 """
 
 from __future__ import annotations
@@ -80,14 +75,3 @@ def read_json(path: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
-
-
-def versions() -> dict:
-    import platform
-
-    import numpy
-
-    from deepsmlm import __version__
-
-    return {"deepsmlm": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}

@@ -1,10 +1,12 @@
-"""``deepsmlm design``: run a design and write its folder (see ``outputs`` for the files)."""
+"""``deepsmlm design``: run a design and write its folder (see ``design.outputs`` for the
+files)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from deepsmlm.errors import UserError
+from deepsmlm.steps.common import check_minutes, open_run
 
 
 def run_design(experiment, out, objective: str = "end-to-end",
@@ -14,12 +16,10 @@ def run_design(experiment, out, objective: str = "end-to-end",
     import torch
 
     from deepsmlm.build import pupil_grid
-    from deepsmlm.config import load_experiment
     from deepsmlm.design import end_to_end, outputs
-    from deepsmlm.io.models import write_json
+    from deepsmlm.io.tensors import write_json
 
-    if max_minutes is not None and max_minutes <= 0:
-        raise UserError(f"--max-minutes must be > 0, got {max_minutes}")
+    check_minutes(max_minutes)
     out = Path(out)
     if objective not in ("end-to-end", "crlb"):
         raise UserError(f"--objective must be end-to-end or crlb, got {objective!r}")
@@ -27,20 +27,12 @@ def run_design(experiment, out, objective: str = "end-to-end",
         raise UserError("--init-model starts a new end-to-end design (not crlb, not --resume)")
     if resume and objective != "end-to-end":
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
-    if not resume:
-        if experiment is None:
-            raise UserError("design needs an experiment file (or --resume with --out DIR)")
-        if (out / "checkpoint").exists():
-            raise UserError(f"{out} already holds a design; use --resume or another --out")
-        experiment = load_experiment(experiment)
+    exp = open_run(experiment, out, resume, "design", "DIR", "a design")
     if objective == "crlb":
-        res = end_to_end.design_crlb(experiment, out, max_minutes=max_minutes,
-                                     progress=progress)
+        res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
     else:
-        res = end_to_end.design_end_to_end(experiment, out, max_minutes=max_minutes,
-                                           resume=resume, init_model=init_model,
-                                           progress=progress)
-    exp = load_experiment(out / "experiment.yaml")
+        res = end_to_end.design_end_to_end(exp, out, max_minutes=max_minutes, resume=resume,
+                                           init_model=init_model, progress=progress)
     grid = pupil_grid(exp.optics)
     phase, start = res.pop("phase"), res.pop("start_phase")
     if objective == "end-to-end":

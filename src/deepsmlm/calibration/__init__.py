@@ -1,0 +1,1 @@
+"""Calibration from measurements: a raw movie's camera and scene (``movie``)."""

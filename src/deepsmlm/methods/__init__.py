@@ -1,0 +1,35 @@
+"""The localization methods and their registry: the one place a method registers.
+
+>>> from deepsmlm import methods
+>>> methods.names()
+('deepstorm', 'deepstorm3d')
+>>> methods.get("deepstorm3d").decodes_z
+True
+"""
+
+from __future__ import annotations
+
+from deepsmlm.errors import UserError
+from deepsmlm.methods.base import Method, TrainingSection
+from deepsmlm.methods.deepstorm import DeepSTORM
+from deepsmlm.methods.deepstorm3d import DeepSTORM3D
+
+REGISTRY: dict[str, Method] = {m.name: m for m in (DeepSTORM(), DeepSTORM3D())}
+DEFAULT = "deepstorm"
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> Method:
+    """The registered method called ``name`` (a UserError names the known ones)."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown method {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def sections() -> tuple[type[TrainingSection], ...]:
+    """The training sections of all methods (the experiment file's tagged union)."""
+    return tuple(m.section for m in REGISTRY.values())

@@ -1,0 +1,117 @@
+"""What a localization method is: its training section and the ``Method`` protocol.
+
+A method owns everything that differs between methods — the keys of its training section,
+the network, the training targets, the loss, the decoding of raw network output into an
+``EmitterSet``, the grid of detection thresholds tuned after training, and the preview
+written by ``localize``. Everything else (simulation, the fit loop, the model folder,
+streaming inference, the commands) is shared and never asks which method it runs.
+
+``TrainingSection`` holds the keys every method's training section has (data sampling and
+the fit loop); a method's own section subclasses it and adds ``model: Literal["name"]``,
+the tag by which the experiment file picks the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal, Protocol
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from deepsmlm.schema import PosFloat, Strict, check_range
+
+IntPair = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+
+
+class TrainingSection(Strict):
+    """Keys of every method's ``training`` section: patches, batches, the fit loop."""
+
+    model: str
+    n_per_patch_range: IntPair | None = None
+    patch_px: Annotated[int, Field(ge=8, le=512)] = 26
+    margin_px: Annotated[int, Field(ge=0, le=64)] = 4
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    steps_per_epoch: Annotated[int, Field(ge=1)] = 400
+    max_epochs: Annotated[int, Field(ge=1)] = 100
+    learning_rate: PosFloat = 1e-3
+    # "plateau": ×0.1 after lr_patience_epochs without a better validation loss;
+    # "cosine": from learning_rate down to min_learning_rate along half a cosine over
+    # max_epochs × steps_per_epoch steps (size max_epochs to the run's time budget)
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    lr_patience_epochs: Annotated[int, Field(ge=1)] = 5
+    min_learning_rate: PosFloat = 5e-5
+    early_stop_epochs: Annotated[int, Field(ge=1)] = 12
+    normalization: Literal["photons", "per-frame"] = "photons"
+    density_range_per_um2: tuple[PosFloat, PosFloat] | None = None
+    val_frames: Annotated[int, Field(ge=1)] = 64
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TrainingSection:
+        if self.density_range_per_um2 is not None:
+            check_range(self.density_range_per_um2, "training.density_range_per_um2")
+        if self.n_per_patch_range is not None:
+            check_range(self.n_per_patch_range, "training.n_per_patch_range")
+        return self
+
+
+class UpsampledSection(TrainingSection):
+    """Methods whose output lives on a grid ``upsampling``× finer than the camera's, with
+    targets of height ``target_scale`` blurred by ``heatmap_sigma_px`` fine pixels."""
+
+    upsampling: Literal[1, 2, 4, 8, 16] = 8
+    target_scale: PosFloat = 100.0
+    heatmap_sigma_px: PosFloat = 1.0
+
+    @model_validator(mode="after")
+    def _multiple(self) -> UpsampledSection:
+        if (self.patch_px * self.upsampling) % 8:
+            raise ValueError(f"training.patch_px × upsampling must be a multiple of 8, got "
+                             f"{self.patch_px} × {self.upsampling}")
+        return self
+
+
+# The training targets of a batch: encode(xyz_nm (N, 3) in the patch frame, frame (N,),
+# n_frames, patch_px) -> target tensor (B, C, H', W').
+Encoder = Callable[..., object]
+
+
+class Method(Protocol):
+    """One localization method. Implementations are stateless singletons registered in
+    ``deepsmlm.methods``; ``card`` is the model folder's ``ModelCard``, whose ``settings``
+    dict the method itself wrote (``card_settings``)."""
+
+    name: str
+    section: type[TrainingSection]  # its training section (pydantic), tagged by `model`
+    decodes_z: bool  # localizes in 3D (the end-to-end mask design needs such a decoder)
+
+    def upsampling(self, t: TrainingSection) -> int:
+        """Output pixels per camera pixel (1: camera resolution)."""
+
+    def card_settings(self, t: TrainingSection, z_range_nm: tuple[float, float]) -> dict:
+        """JSON-ready settings that rebuild the network and decode its output."""
+
+    def build_network(self, card) -> object:
+        """The untrained ``torch.nn.Module`` the card describes."""
+
+    def encoder(self, t: TrainingSection, pixel_size_nm: float,
+                z_range_nm: tuple[float, float]) -> Encoder:
+        """Training targets of a batch's emitters."""
+
+    def loss(self, t: TrainingSection) -> Callable:
+        """loss(raw output, targets) -> scalar tensor."""
+
+    def decode(self, card, raw, threshold: float, frame_offset: int = 0,
+               return_peaks: bool = False):
+        """Raw output (B, C, H', W') → EmitterSet (and each detection's score)."""
+
+    def thresholds(self, card) -> np.ndarray:
+        """Candidate detection thresholds, tuned on validation frames after training."""
+
+    def tuning_match(self, card) -> dict:
+        """Keyword arguments of ``evaluation.metrics.evaluate`` used to tune the threshold."""
+
+    def preview(self, card, widefield: np.ndarray, sr: np.ndarray, emitters, path,
+                title: str) -> None:
+        """``sr.png`` of ``localize``: the summed output or the localizations."""

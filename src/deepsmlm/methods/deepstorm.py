@@ -1,0 +1,75 @@
+"""Deep-STORM (Nehme et al., Optica 5, 458 (2018)): a 2D frame → a super-resolved image on a
+grid ``upsampling``× finer; trained against blurred spike images; decoded by local maxima
+and a centre of gravity (``postprocess.decode``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from deepsmlm.methods.base import UpsampledSection
+from deepsmlm.schema import NonNegFloat
+
+
+class DeepSTORMTraining(UpsampledSection):
+    """Training section of ``model: deepstorm``. Published values are the defaults;
+    ``channels`` (32, 64, 128, 512) is the published network, smaller tuples give
+    CPU-scale models."""
+
+    model: Literal["deepstorm"] = "deepstorm"
+    channels: tuple[int, int, int, int] = (32, 64, 128, 512)
+    l1_weight: NonNegFloat = 1.0
+
+
+class DeepSTORM:
+    name = "deepstorm"
+    section = DeepSTORMTraining
+    decodes_z = False
+
+    def upsampling(self, t: DeepSTORMTraining) -> int:
+        return t.upsampling
+
+    def card_settings(self, t: DeepSTORMTraining, z_range_nm) -> dict:
+        return {"target_scale": t.target_scale, "channels": list(t.channels)}
+
+    def build_network(self, card):
+        from deepsmlm.models.deepstorm import DeepSTORM as Network
+
+        return Network(int(card.upsampling), tuple(card.settings["channels"]))
+
+    def encoder(self, t: DeepSTORMTraining, pixel_size_nm: float, z_range_nm):
+        from deepsmlm.data.targets import spike_image
+
+        u = t.upsampling
+
+        def encode(xyz_nm, frame, n_frames: int, patch_px: int):
+            return spike_image(xyz_nm[:, :2], frame, (n_frames, patch_px * u, patch_px * u),
+                               pixel_size_nm / u)
+
+        return encode
+
+    def loss(self, t: DeepSTORMTraining):
+        from deepsmlm.losses import deepstorm_loss
+
+        return lambda p, y: deepstorm_loss(p, y, t.target_scale, t.heatmap_sigma_px,
+                                           t.l1_weight)
+
+    def decode(self, card, raw, threshold: float, frame_offset: int = 0,
+               return_peaks: bool = False):
+        from deepsmlm.postprocess import decode
+
+        return decode(raw, card.fine_pixel_nm, threshold, card.settings["target_scale"],
+                      frame_offset, return_peaks)
+
+    def thresholds(self, card) -> np.ndarray:
+        return card.settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
+
+    def tuning_match(self, card) -> dict:
+        """The SMLM-Challenge greedy matching (250 nm lateral)."""
+        return {}
+
+    def preview(self, card, widefield, sr, emitters, path, title: str) -> None:
+        from deepsmlm.plotting import widefield_vs_sr
+
+        widefield_vs_sr(widefield, sr, card.pixel_size_nm, card.fine_pixel_nm, path, title)

@@ -1,0 +1,40 @@
+"""``deepsmlm crlb``: the Cramér–Rao bound of the experiment's PSF and camera per z."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepsmlm.config import Experiment
+from deepsmlm.errors import UserError
+from deepsmlm.io.atomic import atomic_write_text
+from deepsmlm.steps.common import as_experiment, out_dir, z_planes
+
+
+def crlb_table(exp: Experiment, photons: float, background: float, z_nm: np.ndarray) -> dict:
+    from deepsmlm.build import build_camera, build_psf
+    from deepsmlm.evaluation.crlb import crlb
+
+    return crlb(build_psf(exp), z_nm, photons, background, build_camera(exp))
+
+
+def run_crlb(experiment, photons: float, background: float, out,
+             z_range: tuple[float, float, float] | None = None) -> dict:
+    """``out/crlb.csv`` (z [nm], crlb_x/y/z [nm]) and ``out/crlb.png``."""
+    from deepsmlm.plotting import crlb_plot
+
+    exp = as_experiment(experiment)
+    if photons <= 0 or background < 0:
+        raise UserError(f"need --photons > 0 and --background >= 0, got {photons}, {background}")
+    if z_range is None and exp.optics.psf == "gaussian":
+        z = np.array([exp.optics.focus_nm])
+    else:
+        z = z_planes(exp, z_range)
+    res = crlb_table(exp, photons, background, z)
+    out = out_dir(out)
+    rows = ["z [nm],crlb_x [nm],crlb_y [nm],crlb_z [nm]"]
+    for i in range(len(z)):
+        vals = [res["z_nm"][i], res["crlb_x"][i], res["crlb_y"][i], res["crlb_z"][i]]
+        rows.append(",".join("nan" if not np.isfinite(v) else f"{v:.4f}" for v in vals))
+    atomic_write_text(out / "crlb.csv", "\n".join(rows) + "\n")
+    crlb_plot(res, out / "crlb.png", f"CRLB: {photons:g} photons, {background:g} background/px")
+    return res

@@ -1,0 +1,26 @@
+"""``deepsmlm estimate``: measure a raw movie (``calibration.movie``); print a skeleton."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def run_estimate(movie, pixel_size_nm=None, baseline_adu=None, e_per_adu=None,
+                 em_gain=None, qe=None, max_frames: int = 500) -> tuple[dict, str]:
+    """Measure a raw movie; returns the numbers and an experiment skeleton (YAML)."""
+    from deepsmlm.calibration.movie import estimate_movie, experiment_skeleton
+    from deepsmlm.io.frames import read_stack
+
+    stack = read_stack(movie)
+    frames = np.asarray(stack.data[:max_frames], dtype=np.float64)
+    px = pixel_size_nm or stack.pixel_size_nm
+    given = None not in (e_per_adu, em_gain, qe)
+    k = qe * em_gain / e_per_adu if given else None
+    excess = 2.0 if (em_gain or 1.0) > 1 else 1.0
+    est = estimate_movie(frames, px, baseline_adu, k, excess)
+    camera = {"qe": qe or 1.0, "em_gain": em_gain or 1.0, "e_per_adu": e_per_adu or
+              (qe or 1.0) * (em_gain or 1.0) / est["adu_per_photon"],
+              "baseline_adu": est["baseline_adu"], "read_noise_e": 0.0}
+    est["camera_from"] = "given" if given else "photon transfer (rough; give camera values)"
+    h, w = stack.data.shape[1:]
+    return est, experiment_skeleton(est, h, w, px, camera)

@@ -1,0 +1,48 @@
+"""``deepsmlm render``: a super-resolution image of localizations (TIFF + PNG)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from deepsmlm.errors import UserError
+from deepsmlm.io.localizations import read_localizations
+from deepsmlm.steps.common import field_of
+
+
+def run_render(locs_path, pixel_nm: float, out, sigma_nm: float | None = None,
+               use_precision: bool = False, experiment=None,
+               pixel_size_nm: float | None = None) -> np.ndarray:
+    """Render LOCS to a float32 TIFF (pixel size in its tags) and a PNG preview."""
+    from deepsmlm.io.frames import write_stack
+    from deepsmlm.plotting import image_preview
+    from deepsmlm.render import render_gaussian, render_histogram
+
+    if pixel_nm <= 0:
+        raise UserError(f"--pixel-nm must be > 0, got {pixel_nm}")
+    locs = read_localizations(locs_path, pixel_size_nm).numpy()
+    xy = locs["xyz_nm"][:, :2]
+    field = field_of(locs_path, experiment)
+    if field is None:
+        if len(xy) == 0:
+            raise UserError(f"{locs_path}: no localizations and no field of view to render")
+        field = (float(xy[:, 0].max()) + pixel_nm, float(xy[:, 1].max()) + pixel_nm)
+    rows = math.ceil(field[1] / pixel_nm)
+    cols = math.ceil(field[0] / pixel_nm)
+    if rows * cols > 400e6:
+        raise UserError(f"a {rows}×{cols} image is too large; raise --pixel-nm")
+    if use_precision:
+        if "uncertainty_nm" not in locs:
+            raise UserError(f"{locs_path}: no uncertainty column for --sigma precision")
+        img = render_gaussian(xy, pixel_nm, field, locs["uncertainty_nm"])
+    elif sigma_nm:
+        img = render_gaussian(xy, pixel_nm, field, sigma_nm)
+    else:
+        img = render_histogram(xy, pixel_nm, field)
+    out = Path(out)
+    write_stack(out, img[None], pixel_nm, axes="ZYX")
+    image_preview(img, pixel_nm, out.with_suffix(".png"),
+                  f"{len(xy)} localizations, {pixel_nm:g} nm pixels")
+    return img

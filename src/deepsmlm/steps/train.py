@@ -1,0 +1,31 @@
+"""``deepsmlm train``: a model of the experiment's method, into a model folder."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepsmlm.errors import UserError
+from deepsmlm.steps.common import check_minutes, open_run
+
+
+def run_train(experiment, out, max_minutes: float | None = None, resume: bool = False,
+              device: str = "cpu", stack=None, truth=None, progress: bool = True):
+    """Train into the model folder ``out`` (``training.train.train``); returns its card.
+
+    ``stack``/``truth``: train on a user's simulated stack and its ground truth instead of
+    frames simulated on the fly."""
+    from deepsmlm.training.train import train
+
+    check_minutes(max_minutes)
+    data = None
+    if stack is not None or truth is not None:
+        if stack is None or truth is None:
+            raise UserError("training from a stack needs both --stack and --truth")
+        from deepsmlm.io.frames import read_stack
+        from deepsmlm.io.localizations import read_localizations
+
+        frames = np.asarray(read_stack(stack).data)
+        data = (frames, read_localizations(truth))
+    exp = open_run(experiment, out, resume, "train", "MODEL", "a model")
+    return train(exp, out, max_minutes=max_minutes, resume=resume, device=device,
+                 progress=progress, stack=data)

@@ -1,0 +1,155 @@
+"""Train a model of any registered method for an experiment; write its model folder.
+
+Frames are simulated on the fly (``build.build_patch_sampler``) — or cut from a user's
+simulated stack with its ground truth — the network is fitted with the method's loss, the
+best weights are kept, and the detection threshold is tuned on the fixed validation set for
+the highest Jaccard index. The folder then holds everything needed to run the model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepsmlm.build import build_camera, build_method, build_patch_sampler
+from deepsmlm.data.datasets import Batch, batches_from_stack, fixed_batches
+from deepsmlm.data.normalizer import Normalizer
+from deepsmlm.emitters import EmitterSet
+from deepsmlm.models.deepstorm import count_weights
+from deepsmlm.training.loop import Checkpoints, fit
+from deepsmlm.training.model_folder import ModelCard, ModelFolder, versions
+
+
+def new_network(card: ModelCard, seed: int) -> torch.nn.Module:
+    """The untrained network of ``card``; initialised from ``seed`` without touching the
+    global random state."""
+    from deepsmlm import methods
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return methods.get(card.method).build_network(card)
+
+
+def new_card(exp, normalizer: Normalizer) -> ModelCard:
+    """The card of an untrained model of the experiment (threshold not yet tuned)."""
+    method, t = build_method(exp), exp.training
+    return ModelCard(method.name, exp.optics.pixel_size_nm, method.upsampling(t),
+                     normalizer.to_dict(), method.card_settings(t, exp.emitters.z_range_nm),
+                     versions=versions())
+
+
+def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: ModelCard,
+                   device) -> dict:
+    """Threshold with the highest Jaccard on ``batches`` (the method's tuning match)."""
+    from deepsmlm import methods
+    from deepsmlm.evaluation.metrics import evaluate
+
+    method = methods.get(card.method)
+    model.eval()
+    outs, truths, offset = [], [], 0
+    with torch.no_grad():
+        for b in batches:
+            outs.append(model(normalizer(b.inputs_adu).to(device)).cpu())
+            e = b.emitters
+            truths.append(EmitterSet(e.xyz_nm, e.photons, e.frame + offset, e.id))
+            offset += len(b.inputs_adu)
+    raw = torch.cat(outs)
+    truth = EmitterSet.cat(truths).numpy()
+    best = None
+    thresholds = method.thresholds(card)
+    # the maxima do not depend on the threshold: find them once, then filter by score
+    found, peaks = method.decode(card, raw, float(thresholds[0]), return_peaks=True)
+    for thr in thresholds:
+        pred = found.subset(peaks > thr).numpy()
+        r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"],
+                     **method.tuning_match(card))
+        score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
+        if best is None or score > best["jaccard"]:
+            best = {"threshold": float(thr), "jaccard": score, "rmse_xy_nm": r["rmse_xy_nm"],
+                    "rmse_z_nm": r["rmse_z_nm"], "recall": r["recall"],
+                    "precision": r["precision"]}
+    model.train()
+    return best
+
+
+def train(exp, out: str | Path, *, max_minutes=None, resume: bool = False,
+          device: str = "cpu", progress: bool = True,
+          stack: tuple[np.ndarray, EmitterSet] | None = None) -> ModelCard:
+    """Train the method of ``exp.training.model`` into the model folder ``out`` (a new
+    run, or the run there continued with ``resume``); returns the final card."""
+    folder = ModelFolder(out)
+    ckpt = Checkpoints(folder.path)
+    t = exp.training
+    method = build_method(exp)
+    gen = torch.Generator().manual_seed(t.seed)
+    camera = build_camera(exp)
+    next_batch, val, probe = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
+    folder.path.mkdir(parents=True, exist_ok=True)  # only once the data can be made
+    if resume:
+        card = folder.read_card()
+        normalizer = Normalizer.from_dict(card.normalization)
+    else:
+        normalizer = Normalizer.fit(t.normalization, camera, probe)
+        card = new_card(exp, normalizer)
+        folder.write_experiment(exp)
+        folder.write_card(card)
+    model = new_network(card, t.seed).to(device)
+    card.weights = count_weights(model)
+
+    criterion = method.loss(t)
+
+    def loss_fn(m, b: Batch):
+        return criterion(m(normalizer(b.inputs_adu).to(device)), b.targets.to(device))
+
+    t0 = time.perf_counter()
+    state = fit(model, loss_fn, next_batch, val, ckpt, lr=t.learning_rate,
+                steps_per_epoch=t.steps_per_epoch, max_epochs=t.max_epochs,
+                lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
+                early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
+                resume=resume, progress=progress, schedule=t.lr_schedule)
+    model.load_state_dict(folder.read_weights())
+    tuned = tune_threshold(model, normalizer, val, card, device)
+    card.threshold, card.validation = tuned["threshold"], tuned
+    card.training = {"epochs": state.epoch, "stopped": state.stopped,
+                     "seconds": state.seconds, "best_val_loss": state.best_val,
+                     "samples": sum(h["steps"] for h in state.history) * t.batch_size,
+                     "device": str(device), "session_seconds": time.perf_counter() - t0}
+    folder.write_card(card)
+    folder.write_curves(state.history)
+    return card
+
+
+def _simulated_data(exp):
+    """(next_batch, validation batches, normalisation probe) simulated on the fly."""
+    t = exp.training
+    sampler = build_patch_sampler(exp)
+    probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
+    val = fixed_batches(sampler, t.val_frames, t.batch_size, t.seed + 1)
+    return (lambda g: sampler(t.batch_size, g)), val, probe
+
+
+def _stack_data(exp, stack: tuple[np.ndarray, EmitterSet]):
+    """The same from a user's stack + ground truth; the last fifth of the frames validates."""
+    t = exp.training
+    encode = build_method(exp).encoder(t, exp.optics.pixel_size_nm,
+                                       tuple(exp.emitters.z_range_nm))
+    frames, truth = stack
+    px = exp.optics.pixel_size_nm
+    n_val = max(1, len(frames) // 5)
+    first_val = len(frames) - n_val
+    sel_val = truth.frame >= first_val
+    tr_truth, va_truth = truth.subset(~sel_val), truth.subset(sel_val)
+    va_truth.frame = va_truth.frame - first_val
+    tr_frames, va_frames = frames[:first_val], frames[first_val:]
+    vgen = torch.Generator().manual_seed(t.seed + 1)
+    val = [batches_from_stack(va_frames, va_truth, px, t.patch_px, encode, t.batch_size, vgen)
+           for _ in range(max(1, t.val_frames // t.batch_size))]
+    probe = torch.from_numpy(np.asarray(tr_frames[:64], dtype=np.float32))
+
+    def next_batch(g):
+        return batches_from_stack(tr_frames, tr_truth, px, t.patch_px, encode, t.batch_size, g)
+
+    return next_batch, val, probe
