@@ -44,9 +44,17 @@ def test_preset_is_expanded_and_overridable():
     ({"camera": {"qe": 1.5}}, "camera.qe"),
     ({"camera": {"preset": None}}, "camera needs a preset"),
     ({"frame": {"height_px": 2}}, "frame.height_px"),
-    ({"training": {"target_encoding": "nearest"}}, "training.target_encoding"),
-    ({"training": {"overlap_squares": True, "overlap_counts_false_positives": False}},
+    ({"training": {"model": "deepstorm3d", "target_encoding": "nearest"}},
+     "training.target_encoding"),
+    ({"training": {"model": "deepstorm3d", "overlap_squares": True,
+                   "overlap_counts_false_positives": False}},
      "overlap_squares needs overlap_counts_false_positives"),
+    # each method validates its own keys; another method's key names its owner
+    ({"training": {"depth_planes": 12}},
+     "training.depth_planes: a key of method 'deepstorm3d', not of 'deepstorm'"),
+    ({"training": {"model": "deepstorm3d", "channels": [8, 8, 8, 8]}},
+     "training.channels: a key of method 'deepstorm', not of 'deepstorm3d'"),
+    ({"training": {"model": "deepstorm4d"}}, "training: unknown kind"),
 ])
 def test_bad_values_name_the_key(sections, needle):
     with pytest.raises(UserError) as info:

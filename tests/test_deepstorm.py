@@ -6,7 +6,7 @@ import tifffile
 import torch
 
 from deepsmlm.config import experiment_from_dict, load_experiment
-from deepsmlm.data.datasets import Normalizer
+from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.data.targets import spike_image
 from deepsmlm.errors import UserError
 from deepsmlm.losses import blur, deepstorm_loss, gaussian_kernel
@@ -87,47 +87,49 @@ def test_photon_normalisation_does_not_depend_on_the_brightest_emitter():
 
 
 def test_tiny_training_lowers_the_loss_and_writes_the_model_folder(tmp_path):
-    from deepsmlm.data.datasets import PatchSampler, fixed_batches
-    from deepsmlm.training.deepstorm import new_model, train_deepstorm
+    from deepsmlm.build import build_patch_sampler
+    from deepsmlm.data.datasets import fixed_batches
+    from deepsmlm.training.train import new_network, train
 
     exp = tiny_experiment(steps_per_epoch=15, max_epochs=3, batch_size=8)
-    s = train_deepstorm(exp, tmp_path / "m", progress=False)
+    s = train(exp, tmp_path / "m", progress=False)
     hist = (tmp_path / "m" / "curves.csv").read_text().splitlines()
     assert len(hist) == 4
     first_val = float(hist[1].split(",")[3])
     # the same network before training has a higher validation loss
-    fresh = new_model(exp.training, s)
+    fresh = new_network(s, exp.training.seed)
     from deepsmlm.training.loop import evaluate_loss
 
-    norm = Normalizer.from_dict(s["normalization"])
-    val = fixed_batches(PatchSampler(exp), 8, 8, exp.training.seed + 1)
+    norm = Normalizer.from_dict(s.normalization)
+    val = fixed_batches(build_patch_sampler(exp), 8, 8, exp.training.seed + 1)
 
     def loss_fn(m, b):
-        return deepstorm_loss(m(norm(b.inputs_adu)), b.spikes)
+        return deepstorm_loss(m(norm(b.inputs_adu)), b.targets)
 
-    assert s["training"]["best_val_loss"] < evaluate_loss(fresh, loss_fn, val)
-    assert s["training"]["best_val_loss"] <= first_val
+    assert s.training["best_val_loss"] < evaluate_loss(fresh, loss_fn, val)
+    assert s.training["best_val_loss"] <= first_val
     for name in ("model.json", "weights.safetensors", "experiment.yaml", "curves.csv",
                  "curves.png", "checkpoint/last.safetensors", "checkpoint/state.json"):
         assert (tmp_path / "m" / name).is_file(), name
-    assert s["threshold"] > 0 and "torch" in s["versions"]
+    assert s.threshold > 0 and "torch" in s.versions
     assert not list((tmp_path / "m").rglob("*.pt")) and not list((tmp_path / "m").rglob("*.pkl"))
 
 
 def test_resume_continues_where_it_stopped(tmp_path):
-    from deepsmlm.io.models import load_tensors
-    from deepsmlm.training.deepstorm import train_deepstorm
+    from deepsmlm.io.tensors import load_tensors
+    from deepsmlm.steps.train import run_train
+    from deepsmlm.training.train import train
 
-    train_deepstorm(tiny_experiment(max_epochs=2), tmp_path / "a", progress=False)
-    train_deepstorm(tiny_experiment(max_epochs=1), tmp_path / "b", progress=False)
+    train(tiny_experiment(max_epochs=2), tmp_path / "a", progress=False)
+    train(tiny_experiment(max_epochs=1), tmp_path / "b", progress=False)
     # resume b to two epochs: same experiment but max_epochs 2
     import yaml
 
     cfg = yaml.safe_load((tmp_path / "b" / "experiment.yaml").read_text())
     cfg["training"]["max_epochs"] = 2
     (tmp_path / "b" / "experiment.yaml").write_text(yaml.safe_dump(cfg))
-    s = train_deepstorm(None, tmp_path / "b", resume=True, progress=False)
-    assert s["training"]["epochs"] == 2
+    s = run_train(None, tmp_path / "b", resume=True, progress=False)
+    assert s.training["epochs"] == 2
     wa = load_tensors(tmp_path / "a" / "checkpoint" / "last.safetensors")
     wb = load_tensors(tmp_path / "b" / "checkpoint" / "last.safetensors")
     for k in wa:
@@ -150,13 +152,14 @@ def test_cosine_schedule_anneals_per_step_and_resumes_its_step_count(tmp_path):
 
     import yaml
 
-    from deepsmlm.training.deepstorm import train_deepstorm
+    from deepsmlm.steps.train import run_train
     from deepsmlm.training.loop import cosine_factor
+    from deepsmlm.training.train import train
 
     lr0, floor_lr = 0.002, 0.0001
     exp = tiny_experiment(max_epochs=2, steps_per_epoch=3, lr_schedule="cosine",
                           learning_rate=lr0, min_learning_rate=floor_lr)
-    train_deepstorm(exp, tmp_path / "m", progress=False)
+    train(exp, tmp_path / "m", progress=False)
 
     def lrs():
         with open(tmp_path / "m" / "curves.csv") as f:
@@ -168,16 +171,16 @@ def test_cosine_schedule_anneals_per_step_and_resumes_its_step_count(tmp_path):
     cfg = yaml.safe_load((tmp_path / "m" / "experiment.yaml").read_text())
     cfg["training"]["max_epochs"] = 4
     (tmp_path / "m" / "experiment.yaml").write_text(yaml.safe_dump(cfg))
-    train_deepstorm(None, tmp_path / "m", resume=True, progress=False)
+    run_train(None, tmp_path / "m", resume=True, progress=False)
     assert lrs()[2:] == pytest.approx([lr0 * cosine_factor(9, 12, floor), floor_lr], rel=1e-4)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from deepsmlm.training.deepstorm import train_deepstorm
+    from deepsmlm.training.train import train
 
     folder = tmp_path_factory.mktemp("model") / "m"
-    train_deepstorm(tiny_experiment(max_epochs=1), folder, progress=False)
+    train(tiny_experiment(max_epochs=1), folder, progress=False)
     return folder
 
 
@@ -229,7 +232,7 @@ def test_localize_command_and_bad_inputs(trained, tmp_path):
 
 def test_estimate_measures_a_simulated_movie():
     from deepsmlm.api import simulate
-    from deepsmlm.estimate import estimate_movie
+    from deepsmlm.calibration.movie import estimate_movie
 
     d = load_experiment(CONFIGS / "2d-dense.yaml").to_dict()
     d["emitters"].update(density_per_um2=0.3, structure="uniform")
@@ -257,10 +260,10 @@ def test_train_from_a_users_stack_and_truth_csv(tmp_path):
                  "--seed", "4"]) == 0
     assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m"), "--stack",
                  str(sim / "frames.tif"), "--truth", str(sim / "truth.csv"), "--quiet"]) == 0
-    from deepsmlm.io.models import read_json
+    from deepsmlm.training.model_folder import ModelFolder
 
-    s = read_json(tmp_path / "m" / "model.json")
-    assert s["threshold"] > 0 and s["training"]["samples"] == 2 * 3 * 4
+    s = ModelFolder(tmp_path / "m").read_card()
+    assert s.threshold > 0 and s.training["samples"] == 2 * 3 * 4
     # a second `train` into the same folder is refused; --stack without --truth too
     assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m"),
                  "--quiet"]) == 2

@@ -152,26 +152,28 @@ def test_blur_3d_is_normalised():
 
 @pytest.mark.parametrize("encoding", ["voxel", "trilinear"])
 def test_tiny_3d_training_lowers_the_loss_and_runs_on_another_frame_size(tmp_path, encoding):
+    from deepsmlm import methods
     from deepsmlm.api import simulate
-    from deepsmlm.data.datasets import Normalizer, PatchSampler, fixed_batches
+    from deepsmlm.build import build_patch_sampler
+    from deepsmlm.data.datasets import fixed_batches
+    from deepsmlm.data.normalizer import Normalizer
     from deepsmlm.inference import Predictor, localize_stack
     from deepsmlm.io.frames import read_stack, write_stack
-    from deepsmlm.methods import loss
-    from deepsmlm.training.deepstorm import new_model, train_deepstorm
     from deepsmlm.training.loop import evaluate_loss
+    from deepsmlm.training.train import new_network, train
 
     exp = tiny3d_experiment(target_encoding=encoding)
-    s = train_deepstorm(exp, tmp_path / "m", progress=False)
-    assert s["kind"] == "deepstorm3d" and s["threshold"] > 0
-    assert s["score"] == {"voxel": "peak", "trilinear": "mass"}[encoding]
-    norm = Normalizer.from_dict(s["normalization"])
-    val = fixed_batches(PatchSampler(exp), 8, 4, exp.training.seed + 1)
-    crit = loss(exp.training)
+    s = train(exp, tmp_path / "m", progress=False)
+    assert s.method == "deepstorm3d" and s.threshold > 0
+    assert s.settings["score"] == {"voxel": "peak", "trilinear": "mass"}[encoding]
+    norm = Normalizer.from_dict(s.normalization)
+    val = fixed_batches(build_patch_sampler(exp), 8, 4, exp.training.seed + 1)
+    crit = methods.get(exp.training.model).loss(exp.training)
 
     def loss_fn(m, b):
-        return crit(m(norm(b.inputs_adu)), b.spikes)
+        return crit(m(norm(b.inputs_adu)), b.targets)
 
-    assert s["training"]["best_val_loss"] < evaluate_loss(new_model(exp.training, s), loss_fn,
+    assert s.training["best_val_loss"] < evaluate_loss(new_network(s, exp.training.seed), loss_fn,
                                                           val)
     d = exp.to_dict()
     d["frame"] = {"height_px": 24, "width_px": 20}

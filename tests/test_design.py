@@ -82,24 +82,25 @@ def test_gradient_reaches_every_mask_parameter_with_the_finite_difference_sign(k
 
 def test_one_design_step_changes_the_mask_and_lowers_the_loss():
     from deepsmlm import methods
-    from deepsmlm.data.datasets import Normalizer, PatchSampler
+    from deepsmlm.build import build_patch_sampler
+    from deepsmlm.data.normalizer import Normalizer
     from deepsmlm.design.end_to_end import EndToEnd, phase_model
-    from deepsmlm.training.deepstorm import new_model
+    from deepsmlm.training.train import new_card, new_network
 
     exp = tiny_design_experiment()
-    sampler = PatchSampler(exp, differentiable=True)
+    sampler = build_patch_sampler(exp, differentiable=True)
     phase = phase_model(exp)
     sampler.simulator.psf.set_mask_source(phase)
     with torch.no_grad():
         probe = sampler(8, torch.Generator().manual_seed(1)).inputs_adu
     norm = Normalizer.fit("photons", build_camera(exp), probe)
-    model = EndToEnd(phase, new_model(exp.training, methods.settings_for(exp, norm)))
+    model = EndToEnd(phase, new_network(new_card(exp, norm), exp.training.seed))
     model.eval()  # batch statistics out of the comparison
-    crit = methods.loss(exp.training)
+    crit = methods.get(exp.training.model).loss(exp.training)
 
     def loss():
         b = sampler(4, torch.Generator().manual_seed(7))  # same emitters and noise
-        return crit(model.net(norm(b.inputs_adu)), b.spikes)
+        return crit(model.net(norm(b.inputs_adu)), b.targets)
 
     before_mask = phase().detach().clone()
     before = loss()
@@ -270,11 +271,11 @@ def test_design_bad_input_is_one_line_and_exit_2(tmp_path, edit, needle):
 def test_design_can_start_from_a_trained_network_of_the_same_architecture(tmp_path):
     from deepsmlm.design.end_to_end import design_end_to_end
     from deepsmlm.errors import UserError
-    from deepsmlm.io.models import load_tensors
-    from deepsmlm.training.deepstorm import train_deepstorm
+    from deepsmlm.io.tensors import load_tensors
+    from deepsmlm.training.train import train
 
     exp = tiny_design_experiment()
-    train_deepstorm(exp, tmp_path / "net", progress=False)
+    train(exp, tmp_path / "net", progress=False)
     trained = load_tensors(tmp_path / "net" / "weights.safetensors")
     d = exp.to_dict()
     d["training"]["max_epochs"] = 1
