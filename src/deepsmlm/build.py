@@ -183,3 +183,14 @@ def build_patch_sampler(exp: Experiment, differentiable: bool = False):
                                        tuple(exp.emitters.z_range_nm))
     return PatchSampler(build_simulator(big), training_emitters(big), encode, t.patch_px,
                         t.margin_px, exp.optics.pixel_size_nm, differentiable)
+
+
+def crlb_operating_point(exp: Experiment) -> tuple[float, float]:
+    """Photons and background per pixel of the CRLB objective: the design section's, or the
+    middle of the experiment's ranges."""
+    d, e, b = exp.design, exp.emitters.photons, exp.background.photons_per_px
+    photons = d.crlb_photons if d.crlb_photons is not None else (
+        0.5 * (e.lo + e.hi) if e.distribution == "uniform" else e.mean)
+    background = d.crlb_background_per_px if d.crlb_background_per_px is not None \
+        else 0.5 * (b[0] + b[1])
+    return float(photons), float(background)

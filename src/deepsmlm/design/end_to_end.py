@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepsmlm.build import build_camera, build_method, build_patch_sampler, build_psf, pupil_grid
+from deepsmlm.build import (
+    build_camera,
+    build_method,
+    build_patch_sampler,
+    build_psf,
+    crlb_operating_point,
+    pupil_grid,
+)
 from deepsmlm.data.datasets import Batch, PatchSampler
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.design import phase_models
@@ -241,14 +248,3 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
             "photons": photons, "background_per_px": background,
             "steps": len(res.history) - 1, "seconds": time.perf_counter() - t0,
             "phase": learned, "start_phase": start}
-
-
-def crlb_operating_point(exp) -> tuple[float, float]:
-    """Photons and background per pixel of the CRLB objective: the design section's, or the
-    middle of the experiment's ranges."""
-    d, e, b = exp.design, exp.emitters.photons, exp.background.photons_per_px
-    photons = d.crlb_photons if d.crlb_photons is not None else (
-        0.5 * (e.lo + e.hi) if e.distribution == "uniform" else e.mean)
-    background = d.crlb_background_per_px if d.crlb_background_per_px is not None \
-        else 0.5 * (b[0] + b[1])
-    return float(photons), float(background)

@@ -36,12 +36,12 @@ def run_design(experiment, out, objective: str = "end-to-end",
     grid = pupil_grid(exp.optics)
     phase, start = res.pop("phase"), res.pop("start_phase")
     if objective == "end-to-end":
-        from deepsmlm.build import build_camera, build_psf
+        from deepsmlm.build import build_camera, build_psf, crlb_operating_point
         from deepsmlm.design.fisher import mean_crlb_nm
 
         psf = build_psf(exp)
         z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
-        photons, bg = end_to_end.crlb_operating_point(exp)
+        photons, bg = crlb_operating_point(exp)
         with torch.no_grad():
             for name, p in (("start", start), ("learned", phase)):
                 psf.set_mask_phase(p)
