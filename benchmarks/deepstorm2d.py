@@ -23,57 +23,46 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import matmul_gflops
+from common import DENSITIES, density_experiment, matmul_gflops
 
-from deepsmlm.api import simulate
-from deepsmlm.config import experiment_from_dict, load_experiment
-from deepsmlm.workflows import write_movie
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "2d-dense.yaml"
-DENSITIES = (0.5, 1.0, 2.0, 4.0, 6.0)
-
-
-def experiment(density: float | None = None, **training):
-    d = load_experiment(CONFIG).to_dict()
-    if density is not None:
-        d["emitters"]["density_per_um2"] = density
-    d["training"].update(training)
-    return experiment_from_dict(d, base_dir=CONFIG.parent)
+from deepsmlm.api import simulate, write_movie
 
 
 def cmd_train(args) -> None:
-    from deepsmlm.training.deepstorm import train_deepstorm
+    from deepsmlm.api import run_train
 
-    exp = experiment(None, density_range_per_um2=[0.25, 8.0], batch_size=args.batch_size,
-                     steps_per_epoch=args.steps_per_epoch, max_epochs=1000,
-                     early_stop_epochs=1000, lr_patience_epochs=args.lr_patience,
-                     val_frames=256, seed=11)
+    exp = density_experiment(None, density_range_per_um2=[0.25, 8.0],
+                             batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
+                             max_epochs=1000, early_stop_epochs=1000,
+                             lr_patience_epochs=args.lr_patience, val_frames=args.val_frames,
+                             seed=11)
     t0 = time.perf_counter()
-    s = train_deepstorm(exp, Path(args.out) / "model", max_minutes=args.minutes,
-                        device=args.device, progress=False)
-    print(json.dumps({"validation": s["validation"], "training": s["training"],
+    card = run_train(exp, Path(args.out) / "model", max_minutes=args.minutes,
+                     device=args.device, progress=False)
+    print(json.dumps({"validation": card.validation, "training": card.training,
                       "wall_s": time.perf_counter() - t0}, indent=1))
 
 
 def cmd_movies(args) -> None:
     out = Path(args.out)
     for i, density in enumerate(DENSITIES):
-        movie = simulate(experiment(density), args.frames, seed=1000 + i)
+        if density not in args.densities:
+            continue
+        movie = simulate(density_experiment(density), args.frames, seed=1000 + i)
         write_movie(movie, out / f"density_{density:g}")
         print(f"density {density:g}: {len(movie.emitters) / args.frames:.1f} emitters/frame")
 
 
 def cmd_evaluate(args) -> None:
-    from deepsmlm.deepstorm_steps import run_localize
+    from deepsmlm.api import run_evaluate, run_localize
+    from deepsmlm.evaluation.image import sr_correlation
     from deepsmlm.inference import Predictor
     from deepsmlm.io.frames import read_stack
     from deepsmlm.io.localizations import read_csv
-    from deepsmlm.measure import run_evaluate
     from deepsmlm.models.deepstorm import flops_per_frame
-    from deepsmlm.workflows import sr_correlation
 
     pred = Predictor.load(args.model, args.device)
-    settings = pred.settings
+    card = pred.card
     flops = flops_per_frame(pred.model, 64, 64)
     peak = matmul_gflops(args.device, n=4096)
     peers = {}
@@ -90,7 +79,7 @@ def cmd_evaluate(args) -> None:
                          experiment=mdir / "experiment.yaml")
         sr = np.asarray(read_stack(res_dir / "sr.tif", allow_single_frame=True).data[0])
         truth = read_csv(mdir / "truth.csv").numpy()
-        r = sr_correlation(sr, truth["xyz_nm"][:, :2], settings["fine_pixel_nm"])
+        r = sr_correlation(sr, truth["xyz_nm"][:, :2], card.fine_pixel_nm)
         row = dict(density_per_um2=density, jaccard=m["jaccard"], recall=m["recall"],
                    precision=m["precision"], rmse_xy_nm=m["rmse_xy_nm"],
                    efficiency_xy=m["efficiency_xy"], sr_correlation=r,
@@ -108,8 +97,8 @@ def cmd_evaluate(args) -> None:
     out = dict(device=args.device, gpu=torch.cuda.get_device_name() if args.device == "cuda"
                else None, matmul_gflops=peak, model_gflop_per_frame=flops / 1e9,
                weights=sum(p.numel() for p in pred.model.parameters()),
-               training=settings.get("training"), validation=settings.get("validation"),
-               threshold=settings["threshold"], rows=rows)
+               training=card.training, validation=card.validation,
+               threshold=card.threshold, rows=rows)
     for row in rows:
         row["fraction_of_peak"] = row["frames_per_s"] * flops / (peak * 1e9)
     print(f"model {flops / 1e9:.1f} GFLOP per 64×64 frame; device matmul {peak:.0f} GFLOP/s")
@@ -128,10 +117,13 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--steps-per-epoch", type=int, default=400)
     t.add_argument("--lr-patience", type=int, default=5)
+    t.add_argument("--val-frames", type=int, default=256)
     t.set_defaults(func=cmd_train)
     m = sub.add_parser("movies")
     m.add_argument("--out", required=True)
     m.add_argument("--frames", type=int, default=100)
+    m.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES),
+                   choices=DENSITIES, help="a subset (the same movies)")
     m.set_defaults(func=cmd_movies)
     e = sub.add_parser("evaluate")
     e.add_argument("--model", required=True)

@@ -13,7 +13,8 @@
 Held-out movies (seeds 2000 + i, 100 frames) at 5, 10, 20, 30, 40 emitters per 64×64
 frame of 110 nm pixels. Matching: Hungarian within a 100 nm sphere (DeepSTORM3D's
 reporting) and the SMLM-Challenge greedy 250 nm lateral / 500 nm axial. The CRLB is that
-of one emitter of the same PSF with the mean photons on the mean background, per z.
+of one emitter of the same PSF per z, at the experiment's CRLB operating point
+(``build.crlb_operating_point``: the middle of its photon and background ranges).
 
 Two geometries. Default: emitters anywhere in 64×64 frames, up to the edge. The Tetrapod
 reaches ~2 µm (~20 px) from its centre at the ends of the z range, so about half of these
@@ -34,92 +35,56 @@ import json
 from pathlib import Path
 
 import numpy as np
+from common import (
+    CONFIG_3D,
+    COUNTS,
+    ROI_PX,
+    SPHERE_100NM,
+    localize_movie,
+    movie_context_px,
+    roi_area_um2,
+    roi_experiment,
+    write_field,
+)
 
-from deepsmlm.api import simulate
-from deepsmlm.config import experiment_from_dict, load_experiment
-from deepsmlm.workflows import write_movie
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "3d-tetrapod.yaml"
-COUNTS = (5, 10, 20, 30, 40)
-
-
-def experiment(count: int, config: str | Path = CONFIG):
-    """The config's experiment with ``count`` emitters in every frame."""
-    config = Path(config)
-    d = load_experiment(config).to_dict()
-    d["emitters"]["n_per_frame"] = [count, count]
-    return experiment_from_dict(d, base_dir=config.parent)
-
-
-ROI_PX = 64
-
-
-def field_experiment(count: int, context_px: int, config: str | Path = CONFIG):
-    """``count`` emitters per 64×64 region, in frames of (64 + 2 context_px)² px."""
-    side = ROI_PX + 2 * context_px
-    n = round(count * (side / ROI_PX) ** 2)
-    d = experiment(n, config).to_dict()
-    d["frame"] = {"height_px": side, "width_px": side}
-    return experiment_from_dict(d, base_dir=Path(config).parent)
+from deepsmlm.api import simulate, write_movie
 
 
 def cmd_movies(args) -> None:
     """Seeds 2000 + i: the same emitters, backgrounds and noise draws whatever the PSF."""
-    for i, count in enumerate(COUNTS):
-        exp = (experiment(count, args.config) if not args.context_px else
-               field_experiment(count, args.context_px, args.config))
-        movie = simulate(exp, args.frames, seed=2000 + i)
+    for count in args.counts:
+        exp = roi_experiment(count, args.context_px, args.config)
+        movie = simulate(exp, args.frames, seed=2000 + COUNTS.index(count))
         write_movie(movie, Path(args.out) / f"n{count}")
-        (Path(args.out) / f"n{count}" / "field.json").write_text(json.dumps(
-            {"context_px": args.context_px, "roi_px": ROI_PX}))
+        write_field(Path(args.out) / f"n{count}", args.context_px)
         print(f"{count} emitters per 64×64 region → {args.out}/n{count} "
               f"({exp.frame.height_px}×{exp.frame.width_px} px frames)")
 
 
-def central_rows(table: dict, context_px: int, pixel_nm: float) -> dict:
-    """The rows of a localization table (``EmitterSet.numpy()``) inside the central
-    ROI_PX × ROI_PX region of a (ROI_PX + 2 context_px)² px frame."""
-    from deepsmlm.evaluation.matching import inside_border
-
-    side_nm = (ROI_PX + 2 * context_px) * pixel_nm
-    keep = inside_border(table["xyz_nm"], (side_nm, side_nm), context_px * pixel_nm)
-    return {k: v[keep] for k, v in table.items()}
-
-
 def cmd_evaluate(args) -> None:
-    from deepsmlm.build import build_camera, build_psf
-    from deepsmlm.deepstorm_steps import run_localize
-    from deepsmlm.evaluation.crlb import crlb
+    from deepsmlm.api import crlb_table
+    from deepsmlm.build import crlb_operating_point
+    from deepsmlm.config import load_experiment
     from deepsmlm.evaluation.metrics import evaluate
     from deepsmlm.inference import Predictor
-    from deepsmlm.io.localizations import read_csv
+    from deepsmlm.training.model_folder import ModelFolder
 
     pred = Predictor.load(args.model, args.device)
-    exp = experiment(COUNTS[0], Path(args.model) / "experiment.yaml")
-    p, b = exp.emitters.photons, exp.background.photons_per_px
-    photons, background = 0.5 * (p.lo + p.hi), 0.5 * (b[0] + b[1])
+    exp = load_experiment(ModelFolder(args.model).experiment_path)
+    photons, background = crlb_operating_point(exp)
     z_lo, z_hi = exp.emitters.z_range_nm
-    z_grid = np.arange(z_lo + 250, z_hi, 500.0)
-    bound = crlb(build_psf(exp), z_grid, photons, background, build_camera(exp))
+    bound = crlb_table(exp, photons, background, np.arange(z_lo + 250, z_hi, 500.0))
     pixel_nm = exp.optics.pixel_size_nm
-    area_um2 = (ROI_PX * pixel_nm / 1000) ** 2
     rows = []
     for count in args.counts:
         mdir = Path(args.movies) / f"n{count}"
-        res = Path(args.out) / f"n{count}"
-        loc = run_localize(args.model, mdir / "frames.tif", res, device=args.device,
-                           progress=False)
-        t = read_csv(mdir / "truth.csv").numpy()
-        q = read_csv(res / "localizations.csv").numpy()
-        field = mdir / "field.json"
-        context = json.loads(field.read_text())["context_px"] if field.is_file() else 0
-        if context:  # score the central region only
-            t, q = central_rows(t, context, pixel_nm), central_rows(q, context, pixel_nm)
-        density = len(t["frame"]) / loc["frames"] / area_um2
+        context = movie_context_px(mdir)
+        loc, t, q = localize_movie(args.model, mdir, Path(args.out) / f"n{count}", context,
+                                   pixel_nm, args.device)
+        density = len(t["frame"]) / loc["frames"] / roi_area_um2(pixel_nm)
         side_nm = ROI_PX * pixel_nm  # by_edge: distance to the frame edge (64×64 frames)
-        h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
-                     tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100, z_step_nm=500.0,
-                     field_nm=None if context else (side_nm, side_nm))
+        h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], **SPHERE_100NM,
+                     z_step_nm=500.0, field_nm=None if context else (side_nm, side_nm))
         g = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], z_step_nm=500.0)
         row = dict(emitters_per_frame=count, density_per_um2=density, context_px=context,
                    jaccard_100nm=h["jaccard"] / 100, rmse_xy_nm=h["rmse_xy_nm"],
@@ -137,7 +102,7 @@ def cmd_evaluate(args) -> None:
     mean_z = float(np.mean(bound["crlb_z"]))
     print(f"CRLB ({photons:g} photons, {background:g} background/px), mean over z: "
           f"lateral {mean_xy:.1f} nm (radial), axial {mean_z:.1f} nm")
-    out = dict(model=str(args.model), settings=pred.settings, crlb={
+    out = dict(model=str(args.model), card=pred.card.to_dict(), crlb={
         "z_nm": bound["z_nm"].tolist(),
         "radial_xy_nm": np.sqrt(bound["crlb_x"] ** 2 + bound["crlb_y"] ** 2).tolist(),
         "z_nm_bound": bound["crlb_z"].tolist(), "mean_radial_xy_nm": mean_xy,
@@ -188,25 +153,27 @@ def cmd_table(args) -> None:
 
 
 def cmd_retune(args) -> None:
-    """Re-tune a trained model's threshold on its validation set (``methods.tuning_match``)."""
-    from deepsmlm.config import load_experiment as load
-    from deepsmlm.data.datasets import PatchSampler, fixed_batches
+    """Re-tune a trained model's threshold on its validation set (the method's
+    ``tuning_match``)."""
+    from deepsmlm.build import build_patch_sampler
+    from deepsmlm.config import load_experiment
+    from deepsmlm.data.datasets import fixed_batches
     from deepsmlm.inference import Predictor
-    from deepsmlm.io.models import read_json, write_json
-    from deepsmlm.training.deepstorm import tune_threshold
+    from deepsmlm.training.model_folder import ModelFolder
+    from deepsmlm.training.train import tune_threshold
 
-    folder = Path(args.model)
-    exp = load(folder / "experiment.yaml")
+    folder = ModelFolder(args.model)
+    exp = load_experiment(folder.experiment_path)
     t = exp.training
-    s = read_json(folder / "model.json")
-    if s.get("threshold") is None:  # training was stopped before it tuned one
-        s["threshold"] = 1.0
-        write_json(folder / "model.json", s)
-    pred = Predictor.load(folder, args.device)
-    val = fixed_batches(PatchSampler(exp), t.val_frames, t.batch_size, t.seed + 1)
-    tuned = tune_threshold(pred.model, pred.normalizer, val, pred.settings, args.device)
-    s.update(threshold=tuned["threshold"], validation=tuned)
-    write_json(folder / "model.json", s)
+    card = folder.read_card()
+    if card.threshold is None:  # training was stopped before it tuned one
+        card.threshold = 1.0
+        folder.write_card(card)
+    pred = Predictor.load(folder.path, args.device)
+    val = fixed_batches(build_patch_sampler(exp), t.val_frames, t.batch_size, t.seed + 1)
+    tuned = tune_threshold(pred.model, pred.normalizer, val, pred.card, args.device)
+    card.threshold, card.validation = tuned["threshold"], tuned
+    folder.write_card(card)
     print(json.dumps(tuned, indent=1))
 
 
@@ -214,16 +181,19 @@ def cmd_loss_optimum(args) -> None:
     """What each target encoding + loss can represent at best: a free output volume (no
     network) is fitted to the loss by Adam, starting from the ideal scale·target, and
     decoded like a network's output. Emitters: the CPU config's grid, 23 per frame, 4 frames.
+    The targets, loss and decoding are the method's (``methods.get("deepstorm3d")``) with
+    the training section's encoding and Dice term replaced per case.
     """
     import torch
 
-    from deepsmlm.data.targets import voxel_grid
+    from deepsmlm import methods
+    from deepsmlm.config import load_experiment
     from deepsmlm.evaluation.metrics import evaluate
-    from deepsmlm.losses import deepstorm3d_loss
-    from deepsmlm.postprocess import decode_3d
+    from deepsmlm.training.model_folder import ModelCard
 
     torch.set_num_threads(1)
-    exp = load_experiment(CONFIG)
+    exp = load_experiment(CONFIG_3D)
+    method = methods.get("deepstorm3d")
     t = exp.training
     px, (z_lo, z_hi) = exp.optics.pixel_size_nm, exp.emitters.z_range_nm
     gen = torch.Generator().manual_seed(0)
@@ -232,27 +202,29 @@ def cmd_loss_optimum(args) -> None:
     span = torch.tensor([(side - 4) * px, (side - 4) * px, z_hi - z_lo - 200.0])
     xyz = lo + span * torch.rand(n, 3, generator=gen)
     fr = torch.randint(0, frames, (n,), generator=gen)
-    shape = (frames, t.depth_planes, side, side)
     scale = t.target_scale
     cases = [("voxel", "Σp + Σt", False, 1.0), ("trilinear", "Σp + Σt", False, 1.0),
              ("trilinear", "Σp² + Σt²", True, 1.0), ("trilinear", "none", False, 0.0)]
     print("| target | Dice denominator | Jaccard (100 nm) | RMSE_xy [nm] | RMSE_z [nm] |")
     print("|---|---|---:|---:|---:|")
     for encoding, label, squares, weight in cases:
-        target = voxel_grid(xyz, fr, shape, px, (z_lo, z_hi), trilinear=encoding == "trilinear")
+        tc = t.model_copy(update=dict(target_encoding=encoding, overlap_squares=squares,
+                                      overlap_weight=weight,
+                                      overlap_counts_false_positives=True))
+        card = ModelCard(method.name, px, method.upsampling(tc), {},
+                         method.card_settings(tc, (z_lo, z_hi)))
+        target = method.encoder(tc, px, (z_lo, z_hi))(xyz, fr, frames, side)
+        loss_fn = method.loss(tc)
         vol = (scale * target).requires_grad_(True)
         opt = torch.optim.Adam([vol], lr=5.0)
         for _ in range(args.steps):
-            loss = deepstorm3d_loss(vol.clamp(0, scale), target, scale, t.heatmap_sigma_px,
-                                    t.heatmap_sigma_planes, weight, True, squares)
+            loss = loss_fn(vol.clamp(0, scale), target)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        score = "mass" if encoding == "trilinear" else "peak"
-        em = decode_3d(vol.detach().clamp(0, scale), px, (z_lo, z_hi), 0.5 * scale, scale,
-                       score=score)
+        em = method.decode(card, vol.detach().clamp(0, scale), 0.5 * scale)
         r = evaluate(fr.numpy(), xyz.numpy(), em.frame.numpy(), em.xyz_nm.numpy(),
-                     method="hungarian", tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100)
+                     **SPHERE_100NM)
         print(f"| {encoding} | {label} | {r['jaccard'] / 100:.3f} | {r['rmse_xy_nm']:.1f} | "
               f"{r['rmse_z_nm']:.1f} |", flush=True)
 
@@ -263,7 +235,9 @@ def main() -> None:
     m = sub.add_parser("movies")
     m.add_argument("--out", required=True)
     m.add_argument("--frames", type=int, default=100)
-    m.add_argument("--config", default=str(CONFIG), help="experiment (its PSF renders)")
+    m.add_argument("--config", default=str(CONFIG_3D), help="experiment (its PSF renders)")
+    m.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), choices=COUNTS,
+                   help="emitters per 64×64 region (a subset: the same movies)")
     m.add_argument("--context-px", type=int, default=0,
                    help="simulate this many px of field around each 64×64 scored region")
     m.set_defaults(func=cmd_movies)

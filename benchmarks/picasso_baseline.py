@@ -6,8 +6,9 @@
 Needs the optional extra `[peers]` (picassosr). For each density (emitters/µm²/frame) a
 tuning movie (seed 7, 50 frames) picks Picasso's minimum net gradient (best Jaccard over a
 sweep) and a held-out movie (seed 1000 + i) is evaluated with the SMLM-Challenge matching
-(greedy, 250 nm). The CRLB line is the lateral bound of one emitter with the movie's mean
-photons and background through the same PSF and camera: σ_x per axis, and √2·σ_x, the
+(greedy, 250 nm). The CRLB line is the lateral bound of one emitter at the experiment's
+CRLB operating point (``build.crlb_operating_point``: the mean photons and background)
+through the same PSF and camera: σ_x per axis, and √2·σ_x, the
 bound on the radial RMSE that `rmse_xy_nm` reports.
 """
 
@@ -16,64 +17,53 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import DENSITIES, density_experiment
+from peers.picasso import localize_picasso
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deepsmlm.api import crlb_table, simulate
+from deepsmlm.build import build_camera, crlb_operating_point, field_nm
+from deepsmlm.evaluation.metrics import evaluate
 
-from peers.picasso import localize_picasso  # noqa: E402
-
-from deepsmlm.api import simulate  # noqa: E402
-from deepsmlm.build import build_camera, build_psf  # noqa: E402
-from deepsmlm.config import experiment_from_dict, load_experiment  # noqa: E402
-from deepsmlm.evaluation.crlb import crlb  # noqa: E402
-from deepsmlm.evaluation.metrics import evaluate  # noqa: E402
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "2d-dense.yaml"
-DENSITIES = (0.5, 1.0, 2.0, 4.0, 6.0)
 THRESHOLDS = (500.0, 1000.0, 2000.0, 3000.0, 5000.0, 8000.0, 12000.0)
-
-
-def at_density(density: float):
-    d = load_experiment(CONFIG).to_dict()
-    d["emitters"]["density_per_um2"] = density
-    return experiment_from_dict(d, base_dir=CONFIG.parent)
 
 
 def score(exp, movie, threshold: float, box: int) -> tuple[dict, float]:
     em, seconds = localize_picasso(movie.frames_adu, exp.optics.pixel_size_nm,
                                    build_camera(exp), threshold, box)
     t, p = movie.emitters.numpy(), em.numpy()
-    px = exp.optics.pixel_size_nm
-    field = (exp.frame.width_px * px, exp.frame.height_px * px)
-    return evaluate(t["frame"], t["xyz_nm"], p["frame"], p["xyz_nm"], field_nm=field), seconds
+    return evaluate(t["frame"], t["xyz_nm"], p["frame"], p["xyz_nm"],
+                    field_nm=field_nm(exp)), seconds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--box", type=int, default=7)
+    ap.add_argument("--tune-frames", type=int, default=50)
+    ap.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES),
+                    choices=DENSITIES, help="a subset (the same movies)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    exp0 = at_density(1.0)
+    exp0 = density_experiment(1.0)
     warm = simulate(exp0, 4, seed=0)
     localize_picasso(warm.frames_adu, 100.0, build_camera(exp0), 2000.0, args.box)  # JIT
 
-    p = exp0.emitters.photons
-    photons = 0.5 * (p.lo + p.hi) if p.distribution == "uniform" else p.mean
-    bg = float(np.mean(exp0.background.photons_per_px))
-    bound = crlb(build_psf(exp0), [0.0], photons, bg, build_camera(exp0))["crlb_x"][0]
+    photons, bg = crlb_operating_point(exp0)
+    bound = crlb_table(exp0, photons, bg, np.array([0.0]))["crlb_x"][0]
     print(f"CRLB (x, per axis) {bound:.2f} nm; radial {math.sqrt(2) * bound:.2f} nm "
           f"({photons:g} photons, {bg:g} background photons/px, EMCCD)")
 
     rows = []
     for i, density in enumerate(DENSITIES):
-        exp = at_density(density)
-        tune = simulate(exp, 50, seed=7)
+        if density not in args.densities:
+            continue
+        exp = density_experiment(density)
+        tune = simulate(exp, args.tune_frames, seed=7)
         best = max(THRESHOLDS, key=lambda g: np.nan_to_num(score(exp, tune, g, args.box)[0]
                                                            ["jaccard"], nan=-1))
         test = simulate(exp, args.frames, seed=1000 + i)

@@ -43,7 +43,8 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
     photo-electrons).
     """
     import pandas as pd  # noqa: F401  (picasso needs it; fail early and clearly)
-    from picasso import localize
+
+    localize = installed_picasso().localize
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "movie.npy")
@@ -73,11 +74,49 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
     return em, seconds
 
 
+def installed_picasso():
+    """The installed ``picasso`` package (with its ``localize`` module).
+
+    Imported as ``peers.picasso`` this is a plain import. Run as a script, this file's
+    folder leads the import path and ``import picasso`` would find this very file, so the
+    package is loaded from where its distribution (picassosr) installed it."""
+    import importlib
+
+    if __name__ != "__main__" and not isinstance(sys.modules.get("picasso"), type(sys)) \
+            or Path(getattr(sys.modules.get("picasso"), "__file__", "") or "").name \
+            == "__init__.py":
+        return importlib.import_module("picasso.localize") and sys.modules["picasso"]
+    return _load_installed("picasso", "picassosr")
+
+
+def _load_installed(package: str, distribution: str):
+    """``package`` of the installed ``distribution``, found by its metadata (not by the
+    import path) and registered in ``sys.modules`` so its own imports find it."""
+    import importlib
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import distribution as dist
+
+    if package not in sys.modules:
+        try:
+            init = Path(dist(distribution).locate_file(f"{package}/__init__.py"))
+        except PackageNotFoundError:
+            raise ImportError(f"{distribution} is not installed: pip install -e "
+                              '".[peers]"') from None
+        spec = importlib.util.spec_from_file_location(
+            package, init, submodule_search_locations=[str(init.parent)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[package]
+            raise
+    importlib.import_module(f"{package}.localize")
+    return sys.modules[package]
+
+
 def main(argv: list[str] | None = None) -> int:
-    # run as a script, this file's folder leads sys.path and `import picasso` would find
-    # this very file: drop it so the real package is imported
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     from deepsmlm.build import build_camera
     from deepsmlm.config import load_experiment
     from deepsmlm.errors import UserError

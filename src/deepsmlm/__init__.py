@@ -9,14 +9,14 @@ Light to import; heavy modules load on first use.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-__all__ = ["load_experiment", "simulate", "psf_stack", "UserError"]
-
+from deepsmlm._version import __version__
 from deepsmlm.errors import UserError
+
+__all__ = ["__version__", "load_experiment", "simulate", "psf_stack", "UserError"]
 
 
 def __getattr__(name: str):
-    if name in __all__ and name != "UserError":
+    if name in ("load_experiment", "simulate", "psf_stack"):
         from deepsmlm import api
 
         return getattr(api, name)

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from deepsmlm import __version__
+    from deepsmlm._version import __version__
 
     return f"deepsmlm {__version__}"
 

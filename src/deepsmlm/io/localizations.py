@@ -121,7 +121,7 @@ def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: 
     import h5py
     import yaml
 
-    from deepsmlm import __version__
+    from deepsmlm._version import __version__
 
     path = Path(path)
     a = emitters.numpy()

@@ -98,7 +98,7 @@ def versions() -> dict:
     import numpy
     import torch
 
-    from deepsmlm import __version__
+    from deepsmlm._version import __version__
 
     return {"deepsmlm": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
