@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts: the benchmark experiments, the machine's
 matmul rate, and the localize → read → score chain of the 3D benchmarks.
 
-The scripts run as ``python benchmarks/X.py``: this folder then leads ``sys.path``, so
+The scripts run as ``python benchmarks/X.py``: this folder then leads the import path, so
 ``import common`` (and ``from peers.picasso import ...``) works without editing it.
 """
 

@@ -29,20 +29,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from common import (
+    CONFIG_3D,
+    CONFIGS,
+    COUNTS,
+    SPHERE_100NM,
+    localize_movie,
+    roi_area_um2,
+    roi_experiment,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deepstorm3d import COUNTS  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "configs" / "3d-tetrapod.yaml"
-DESIGN = ROOT / "configs" / "design-4um.yaml"
+BASE = CONFIG_3D
+DESIGN = CONFIGS / "design-4um.yaml"
 ARMS = ("learned", "tetrapod", "astigmatic")
 
 
@@ -61,7 +65,7 @@ def warm_design_experiment(out: Path) -> Path:
 
 
 def cmd_design(args) -> None:
-    from deepsmlm.design.run import run_design
+    from deepsmlm.api import run_design
 
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -82,8 +86,7 @@ def cmd_design(args) -> None:
 def astigmatism_rad(exp) -> tuple[float, list]:
     """Noll-6 amplitude [rad RMS]: the smallest within 2 % of the lowest mean CRLB over the
     z range (the curve is nearly flat beyond ~1 rad while the footprint keeps growing)."""
-    from deepsmlm.build import build_camera, build_psf
-    from deepsmlm.design.end_to_end import crlb_operating_point
+    from deepsmlm.build import build_camera, build_psf, crlb_operating_point
     from deepsmlm.design.fisher import mean_crlb_nm
     from deepsmlm.optics.masks import zernike_mask
 
@@ -130,16 +133,16 @@ def cmd_arms(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from deepsmlm.deepstorm_steps import run_train
+    from deepsmlm.api import run_train
 
     out = Path(args.out)
     for arm in args.arms:
         t0 = time.perf_counter()
-        s = run_train(out / f"{arm}.yaml", out / "models" / arm, args.minutes, progress=False)
-        v = s["validation"]
-        print(f"{arm}: {s['training']['samples']} samples in "
+        card = run_train(out / f"{arm}.yaml", out / "models" / arm, args.minutes,
+                         progress=False)
+        print(f"{arm}: {card.training['samples']} samples in "
               f"{(time.perf_counter() - t0) / 60:.1f} min, validation Jaccard "
-              f"{v['jaccard']:.1f} %", flush=True)
+              f"{card.validation['jaccard']:.1f} %", flush=True)
 
 
 def suffix(context_px: int) -> str:
@@ -148,57 +151,43 @@ def suffix(context_px: int) -> str:
 
 
 def cmd_movies(args) -> None:
-    from deepstorm3d import experiment, field_experiment
-
-    from deepsmlm.api import simulate
-    from deepsmlm.workflows import write_movie
+    from deepsmlm.api import simulate, write_movie
 
     out = Path(args.out)
     for arm in args.arms:
-        for i, count in enumerate(COUNTS):
-            cfg = out / f"{arm}.yaml"
-            exp = (field_experiment(count, args.context_px, cfg) if args.context_px
-                   else experiment(count, cfg))
-            movie = simulate(exp, args.frames, seed=3000 + i)
+        for count in args.counts:
+            exp = roi_experiment(count, args.context_px, out / f"{arm}.yaml")
+            movie = simulate(exp, args.frames, seed=3000 + COUNTS.index(count))
             write_movie(movie, out / f"movies{suffix(args.context_px)}" / arm / f"n{count}")
-        print(f"{arm}: movies at {', '.join(map(str, COUNTS))} emitters per 64×64 region")
+        print(f"{arm}: movies at {', '.join(map(str, args.counts))} emitters per 64×64 "
+              "region")
 
 
 def cmd_evaluate(args) -> None:
-    from deepstorm3d import ROI_PX, central_rows
-
-    from deepsmlm.deepstorm_steps import run_localize
+    from deepsmlm.config import load_experiment
     from deepsmlm.evaluation.metrics import evaluate
-    from deepsmlm.io.localizations import read_csv
+    from deepsmlm.training.model_folder import ModelFolder
 
     out = Path(args.out)
     c, sfx = args.context_px, suffix(args.context_px)
-    pixel_nm = yaml.safe_load((out / f"{args.arms[0]}.yaml").read_text())["optics"][
-        "pixel_size_nm"]
-    area_um2 = (ROI_PX * pixel_nm / 1000) ** 2
+    pixel_nm = load_experiment(out / f"{args.arms[0]}.yaml").optics.pixel_size_nm
     table = {}
     for arm in args.arms:
         rows = []
-        for count in COUNTS:
-            mdir = out / f"movies{sfx}" / arm / f"n{count}"
-            res = out / f"eval{sfx}" / arm / f"n{count}"
-            loc = run_localize(out / "models" / arm, mdir / "frames.tif", res,
-                               progress=False)
-            t = read_csv(mdir / "truth.csv").numpy()
-            q = read_csv(res / "localizations.csv").numpy()
-            if c:  # score the central 64×64 region only
-                t, q = central_rows(t, c, pixel_nm), central_rows(q, c, pixel_nm)
-            h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], method="hungarian",
-                         tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100)
-            density = len(t["frame"]) / loc["frames"] / area_um2
+        for count in args.counts:
+            loc, t, q = localize_movie(out / "models" / arm,
+                                       out / f"movies{sfx}" / arm / f"n{count}",
+                                       out / f"eval{sfx}" / arm / f"n{count}", c, pixel_nm)
+            h = evaluate(t["frame"], t["xyz_nm"], q["frame"], q["xyz_nm"], **SPHERE_100NM)
+            density = len(t["frame"]) / loc["frames"] / roi_area_um2(pixel_nm)
             rows.append(dict(emitters_per_frame=count, density_per_um2=density,
                              jaccard=h["jaccard"] / 100, rmse_xy_nm=h["rmse_xy_nm"],
                              rmse_z_nm=h["rmse_z_nm"], recall=h["recall"],
                              precision=h["precision"]))
             print(f"{arm:10s} {count:3d}/frame: Jaccard {rows[-1]['jaccard']:.3f}, RMSE xy "
                   f"{h['rmse_xy_nm']:.1f} nm, z {h['rmse_z_nm']:.1f} nm", flush=True)
-        s = json.loads((out / "models" / arm / "model.json").read_text())
-        table[arm] = {"rows": rows, "training": s["training"]}
+        card = ModelFolder(out / "models" / arm).read_card()
+        table[arm] = {"rows": rows, "training": card.training}
     (out / f"comparison{sfx}.json").write_text(json.dumps(table, indent=1, default=float))
     if args.docs:
         figures(out, Path(args.docs), table, sfx)
@@ -266,6 +255,8 @@ def main() -> None:
         if name in ("movies", "evaluate"):
             p.add_argument("--context-px", type=int, default=0,
                            help="frames of (64 + 2C)² px, scored on the central 64×64")
+            p.add_argument("--counts", type=int, nargs="+", default=list(COUNTS),
+                           choices=COUNTS, help="emitters per 64×64 region (a subset)")
         if name == "evaluate":
             p.add_argument("--docs", default=None, help="folder for the figures")
     args = ap.parse_args()

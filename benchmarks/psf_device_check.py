@@ -18,7 +18,7 @@ import torch
 from deepsmlm.build import build_psf
 from deepsmlm.config import load_experiment
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 
 def main() -> None:

@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-from machine import matmul_gflops
+from common import CONFIGS, matmul_gflops
 
 from deepsmlm.api import simulate
 from deepsmlm.config import load_experiment
 from deepsmlm.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = [("2d-dense.yaml", 400, 200.0), ("3d-tetrapod.yaml", 100, 50.0),
          ("3d-astigmatic.yaml", 100, None), ("smlm2016-2d.yaml", 100, None)]
 

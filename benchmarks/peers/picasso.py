@@ -75,23 +75,22 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
 
 
 def installed_picasso():
-    """The installed ``picasso`` package (with its ``localize`` module).
+    """The installed ``picasso`` package, its ``localize`` module imported.
 
-    Imported as ``peers.picasso`` this is a plain import. Run as a script, this file's
-    folder leads the import path and ``import picasso`` would find this very file, so the
-    package is loaded from where its distribution (picassosr) installed it."""
+    Imported as ``peers.picasso``, a plain import. Run as a script, this file's folder leads
+    the import path and ``import picasso`` would find this very file: the package is then
+    loaded from where its distribution (picassosr) installed it."""
     import importlib
 
-    if __name__ != "__main__" and not isinstance(sys.modules.get("picasso"), type(sys)) \
-            or Path(getattr(sys.modules.get("picasso"), "__file__", "") or "").name \
-            == "__init__.py":
-        return importlib.import_module("picasso.localize") and sys.modules["picasso"]
-    return _load_installed("picasso", "picassosr")
+    if __name__ == "__main__":
+        return _load_installed("picasso", "picassosr")
+    importlib.import_module("picasso.localize")
+    return sys.modules["picasso"]
 
 
 def _load_installed(package: str, distribution: str):
-    """``package`` of the installed ``distribution``, found by its metadata (not by the
-    import path) and registered in ``sys.modules`` so its own imports find it."""
+    """``package`` of the installed ``distribution``, located by its metadata (not by the
+    import path) and registered in ``sys.modules``, so that its own imports find it."""
     import importlib
     import importlib.util
     from importlib.metadata import PackageNotFoundError
@@ -101,8 +100,10 @@ def _load_installed(package: str, distribution: str):
         try:
             init = Path(dist(distribution).locate_file(f"{package}/__init__.py"))
         except PackageNotFoundError:
-            raise ImportError(f"{distribution} is not installed: pip install -e "
-                              '".[peers]"') from None
+            init = None
+        if init is None or not init.is_file():
+            raise ImportError(f"no installed {package} package ({distribution}): "
+                              'pip install -e ".[peers]"')
         spec = importlib.util.spec_from_file_location(
             package, init, submodule_search_locations=[str(init.parent)])
         module = importlib.util.module_from_spec(spec)
