@@ -72,6 +72,17 @@ class UpsampledSection(TrainingSection):
         return self
 
 
+class UpsampledOutput:
+    """Shared by methods with an ``UpsampledSection``: the output grid's upsampling and
+    thresholds on a log grid up to the target height."""
+
+    def upsampling(self, t: UpsampledSection) -> int:
+        return t.upsampling
+
+    def thresholds(self, card) -> np.ndarray:
+        return card.settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
+
+
 # The training targets of a batch: encode(xyz_nm (N, 3) in the patch frame, frame (N,),
 # n_frames, patch_px) -> target tensor (B, C, H', W').
 Encoder = Callable[..., object]

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
-from deepsmlm.methods.base import UpsampledSection
+from deepsmlm.methods.base import UpsampledOutput, UpsampledSection
 from deepsmlm.schema import NonNegFloat
 
 
@@ -22,13 +20,10 @@ class DeepSTORMTraining(UpsampledSection):
     l1_weight: NonNegFloat = 1.0
 
 
-class DeepSTORM:
+class DeepSTORM(UpsampledOutput):
     name = "deepstorm"
     section = DeepSTORMTraining
     decodes_z = False
-
-    def upsampling(self, t: DeepSTORMTraining) -> int:
-        return t.upsampling
 
     def card_settings(self, t: DeepSTORMTraining, z_range_nm) -> dict:
         return {"target_scale": t.target_scale, "channels": list(t.channels)}
@@ -61,9 +56,6 @@ class DeepSTORM:
 
         return decode(raw, card.fine_pixel_nm, threshold, card.settings["target_scale"],
                       frame_offset, return_peaks)
-
-    def thresholds(self, card) -> np.ndarray:
-        return card.settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
 
     def tuning_match(self, card) -> dict:
         """The SMLM-Challenge greedy matching (250 nm lateral)."""

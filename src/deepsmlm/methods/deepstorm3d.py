@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
-from deepsmlm.methods.base import UpsampledSection
+from deepsmlm.methods.base import UpsampledOutput, UpsampledSection
 from deepsmlm.schema import NonNegFloat, PosFloat
 
 
@@ -41,13 +40,10 @@ class DeepSTORM3DTraining(UpsampledSection):
         return self
 
 
-class DeepSTORM3D:
+class DeepSTORM3D(UpsampledOutput):
     name = "deepstorm3d"
     section = DeepSTORM3DTraining
     decodes_z = True
-
-    def upsampling(self, t: DeepSTORM3DTraining) -> int:
-        return t.upsampling
 
     def card_settings(self, t: DeepSTORM3DTraining, z_range_nm) -> dict:
         return {"target_scale": t.target_scale, "depth_planes": t.depth_planes,
@@ -89,9 +85,6 @@ class DeepSTORM3D:
         s = card.settings
         return decode_3d(raw, card.fine_pixel_nm, tuple(s["z_range_nm"]), threshold,
                          s["target_scale"], frame_offset, return_peaks, s.get("score", "peak"))
-
-    def thresholds(self, card) -> np.ndarray:
-        return card.settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
 
     def tuning_match(self, card) -> dict:
         """The Hungarian assignment within a 100 nm sphere that DeepSTORM3D reports (a loose
