@@ -2,7 +2,7 @@
 matmul rate, and the localize → read → score chain of the 3D benchmarks.
 
 The scripts run as ``python benchmarks/X.py``: this folder then leads the import path, so
-``import common`` (and ``from peers.picasso import ...``) works without editing it.
+``import common`` (and ``from peers.picasso_peer import ...``) works without editing it.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ the same density, scored on their central 64×64 (no scored PSF cut by the frame
 benchmarks/deepstorm3d.py).
 evaluate: Jaccard (Hungarian, 100 nm sphere), RMSE, the table as JSON, and the figures
 (--context-px: the field geometry; comparison_c20.json, deep_optics_jaccard_c20.png).
+--base and --design-config name other experiment files than configs/3d-tetrapod.yaml and
+configs/design-4um.yaml (e.g. copies with a tiny training section, for a quick check);
+--counts scores a subset of the densities.
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ DESIGN = CONFIGS / "design-4um.yaml"
 ARMS = ("learned", "tetrapod", "astigmatic")
 
 
-def warm_design_experiment(out: Path) -> Path:
+def warm_design_experiment(out: Path, base: Path = BASE, design: Path = DESIGN) -> Path:
     """3d-tetrapod.yaml + a design section: Zernike corrections (Noll 5–45) learned on top
     of the Tetrapod, for a network that starts trained on the Tetrapod (--init-model)."""
     from deepsmlm.config import experiment_from_dict, load_experiment
 
-    d = load_experiment(BASE).to_dict()
-    d["design"] = dict(load_experiment(DESIGN).to_dict()["design"], start="experiment")
+    d = load_experiment(base).to_dict()
+    d["design"] = dict(load_experiment(design).to_dict()["design"], start="experiment")
     experiment_from_dict(d)  # validate
     out.mkdir(parents=True, exist_ok=True)
     path = out / "design_from_tetrapod.yaml"
@@ -70,15 +73,17 @@ def cmd_design(args) -> None:
     out = Path(args.out)
     t0 = time.perf_counter()
     if args.init_model:  # start from the Tetrapod and a network trained on it
-        r = run_design(warm_design_experiment(out), out / "design_e2e", "end-to-end",
-                       args.minutes, init_model=args.init_model, progress=False)
+        r = run_design(warm_design_experiment(out, args.base, args.design_config),
+                       out / "design_e2e", "end-to-end", args.minutes,
+                       init_model=args.init_model, progress=False)
     else:  # the paper's start: a clear aperture and an untrained network
-        r = run_design(DESIGN, out / "design_e2e", "end-to-end", args.minutes, progress=False)
+        r = run_design(args.design_config, out / "design_e2e", "end-to-end", args.minutes,
+                       progress=False)
     print(f"end-to-end: {r['epochs']} epochs, {r['samples']} samples, "
           f"{(time.perf_counter() - t0) / 60:.1f} min; mean CRLB "
           f"{r['mean_crlb_start_nm']:.1f} → {r['mean_crlb_learned_nm']:.1f} nm")
     t0 = time.perf_counter()
-    c = run_design(DESIGN, out / "design_crlb", "crlb", progress=False)
+    c = run_design(args.design_config, out / "design_crlb", "crlb", progress=False)
     print(f"crlb: {c['mean_crlb_start_nm']:.1f} → {c['mean_crlb_nm']:.1f} nm in "
           f"{(time.perf_counter() - t0) / 60:.1f} min")
 
@@ -106,7 +111,7 @@ def cmd_arms(args) -> None:
     from deepsmlm.config import experiment_from_dict, load_experiment
 
     out = Path(args.out)
-    base = load_experiment(BASE).to_dict()
+    base = load_experiment(args.base).to_dict()
     tetra = Path(base["optics"]["mask"]["path"])
     masks = {"learned": {"kind": "file", "path": str((out / "design_e2e" / "mask.npy")
                                                      .resolve())}}
@@ -243,6 +248,12 @@ def main() -> None:
         if name == "design":
             p.add_argument("--init-model", default=None,
                            help="start from the Tetrapod with this model trained on it")
+            p.add_argument("--design-config", type=Path, default=DESIGN,
+                           help="the design experiment (its design section, and with no "
+                                "--init-model its start)")
+        if name in ("design", "arms"):
+            p.add_argument("--base", type=Path, default=BASE,
+                           help="the Tetrapod experiment every arm copies")
         if name in ("design", "train"):
             p.add_argument("--minutes", type=float, default=20.0 if name == "design" else 15.0)
         if name == "arms":

@@ -6,10 +6,9 @@
 Needs the optional extra `[peers]` (picassosr). For each density (emitters/µm²/frame) a
 tuning movie (seed 7, 50 frames) picks Picasso's minimum net gradient (best Jaccard over a
 sweep) and a held-out movie (seed 1000 + i) is evaluated with the SMLM-Challenge matching
-(greedy, 250 nm). The CRLB line is the lateral bound of one emitter at the experiment's
-CRLB operating point (``build.crlb_operating_point``: the mean photons and background)
-through the same PSF and camera: σ_x per axis, and √2·σ_x, the
-bound on the radial RMSE that `rmse_xy_nm` reports.
+(greedy, 250 nm). The CRLB line is the lateral bound of one emitter with the movie's mean
+photons and background (``build.crlb_operating_point``) through the same PSF and camera:
+σ_x per axis, and √2·σ_x, the bound on the radial RMSE that `rmse_xy_nm` reports.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from common import DENSITIES, density_experiment
-from peers.picasso import localize_picasso
+from peers.picasso_peer import localize_picasso
 
 from deepsmlm.api import crlb_table, simulate
 from deepsmlm.build import build_camera, crlb_operating_point, field_nm

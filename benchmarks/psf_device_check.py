@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from common import CONFIGS
 
-from deepsmlm.build import build_psf
+from deepsmlm.build import build_psf, field_nm
 from deepsmlm.config import load_experiment
-
-
 
 
 def main() -> None:
@@ -32,7 +30,8 @@ def main() -> None:
     psf = build_psf(exp)
     gen = torch.Generator().manual_seed(0)
     n = 256
-    xyz = torch.rand(n, 3, generator=gen) * torch.tensor([6400.0, 6400.0, 0.0])
+    w_nm, h_nm = field_nm(exp)
+    xyz = torch.rand(n, 3, generator=gen) * torch.tensor([w_nm, h_nm, 0.0])
     xyz[:, 2] = torch.empty(n).uniform_(*exp.emitters.z_range_nm, generator=gen)
     photons = torch.full((n,), 1000.0)
     with torch.no_grad():
@@ -42,7 +41,7 @@ def main() -> None:
     rel = float((got.cpu() - ref).abs().max() / ref.abs().max())
     print(f"{args.config}: max |device - cpu| / max = {rel:.2e}")
     t_frames, n_em = args.frames, args.emitters
-    xyz = torch.rand(t_frames * n_em, 3, generator=gen) * torch.tensor([6400.0, 6400.0, 0.0])
+    xyz = torch.rand(t_frames * n_em, 3, generator=gen) * torch.tensor([w_nm, h_nm, 0.0])
     frame = torch.arange(t_frames).repeat_interleave(n_em)
     xyz, frame = xyz.to(args.device), frame.to(args.device)
     photons = torch.full((len(frame),), 1000.0, device=args.device)
@@ -51,11 +50,13 @@ def main() -> None:
             if args.device == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            psf.render(xyz, photons, frame, (t_frames, 64, 64), chunk=8192)
+            psf.render(xyz, photons, frame, (t_frames, exp.frame.height_px, exp.frame.width_px),
+                       chunk=8192)
             if args.device == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t
-    print(f"render {n_em} emitters/frame, 64x64, patch {psf.patch_px} px, "
+    print(f"render {n_em} emitters/frame, {exp.frame.height_px}x{exp.frame.width_px}, "
+          f"patch {psf.patch_px} px, "
           f"grid {exp.optics.pupil_grid_px}: {t_frames / dt:.0f} frames/s on {args.device}")
 
 

@@ -3,7 +3,7 @@
 Needs the optional extra: ``pip install -e ".[peers]"`` (picassosr; never a core
 dependency). Run on a movie simulated by deepsmlm:
 
-    python benchmarks/peers/picasso.py sim/frames.tif --experiment sim/experiment.yaml \
+    python benchmarks/peers/picasso_peer.py sim/frames.tif --experiment sim/experiment.yaml \
         --out picasso.csv [--min-net-gradient 3000 --box 7 --fit gausslq]
 
 Camera values (baseline, e⁻/ADU, EM gain) and the pixel size come from the experiment, so
@@ -43,8 +43,7 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
     photo-electrons).
     """
     import pandas as pd  # noqa: F401  (picasso needs it; fail early and clearly)
-
-    localize = installed_picasso().localize
+    from picasso import localize
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "movie.npy")
@@ -72,49 +71,6 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
                                locs["photons"].to_numpy(float) / camera.qe,
                                locs["frame"].to_numpy().astype(np.int64), None, unc * px)
     return em, seconds
-
-
-def installed_picasso():
-    """The installed ``picasso`` package, its ``localize`` module imported.
-
-    Imported as ``peers.picasso``, a plain import. Run as a script, this file's folder leads
-    the import path and ``import picasso`` would find this very file: the package is then
-    loaded from where its distribution (picassosr) installed it."""
-    import importlib
-
-    if __name__ == "__main__":
-        return _load_installed("picasso", "picassosr")
-    importlib.import_module("picasso.localize")
-    return sys.modules["picasso"]
-
-
-def _load_installed(package: str, distribution: str):
-    """``package`` of the installed ``distribution``, located by its metadata (not by the
-    import path) and registered in ``sys.modules``, so that its own imports find it."""
-    import importlib
-    import importlib.util
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import distribution as dist
-
-    if package not in sys.modules:
-        try:
-            init = Path(dist(distribution).locate_file(f"{package}/__init__.py"))
-        except PackageNotFoundError:
-            init = None
-        if init is None or not init.is_file():
-            raise ImportError(f"no installed {package} package ({distribution}): "
-                              'pip install -e ".[peers]"')
-        spec = importlib.util.spec_from_file_location(
-            package, init, submodule_search_locations=[str(init.parent)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[package] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[package]
-            raise
-    importlib.import_module(f"{package}.localize")
-    return sys.modules[package]
 
 
 def main(argv: list[str] | None = None) -> int:
