@@ -18,6 +18,7 @@ TINY = {
     "deepstorm": dict(upsampling=4, channels=[4, 8, 8, 8]),
     "deepstorm3d": dict(upsampling=2, depth_planes=4, width=8, dilations=[1, 2, 1],
                         target_encoding="trilinear"),
+    "fastloc": dict(width=8, localize_z=True),
 }
 
 
@@ -28,9 +29,10 @@ def test_every_registered_method_has_tiny_settings():
 @pytest.mark.parametrize("name", methods.names())
 def test_method_trains_saves_reloads_and_localizes(tmp_path, name):
     method = methods.get(name)
-    z = [-400.0, 400.0] if method.decodes_z else [0.0, 0.0]
+    t = method.section.model_validate({"model": name, **LOOP, **TINY[name]})
+    z = [-400.0, 400.0] if method.decodes_z(t) else [0.0, 0.0]
     exp = {"frame": {"height_px": 32, "width_px": 32},
-           "optics": {"psf": "astigmatic-gaussian" if method.decodes_z else "gaussian"},
+           "optics": {"psf": "astigmatic-gaussian" if method.decodes_z(t) else "gaussian"},
            "emitters": {"density_per_um2": 0.6, "z_range_nm": z,
                         "photons": {"lo": 2000, "hi": 4000}},
            "background": {"photons_per_px": [20, 20]},
@@ -59,7 +61,7 @@ def test_method_trains_saves_reloads_and_localizes(tmp_path, name):
     assert len(found) > 0 and int(found.frame.max()) <= 3
     xyz = found.xyz_nm.numpy()
     assert np.all((xyz[:, :2] >= 0) & (xyz[:, :2] <= 3200))
-    if method.decodes_z:
+    if method.decodes_z(t):
         assert np.all((xyz[:, 2] >= z[0] - 200) & (xyz[:, 2] <= z[1] + 200))
     else:
         assert np.all(xyz[:, 2] == 0)

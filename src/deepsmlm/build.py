@@ -170,6 +170,17 @@ def training_emitters(exp: Experiment):
     return draw
 
 
+def build_scene(exp: Experiment):
+    """What a method may know of the experiment (``methods.base.Scene``)."""
+    from deepsmlm.methods.base import Scene
+
+    p = exp.emitters.photons
+    photons_max = {"uniform": p.hi, "constant": p.mean, "exponential": 4.0 * p.mean,
+                   "lognormal": p.mean + 4.0 * p.std}[p.distribution]
+    return Scene(exp.optics.pixel_size_nm, tuple(exp.emitters.z_range_nm), float(photons_max),
+                 float(exp.background.photons_per_px[1]))
+
+
 def build_patch_sampler(exp: Experiment, differentiable: bool = False):
     """Training patches of ``training.patch_px``² pixels cut from simulated frames with
     ``training.margin_px`` around them, with the method's targets."""
@@ -179,8 +190,7 @@ def build_patch_sampler(exp: Experiment, differentiable: bool = False):
     side = t.patch_px + 2 * t.margin_px
     big = exp.model_copy(deep=True)
     big.frame = FrameConfig(height_px=side, width_px=side)
-    encode = build_method(exp).encoder(t, exp.optics.pixel_size_nm,
-                                       tuple(exp.emitters.z_range_nm))
+    encode = build_method(exp).encoder(t, build_scene(exp))
     return PatchSampler(build_simulator(big), training_emitters(big), encode, t.patch_px,
                         t.margin_px, exp.optics.pixel_size_nm, differentiable)
 

@@ -20,6 +20,7 @@ class EmitterSet:
     frame: torch.Tensor
     id: torch.Tensor = field(default=None)  # type: ignore[assignment]
     uncertainty_nm: torch.Tensor | None = None  # lateral localization precision (N,), optional
+    uncertainty_xyz_nm: torch.Tensor | None = None  # σ of x, y, z (N, 3), optional
 
     def __post_init__(self):
         n = self.xyz_nm.shape[0]
@@ -41,8 +42,9 @@ class EmitterSet:
 
     def subset(self, index: torch.Tensor) -> EmitterSet:
         unc = None if self.uncertainty_nm is None else self.uncertainty_nm[index]
+        xyz = None if self.uncertainty_xyz_nm is None else self.uncertainty_xyz_nm[index]
         return EmitterSet(self.xyz_nm[index], self.photons[index], self.frame[index],
-                          self.id[index], unc)
+                          self.id[index], unc, xyz)
 
     def in_frame(self, t: int) -> EmitterSet:
         return self.subset(self.frame == t)
@@ -51,12 +53,14 @@ class EmitterSet:
     def cat(sets: list[EmitterSet]) -> EmitterSet:
         if not sets:
             return EmitterSet.empty()
-        unc = None
+        unc = xyz = None
         if all(s.uncertainty_nm is not None for s in sets):
             unc = torch.cat([s.uncertainty_nm for s in sets])
+        if all(s.uncertainty_xyz_nm is not None for s in sets):
+            xyz = torch.cat([s.uncertainty_xyz_nm for s in sets])
         return EmitterSet(torch.cat([s.xyz_nm for s in sets]), torch.cat([s.photons for s in sets]),
                           torch.cat([s.frame for s in sets]), torch.cat([s.id for s in sets]),
-                          unc)
+                          unc, xyz)
 
     def numpy(self) -> dict[str, np.ndarray]:
         """Columns as numpy arrays (xyz in nm, frame 0-based)."""

@@ -61,7 +61,7 @@ class Predictor:
 
 def localize_stack(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,
                    progress: bool = True) -> tuple[EmitterSet, np.ndarray, np.ndarray]:
-    """Localizations, summed output image (float64; summed over its channels too) and
+    """Localizations, summed output image (float64; the method's ``output_image``) and
     widefield sum of a ``read_stack`` Stack."""
     from tqdm import tqdm
 
@@ -76,7 +76,7 @@ def localize_stack(pred: Predictor, stack, chunk_frames: int = 256, batch_size: 
         for b0 in range(0, len(block), batch_size):
             frames = torch.from_numpy(block[b0:b0 + batch_size])
             sr = pred.super_resolve(frames).cpu()
-            sr_sum += sr.sum(dim=(0, 1)).double()
+            sr_sum += pred.method.output_image(pred.card, sr).sum(dim=0).double()
             found.append(pred.localize(sr, frame_offset=t0 + b0))
             bar.update(len(frames))
     bar.close()

@@ -118,3 +118,24 @@ def decode_3d(vol: torch.Tensor, fine_pixel_nm: float, z_range_nm: tuple[float, 
     if not return_peaks:
         return em
     return em, (vol[t, p, r, c] if score == "peak" else total).cpu()
+
+
+def pixel_detections(p: torch.Tensor, threshold: float, certain: float = 0.6
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detections in per-pixel probability maps ``p`` (T, H, W) at camera resolution.
+
+    One emitter's probability often spreads over two or three pixels, so a pixel is a
+    candidate when it is the maximum of its 3×3 neighbourhood, and its score is the
+    probability summed over that neighbourhood (at most 1); a pixel with p ≥ ``certain`` is
+    a detection in any case (two bright emitters in adjacent pixels), scored by its own p.
+    Returns indices (K, 3) [t, row, col] of candidates with score > ``threshold``, and their
+    scores (K,).
+    """
+    t, h, w = p.shape
+    box = F.avg_pool2d(p[:, None], 3, stride=1, padding=1, count_include_pad=True)[:, 0] * 9
+    maxima = torch.zeros_like(p, dtype=torch.bool)
+    idx = local_maxima(p[:, None], -1.0)
+    maxima[idx[:, 0], idx[:, 2], idx[:, 3]] = True
+    score = torch.where(maxima, box.clamp(max=1.0), torch.where(p >= certain, p, 0.0))
+    keep = (score > threshold).nonzero()
+    return keep, score[keep[:, 0], keep[:, 1], keep[:, 2]]

@@ -46,18 +46,25 @@ class PatchSampler:
 
     def __call__(self, n: int, generator: torch.Generator) -> Batch:
         em = self.draw_emitters(n, generator)
+        signal, bg = self.simulator.expected_photons(em, n, generator)
         if self.differentiable:  # Gaussian reparameterisation of the camera noise
-            signal, bg = self.simulator.expected_photons(em, n, generator)
             adu = self.simulator.camera.sample_differentiable(signal + bg, generator)
         else:
-            adu = self.simulator(em, n, generator)
+            adu = self.simulator.camera(signal + bg, generator)
         m, p = self.margin_px, self.patch_px
         crop = adu[:, m:m + p, m:m + p]
         shift = torch.tensor([m * self.pixel_nm, m * self.pixel_nm, 0.0])
         xyz = em.xyz_nm - shift
         inside = ((xyz[:, :2] >= 0) & (xyz[:, :2] < p * self.pixel_nm)).all(1)
         em = EmitterSet(xyz[inside], em.photons[inside], em.frame[inside], em.id[inside])
-        return Batch(crop, self.encode(em.xyz_nm, em.frame, n, p), em)
+        return Batch(crop, self.encode(em, n, p, bg[:, m:m + p, m:m + p].detach()), em)
+
+
+def to_device(targets, device):
+    """Targets (a tensor, or a dict of tensors and None) on ``device``."""
+    if isinstance(targets, dict):
+        return {k: None if v is None else v.to(device) for k, v in targets.items()}
+    return targets.to(device)
 
 
 def fixed_batches(sampler: PatchSampler, n_frames: int, batch_size: int, seed: int
@@ -78,7 +85,7 @@ def batches_from_stack(frames_adu: np.ndarray, truth: EmitterSet, pixel_nm: floa
     ti = torch.randint(t_frames, (n_patches,), generator=generator)
     r0 = torch.randint(h - patch_px + 1, (n_patches,), generator=generator)
     c0 = torch.randint(w - patch_px + 1, (n_patches,), generator=generator)
-    crops, xyz, frames = [], [], []
+    crops, xyz, frames, photons = [], [], [], []
     for k in range(n_patches):
         t, r, c = int(ti[k]), int(r0[k]), int(c0[k])
         crops.append(torch.from_numpy(np.asarray(frames_adu[t, r:r + patch_px, c:c + patch_px],
@@ -87,7 +94,8 @@ def batches_from_stack(frames_adu: np.ndarray, truth: EmitterSet, pixel_nm: floa
         p = truth.xyz_nm[sel] - torch.tensor([c * pixel_nm, r * pixel_nm, 0.0])
         ok = ((p[:, :2] >= 0) & (p[:, :2] < patch_px * pixel_nm)).all(1)
         xyz.append(p[ok])
+        photons.append(truth.photons[sel][ok])
         frames.append(torch.full((int(ok.sum()),), k, dtype=torch.long))
     xyz_t, fr = torch.cat(xyz), torch.cat(frames)
-    em = EmitterSet(xyz_t, torch.ones(len(fr)), fr)
-    return Batch(torch.stack(crops), encode(xyz_t, fr, n_patches, patch_px), em)
+    em = EmitterSet(xyz_t, torch.cat(photons), fr)
+    return Batch(torch.stack(crops), encode(em, n_patches, patch_px, None), em)

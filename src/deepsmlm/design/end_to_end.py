@@ -100,9 +100,10 @@ def check_design_experiment(exp) -> None:
 
     if exp.optics.psf != "pupil":
         raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
-    if not build_method(exp).decodes_z:
-        allowed = " or ".join(repr(n) for n in methods.names() if methods.get(n).decodes_z)
-        raise UserError(f"design: training.model must be {allowed} (the decoder network)")
+    if not build_method(exp).decodes_z(exp.training):
+        raise UserError(f"design: the network of training.model {exp.training.model!r} does "
+                        "not localize in z; the design needs a 3D decoder (one of "
+                        f"{', '.join(methods.names())} set up for z)")
 
 
 def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,

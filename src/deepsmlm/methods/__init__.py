@@ -2,9 +2,9 @@
 
 >>> from deepsmlm import methods
 >>> methods.names()
-('deepstorm', 'deepstorm3d')
->>> methods.get("deepstorm3d").decodes_z
-True
+('deepstorm', 'deepstorm3d', 'fastloc')
+>>> methods.get("fastloc").value_column
+'intensity [photon]'
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from deepsmlm.errors import UserError
 from deepsmlm.methods.base import Method, TrainingSection
 from deepsmlm.methods.deepstorm import DeepSTORM
 from deepsmlm.methods.deepstorm3d import DeepSTORM3D
+from deepsmlm.methods.fastloc import FastLoc
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (DeepSTORM(), DeepSTORM3D())}
+REGISTRY: dict[str, Method] = {m.name: m for m in (DeepSTORM(), DeepSTORM3D(), FastLoc())}
 DEFAULT = "deepstorm"
 
 

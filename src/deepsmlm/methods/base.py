@@ -14,6 +14,7 @@ the tag by which the experiment file picks the method.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol
 
 import numpy as np
@@ -82,9 +83,25 @@ class UpsampledOutput:
     def thresholds(self, card) -> np.ndarray:
         return card.settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
 
+    def output_image(self, card, raw):
+        """The super-resolved output summed over its channels (3D: a z projection)."""
+        return raw.sum(1)
 
-# The training targets of a batch: encode(xyz_nm (N, 3) in the patch frame, frame (N,),
-# n_frames, patch_px) -> target tensor (B, C, H', W').
+
+@dataclass(frozen=True)
+class Scene:
+    """What a method may know of the experiment: camera pixel, the emitters' depth range,
+    and the largest photons per emitter and background photons per pixel it simulates."""
+
+    pixel_size_nm: float
+    z_range_nm: tuple[float, float]
+    photons_max: float
+    background_max: float
+
+
+# The training targets of a batch: encode(emitters (EmitterSet in the patch frame, nm),
+# n_frames, patch_px, background (B, P, P) expected photons per pixel, or None when
+# unknown) -> targets (a tensor, or a dict of tensors).
 Encoder = Callable[..., object]
 
 
@@ -95,19 +112,21 @@ class Method(Protocol):
 
     name: str
     section: type[TrainingSection]  # its training section (pydantic), tagged by `model`
-    decodes_z: bool  # localizes in 3D (the end-to-end mask design needs such a decoder)
+    value_column: str  # what the localization table's value column holds
+
+    def decodes_z(self, t: TrainingSection) -> bool:
+        """Whether it localizes in 3D (the end-to-end mask design needs such a decoder)."""
 
     def upsampling(self, t: TrainingSection) -> int:
         """Output pixels per camera pixel (1: camera resolution)."""
 
-    def card_settings(self, t: TrainingSection, z_range_nm: tuple[float, float]) -> dict:
+    def card_settings(self, t: TrainingSection, scene: Scene) -> dict:
         """JSON-ready settings that rebuild the network and decode its output."""
 
     def build_network(self, card) -> object:
         """The untrained ``torch.nn.Module`` the card describes."""
 
-    def encoder(self, t: TrainingSection, pixel_size_nm: float,
-                z_range_nm: tuple[float, float]) -> Encoder:
+    def encoder(self, t: TrainingSection, scene: Scene) -> Encoder:
         """Training targets of a batch's emitters."""
 
     def loss(self, t: TrainingSection) -> Callable:
@@ -119,6 +138,9 @@ class Method(Protocol):
 
     def thresholds(self, card) -> np.ndarray:
         """Candidate detection thresholds, tuned on validation frames after training."""
+
+    def output_image(self, card, raw) -> object:
+        """The image ``localize`` sums over frames into sr.tif: (B, H', W') from raw output."""
 
     def tuning_match(self, card) -> dict:
         """Keyword arguments of ``evaluation.metrics.evaluate`` used to tune the threshold."""

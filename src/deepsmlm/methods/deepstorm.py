@@ -23,9 +23,12 @@ class DeepSTORMTraining(UpsampledSection):
 class DeepSTORM(UpsampledOutput):
     name = "deepstorm"
     section = DeepSTORMTraining
-    decodes_z = False
+    value_column = "confidence"
 
-    def card_settings(self, t: DeepSTORMTraining, z_range_nm) -> dict:
+    def decodes_z(self, t) -> bool:
+        return False
+
+    def card_settings(self, t: DeepSTORMTraining, scene) -> dict:
         return {"target_scale": t.target_scale, "channels": list(t.channels)}
 
     def build_network(self, card):
@@ -33,14 +36,14 @@ class DeepSTORM(UpsampledOutput):
 
         return Network(int(card.upsampling), tuple(card.settings["channels"]))
 
-    def encoder(self, t: DeepSTORMTraining, pixel_size_nm: float, z_range_nm):
+    def encoder(self, t: DeepSTORMTraining, scene):
         from deepsmlm.data.targets import spike_image
 
         u = t.upsampling
 
-        def encode(xyz_nm, frame, n_frames: int, patch_px: int):
-            return spike_image(xyz_nm[:, :2], frame, (n_frames, patch_px * u, patch_px * u),
-                               pixel_size_nm / u)
+        def encode(emitters, n_frames: int, patch_px: int, background=None):
+            return spike_image(emitters.xyz_nm[:, :2], emitters.frame,
+                               (n_frames, patch_px * u, patch_px * u), scene.pixel_size_nm / u)
 
         return encode
 

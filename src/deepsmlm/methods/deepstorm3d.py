@@ -43,12 +43,15 @@ class DeepSTORM3DTraining(UpsampledSection):
 class DeepSTORM3D(UpsampledOutput):
     name = "deepstorm3d"
     section = DeepSTORM3DTraining
-    decodes_z = True
+    value_column = "confidence"
 
-    def card_settings(self, t: DeepSTORM3DTraining, z_range_nm) -> dict:
+    def decodes_z(self, t) -> bool:
+        return True
+
+    def card_settings(self, t: DeepSTORM3DTraining, scene) -> dict:
         return {"target_scale": t.target_scale, "depth_planes": t.depth_planes,
                 "width": t.width, "dilations": list(t.dilations),
-                "z_range_nm": list(z_range_nm), "target_encoding": t.target_encoding,
+                "z_range_nm": list(scene.z_range_nm), "target_encoding": t.target_encoding,
                 "score": "mass" if t.target_encoding == "trilinear" else "peak"}
 
     def build_network(self, card):
@@ -58,15 +61,16 @@ class DeepSTORM3D(UpsampledOutput):
         return Network(int(s["depth_planes"]), int(card.upsampling), int(s["width"]),
                        tuple(s["dilations"]), float(s["target_scale"]))
 
-    def encoder(self, t: DeepSTORM3DTraining, pixel_size_nm: float, z_range_nm):
+    def encoder(self, t: DeepSTORM3DTraining, scene):
         from deepsmlm.data.targets import voxel_grid
 
         u, d = t.upsampling, t.depth_planes
         trilinear = t.target_encoding == "trilinear"
 
-        def encode(xyz_nm, frame, n_frames: int, patch_px: int):
-            return voxel_grid(xyz_nm, frame, (n_frames, d, patch_px * u, patch_px * u),
-                              pixel_size_nm / u, tuple(z_range_nm), trilinear=trilinear)
+        def encode(emitters, n_frames: int, patch_px: int, background=None):
+            return voxel_grid(emitters.xyz_nm, emitters.frame,
+                              (n_frames, d, patch_px * u, patch_px * u), scene.pixel_size_nm / u,
+                              tuple(scene.z_range_nm), trilinear=trilinear)
 
         return encode
 

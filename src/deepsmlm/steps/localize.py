@@ -14,9 +14,9 @@ def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int
                  threshold: float | None = None, progress: bool = True) -> dict:
     """Localize a movie; writes localizations.csv/.hdf5, sr.tif, sr.png; returns a summary.
 
-    sr.tif is the network output summed over frames (and over its channels, e.g. the depth
-    planes of a 3D model: a z projection); sr.png is the method's preview (the summed output
-    beside the widefield sum, or the localizations coloured by z)."""
+    sr.tif is the method's output image summed over frames (Deep-STORM: the super-resolved
+    image; DeepSTORM3D: its z projection; fastloc: the detection probability); sr.png is
+    the method's preview beside the widefield sum."""
     from deepsmlm.inference import Predictor, localize_stack
     from deepsmlm.io.frames import read_stack, write_stack
     from deepsmlm.io.localizations import write_csv, write_picasso
@@ -34,7 +34,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int
     em, sr, wf = localize_stack(pred, stack, chunk_frames, batch_size, progress)
     seconds = time.perf_counter() - t0
     n, h, w = stack.data.shape
-    write_csv(em, out / "localizations.csv", value_column="confidence")
+    write_csv(em, out / "localizations.csv", value_column=pred.method.value_column)
     write_picasso(em, out / "localizations.hdf5", px, (h, w), n, source=str(movie))
     write_stack(out / "sr.tif", sr.astype(np.float32)[None], pred.fine_pixel_nm, axes="ZYX")
     pred.method.preview(pred.card, wf, sr, em, out / "sr.png",

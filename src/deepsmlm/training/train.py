@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsmlm.build import build_camera, build_method, build_patch_sampler
-from deepsmlm.data.datasets import Batch, batches_from_stack, fixed_batches
+from deepsmlm.build import build_camera, build_method, build_patch_sampler, build_scene
+from deepsmlm.data.datasets import Batch, batches_from_stack, fixed_batches, to_device
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.models.deepstorm import count_weights
@@ -37,7 +37,7 @@ def new_card(exp, normalizer: Normalizer) -> ModelCard:
     """The card of an untrained model of the experiment (threshold not yet tuned)."""
     method, t = build_method(exp), exp.training
     return ModelCard(method.name, exp.optics.pixel_size_nm, method.upsampling(t),
-                     normalizer.to_dict(), method.card_settings(t, exp.emitters.z_range_nm),
+                     normalizer.to_dict(), method.card_settings(t, build_scene(exp)),
                      versions=versions())
 
 
@@ -102,7 +102,7 @@ def train(exp, out: str | Path, *, max_minutes=None, resume: bool = False,
     criterion = method.loss(t)
 
     def loss_fn(m, b: Batch):
-        return criterion(m(normalizer(b.inputs_adu).to(device)), b.targets.to(device))
+        return criterion(m(normalizer(b.inputs_adu).to(device)), to_device(b.targets, device))
 
     t0 = time.perf_counter()
     state = fit(model, loss_fn, next_batch, val, ckpt, lr=t.learning_rate,
@@ -134,8 +134,7 @@ def _simulated_data(exp):
 def _stack_data(exp, stack: tuple[np.ndarray, EmitterSet]):
     """The same from a user's stack + ground truth; the last fifth of the frames validates."""
     t = exp.training
-    encode = build_method(exp).encoder(t, exp.optics.pixel_size_nm,
-                                       tuple(exp.emitters.z_range_nm))
+    encode = build_method(exp).encoder(t, build_scene(exp))
     frames, truth = stack
     px = exp.optics.pixel_size_nm
     n_val = max(1, len(frames) // 5)

@@ -1,0 +1,192 @@
+"""fastloc: a localizer at camera resolution with uncertainties, in the family of DECODE
+(Speiser et al., Nat. Methods 18, 1082 (2021)).
+
+Per camera pixel the network (``models.fastloc``) predicts a detection probability, the
+emitter's sub-pixel offset, its depth (``localize_z``), its photons, the σ of each, and the
+background. It is trained with a loss that needs no matching to the truth
+(``losses.mixture_loss``: a Gaussian mixture over pixels weighted by their probability, a
+count term) plus the background's squared error, and decoded by ``postprocess.
+pixel_detections`` (3×3 maxima of the probability, scored by its 3×3 sum): positions are
+the pixel centre plus the offset, uncertainties the predicted σ in nm.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from deepsmlm.methods.base import TrainingSection
+from deepsmlm.schema import NonNegFloat
+
+
+class FastLocTraining(TrainingSection):
+    """Training section of ``model: fastloc``.
+
+    ``width``: channels of the first U-Net level (2× and 4× below it); ``localize_z``:
+    regress z over emitters.z_range_nm (3D) — off, depth is a nuisance (a 2D method that
+    tolerates defocus); ``background_weight``: weight of the background term."""
+
+    model: Literal["fastloc"]
+    width: Annotated[int, Field(ge=4, le=256)] = 32
+    localize_z: bool = False
+    background_weight: NonNegFloat = 1.0
+    patch_px: Annotated[int, Field(ge=8, le=512)] = 32
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    steps_per_epoch: Annotated[int, Field(ge=1)] = 100
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    lr_schedule: Literal["plateau", "cosine"] = "cosine"
+    max_epochs: Annotated[int, Field(ge=1)] = 40
+    early_stop_epochs: Annotated[int, Field(ge=1)] = 40
+
+
+class FastLoc:
+    name = "fastloc"
+    section = FastLocTraining
+    value_column = "intensity [photon]"
+
+    def decodes_z(self, t: FastLocTraining) -> bool:
+        return t.localize_z
+
+    def upsampling(self, t: FastLocTraining) -> int:
+        return 1
+
+    def card_settings(self, t: FastLocTraining, scene) -> dict:
+        return {"width": t.width, "localize_z": t.localize_z,
+                "z_range_nm": list(scene.z_range_nm),
+                "photon_scale": 1.25 * scene.photons_max,
+                "background_scale": max(1.0, 1.5 * scene.background_max)}
+
+    def build_network(self, card):
+        from deepsmlm.models.fastloc import FastLoc as Network
+
+        return Network(int(card.settings["width"]), bool(card.settings["localize_z"]))
+
+    def encoder(self, t: FastLocTraining, scene):
+        """Targets: ``truth`` (B, K, D) of x, y [px in the patch], (z normalised), photons
+        normalised; ``mask`` (B, K); ``background`` (B, P, P) normalised, or None."""
+        settings = self.card_settings(t, scene)
+        z_mid, z_half = _z_scale(settings)
+        px = scene.pixel_size_nm
+
+        def encode(emitters, n_frames: int, patch_px: int, background=None):
+            frame = emitters.frame.long()
+            counts = torch.bincount(frame, minlength=n_frames)
+            k_max = int(counts.max()) if len(frame) else 0
+            cols = [emitters.xyz_nm[:, 0] / px, emitters.xyz_nm[:, 1] / px]
+            if t.localize_z:
+                cols.append((emitters.xyz_nm[:, 2] - z_mid) / z_half)
+            cols.append(emitters.photons / settings["photon_scale"])
+            values = torch.stack(cols, 1)
+            truth = torch.zeros(n_frames, k_max, values.shape[1])
+            mask = torch.zeros(n_frames, k_max, dtype=torch.bool)
+            if len(frame):
+                order = torch.argsort(frame, stable=True)
+                start = torch.cumsum(counts, 0) - counts
+                slot = torch.arange(len(frame)) - start[frame[order]]
+                truth[frame[order], slot] = values[order]
+                mask[frame[order], slot] = True
+            bg = None if background is None else background / settings["background_scale"]
+            return {"truth": truth, "mask": mask, "background": bg}
+
+        return encode
+
+    def loss(self, t: FastLocTraining):
+        from deepsmlm.losses import mixture_loss
+        from deepsmlm.models.fastloc import activate, channels
+
+        names = channels(t.localize_z)
+        est = [n for n in names if n != "p" and n != "bg" and not n.startswith("s_")]
+
+        def loss(raw, targets):
+            maps = activate(raw, names)
+            b, h, w = maps["p"].shape
+            mu, sigma = _means(maps, est, h, w), _sigmas(maps, est)
+            total = mixture_loss(maps["p"].reshape(b, -1), mu, sigma, targets["truth"],
+                                 targets["mask"])
+            bg = targets.get("background")
+            if bg is not None and t.background_weight > 0:
+                total = total + t.background_weight * h * w * torch.mean((maps["bg"] - bg) ** 2)
+            return total
+
+        return loss
+
+    def decode(self, card, raw, threshold: float, frame_offset: int = 0,
+               return_peaks: bool = False):
+        from deepsmlm.emitters import EmitterSet
+        from deepsmlm.models.fastloc import activate, channels
+        from deepsmlm.postprocess import pixel_detections
+
+        s = card.settings
+        maps = activate(raw.detach().float(), channels(bool(s["localize_z"])))
+        idx, score = pixel_detections(maps["p"], threshold)
+        if len(idx) == 0:
+            return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
+        t, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
+        px = card.pixel_size_nm
+        x = (c.float() + 0.5 + maps["dx"][t, r, c]) * px
+        y = (r.float() + 0.5 + maps["dy"][t, r, c]) * px
+        sx, sy = maps["s_dx"][t, r, c] * px, maps["s_dy"][t, r, c] * px
+        if s["localize_z"]:
+            z_mid, z_half = _z_scale(s)
+            z = z_mid + z_half * maps["z"][t, r, c]
+            sz = z_half * maps["s_z"][t, r, c]
+        else:
+            z, sz = torch.zeros_like(x), torch.full_like(x, float("nan"))
+        photons = maps["n"][t, r, c] * s["photon_scale"]
+        em = EmitterSet(torch.stack([x, y, z], 1).cpu(), photons.cpu(), (t + frame_offset).cpu(),
+                        uncertainty_xyz_nm=torch.stack([sx, sy, sz], 1).cpu())
+        return (em, score.cpu()) if return_peaks else em
+
+    def thresholds(self, card) -> np.ndarray:
+        return np.linspace(0.05, 0.95, 19)
+
+    def tuning_match(self, card) -> dict:
+        """3D: the Hungarian assignment within a 100 nm sphere (DeepSTORM3D's reporting);
+        2D: the SMLM-Challenge greedy 250 nm lateral."""
+        if card.settings["localize_z"]:
+            return {"method": "hungarian", "tol_xy_nm": 100.0, "tol_z_nm": 100.0,
+                    "tol_3d_nm": 100.0}
+        return {}
+
+    def output_image(self, card, raw):
+        """The detection probability (B, H, W) at camera resolution."""
+        return torch.sigmoid(raw[:, 0])
+
+    def preview(self, card, widefield, sr, emitters, path, title: str) -> None:
+        from deepsmlm.plotting import widefield_vs_sr, widefield_vs_z
+        from deepsmlm.render import render_histogram
+
+        px = card.pixel_size_nm
+        if card.settings["localize_z"]:
+            widefield_vs_z(widefield, emitters.xyz_nm.numpy(), px, path, title)
+            return
+        fine = px / 8
+        h, w = widefield.shape
+        img = render_histogram(emitters.xyz_nm.numpy()[:, :2], fine, (w * px, h * px))
+        widefield_vs_sr(widefield, img, px, fine, path, title)
+
+
+def _z_scale(settings: dict) -> tuple[float, float]:
+    lo, hi = settings["z_range_nm"]
+    return 0.5 * (lo + hi), max(0.5 * (hi - lo), 1.0)
+
+
+def _means(maps: dict, est: list[str], h: int, w: int) -> torch.Tensor:
+    """Mixture means (B, H·W, D): pixel centre + offset for x, y; the estimate otherwise."""
+    from deepsmlm.losses import pixel_centres
+
+    b = maps["p"].shape[0]
+    xc, yc = pixel_centres(h, w, maps["p"].device)
+    cols = []
+    for name in est:
+        v = maps[name].reshape(b, -1)
+        cols.append(v + (xc if name == "dx" else yc if name == "dy" else 0.0))
+    return torch.stack(cols, -1)
+
+
+def _sigmas(maps: dict, est: list[str]) -> torch.Tensor:
+    b = maps["p"].shape[0]
+    return torch.stack([maps[f"s_{n}"].reshape(b, -1) for n in est], -1)
