@@ -25,7 +25,9 @@ def sim(tmp_path_factory):
     keep = rng.random(len(truth["id"])) < 0.75
     xyz = truth["xyz_nm"][keep] + rng.normal(0, 15, (keep.sum(), 3)) * [1, 1, 0]
     pred = EmitterSet.from_numpy(xyz, truth["photons"][keep], truth["frame"][keep], None,
-                                 np.full(keep.sum(), 15.0))
+                                 np.column_stack([np.full(keep.sum(), 15.0),
+                                                  np.full(keep.sum(), 15.0),
+                                                  np.full(keep.sum(), np.nan)]))
     write_csv(pred, out / "pred.csv")
     write_picasso(pred, out / "pred.hdf5", 100.0, (64, 64), 6)
     return out
