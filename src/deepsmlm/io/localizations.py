@@ -188,7 +188,8 @@ def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: 
              "deepsmlm": {"coordinates": "x, y in camera pixels, pixel centre at integers",
                           "lpx nominal": "uncertainty_xyz_nm" not in a,
                           "lp nominal rows": int(nominal_xy.sum()),
-                          **({"lpz unit": "nm", "lpz nominal rows": nominal_z} if has_lpz else {})}}]
+                          **({"lpz unit": "nm", "lpz nominal rows": nominal_z}
+                             if has_lpz else {})}}]
     import json
 
     with atomic_path(path) as tmp:
