@@ -25,7 +25,9 @@ def sim(tmp_path_factory):
     keep = rng.random(len(truth["id"])) < 0.75
     xyz = truth["xyz_nm"][keep] + rng.normal(0, 15, (keep.sum(), 3)) * [1, 1, 0]
     pred = EmitterSet.from_numpy(xyz, truth["photons"][keep], truth["frame"][keep], None,
-                                 np.full(keep.sum(), 15.0))
+                                 np.column_stack([np.full(keep.sum(), 15.0),
+                                                  np.full(keep.sum(), 15.0),
+                                                  np.full(keep.sum(), np.nan)]))
     write_csv(pred, out / "pred.csv")
     write_picasso(pred, out / "pred.hdf5", 100.0, (64, 64), 6)
     return out
@@ -96,3 +98,26 @@ def test_measure_errors_exit_2(tmp_path, args, needle):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
+
+
+def test_render_precision_uses_per_axis_sigma_from_picasso(tmp_path, capsys):
+    # σx = 3σy in the file (lpx, lpy) → the rendered spot's x variance is 9× its y variance
+    em = EmitterSet.from_numpy([[3205.0, 3195.0, 0.0]], [1000.0], [0], None,
+                               [[60.0, 20.0, np.nan]])
+    write_picasso(em, tmp_path / "one.hdf5", 100.0, (64, 64), 1)
+    out = tmp_path / "one.tif"
+    assert main(["render", str(tmp_path / "one.hdf5"), "--pixel-nm", "5", "--out", str(out),
+                 "--sigma", "precision"]) == 0
+    img = tifffile.imread(out).astype(np.float64)
+    assert img.shape == (1280, 1280) and img.sum() == pytest.approx(1.0, rel=1e-4)
+    yy, xx = (np.indices(img.shape) + 0.5) * 5.0
+    mx, my = (img * xx).sum(), (img * yy).sum()
+    vx = (img * (xx - mx) ** 2).sum() - 25 / 12
+    vy = (img * (yy - my) ** 2).sum() - 25 / 12
+    assert vx / vy == pytest.approx(9.0, rel=0.03)
+    # a localization with no lateral uncertainty cannot be rendered by precision
+    both = EmitterSet.cat([em, EmitterSet.from_numpy([[100.0, 100.0, 0.0]], [1.0], [0])])
+    write_csv(both, tmp_path / "mixed.csv")
+    assert main(["render", str(tmp_path / "mixed.csv"), "--pixel-nm", "5", "--out",
+                 str(tmp_path / "m.tif"), "--sigma", "precision"]) == 2
+    assert "1 of 2 localizations have no x/y uncertainty" in capsys.readouterr().err

@@ -42,3 +42,29 @@ def test_frc_of_jittered_structure(sigma_nm):
     res = frc_resolution(xy, frame, pixel_nm=sigma_nm / 2, field_nm=(5000, 5000))
     assert 2.5 * sigma_nm < res.resolution_nm < 5.0 * sigma_nm
     assert res.frc[1] > 0.9  # low frequencies agree
+
+
+def test_anisotropic_precision_render_has_per_axis_second_moments():
+    # one localization with σx = 3σy: variances along x and y differ by 9, total weight 1
+    # (pixel integration adds pixel²/12 to each variance; subtracted below)
+    pixel = 2.0
+    sx, sy = 30.0, 10.0
+    img = render_gaussian(np.array([[501.0, 499.0]]), pixel, (1000.0, 1000.0),
+                          np.array([[sx, sy]])).astype(np.float64)
+    assert img.sum() == pytest.approx(1.0, rel=1e-4)
+    yy, xx = (np.indices(img.shape) + 0.5) * pixel
+    mx, my = (img * xx).sum(), (img * yy).sum()
+    assert mx == pytest.approx(501.0, abs=0.1) and my == pytest.approx(499.0, abs=0.1)
+    vx = (img * (xx - mx) ** 2).sum() - pixel**2 / 12
+    vy = (img * (yy - my) ** 2).sum() - pixel**2 / 12
+    assert vx == pytest.approx(sx**2, rel=0.02) and vy == pytest.approx(sy**2, rel=0.02)
+    assert vx / vy == pytest.approx(9.0, rel=0.03)
+    # two localizations, each of weight 1; (N, 2) with σx = σy equals the isotropic path
+    xy = np.array([[200.0, 300.0], [700.0, 650.0]])
+    iso = render_gaussian(xy, 10.0, (1000.0, 1000.0), np.array([15.0, 40.0]))
+    both = render_gaussian(xy, 10.0, (1000.0, 1000.0), np.array([[15.0, 15.0], [40.0, 40.0]]))
+    assert np.allclose(iso, both) and both.sum() == pytest.approx(2.0, rel=1e-4)
+    with pytest.raises(ValueError, match="NaN"):
+        render_gaussian(xy, 10.0, (1000.0, 1000.0), np.array([[15.0, np.nan], [4.0, 4.0]]))
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        render_gaussian(xy, 10.0, (1000.0, 1000.0), np.ones((2, 3)))

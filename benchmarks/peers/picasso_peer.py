@@ -66,10 +66,12 @@ def localize_picasso(frames: np.ndarray, pixel_size_nm: float, camera: Camera,
     px = pixel_size_nm
     x = (locs["x"].to_numpy(float) + PICASSO_OFFSET_PX) * px
     y = (locs["y"].to_numpy(float) + PICASSO_OFFSET_PX) * px
-    unc = np.sqrt(0.5 * (locs["lpx"].to_numpy(float) ** 2 + locs["lpy"].to_numpy(float) ** 2))
+    # per-axis precision (Picasso: camera pixels) → nm; a 2D fit knows nothing of z
+    unc = np.column_stack([locs["lpx"].to_numpy(float) * px, locs["lpy"].to_numpy(float) * px,
+                           np.full(len(x), np.nan)])
     em = EmitterSet.from_numpy(np.column_stack([x, y, np.zeros_like(x)]),
                                locs["photons"].to_numpy(float) / camera.qe,
-                               locs["frame"].to_numpy().astype(np.int64), None, unc * px)
+                               locs["frame"].to_numpy().astype(np.int64), None, unc)
     return em, seconds
 
 

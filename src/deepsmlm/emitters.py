@@ -3,6 +3,9 @@
 Frames are 0-based inside the package (file formats convert at the boundary).
 Shapes: N emitters; ``xyz_nm`` (N, 3) with x along columns, y along rows, z depth above
 the coverslip; ``photons`` (N,) photons at the sample in that frame; ``frame`` (N,) long.
+``uncertainty_xyz_nm`` (N, 3), optional: the standard deviation of each localization's
+x, y and z estimate in nm, NaN where unknown (z of a 2D method; z of a file that carries
+only a lateral value, whose x and y both get that value).
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ class EmitterSet:
     photons: torch.Tensor
     frame: torch.Tensor
     id: torch.Tensor = field(default=None)  # type: ignore[assignment]
-    uncertainty_nm: torch.Tensor | None = None  # lateral localization precision (N,), optional
-    uncertainty_xyz_nm: torch.Tensor | None = None  # σ of x, y, z (N, 3), optional
+    uncertainty_xyz_nm: torch.Tensor | None = None  # σ of x, y, z (N, 3) in nm; NaN = unknown
 
     def __post_init__(self):
         n = self.xyz_nm.shape[0]
@@ -30,8 +32,10 @@ class EmitterSet:
             raise ValueError("photons and frame must be (N,) like xyz_nm")
         if self.id is None:
             self.id = torch.arange(n, dtype=torch.long)
-        if self.uncertainty_nm is not None and self.uncertainty_nm.shape != (n,):
-            raise ValueError("uncertainty_nm must be (N,) like xyz_nm")
+        unc = self.uncertainty_xyz_nm
+        if unc is not None and (unc.ndim != 2 or unc.shape != (n, 3)):
+            raise ValueError(f"uncertainty_xyz_nm must be (N, 3) = ({n}, 3) (σ of x, y, z in nm, "
+                             f"NaN where unknown), got {tuple(unc.shape)}")
 
     def __len__(self) -> int:
         return self.xyz_nm.shape[0]
@@ -41,43 +45,46 @@ class EmitterSet:
         return cls(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, dtype=torch.long))
 
     def subset(self, index: torch.Tensor) -> EmitterSet:
-        unc = None if self.uncertainty_nm is None else self.uncertainty_nm[index]
-        xyz = None if self.uncertainty_xyz_nm is None else self.uncertainty_xyz_nm[index]
+        unc = None if self.uncertainty_xyz_nm is None else self.uncertainty_xyz_nm[index]
         return EmitterSet(self.xyz_nm[index], self.photons[index], self.frame[index],
-                          self.id[index], unc, xyz)
+                          self.id[index], unc)
 
     def in_frame(self, t: int) -> EmitterSet:
         return self.subset(self.frame == t)
 
     @staticmethod
     def cat(sets: list[EmitterSet]) -> EmitterSet:
+        """Concatenate; uncertainties are kept when any set has them (NaN rows for the rest)."""
         if not sets:
             return EmitterSet.empty()
-        unc = xyz = None
-        if all(s.uncertainty_nm is not None for s in sets):
-            unc = torch.cat([s.uncertainty_nm for s in sets])
-        if all(s.uncertainty_xyz_nm is not None for s in sets):
-            xyz = torch.cat([s.uncertainty_xyz_nm for s in sets])
+        unc = None
+        known = [s.uncertainty_xyz_nm for s in sets if s.uncertainty_xyz_nm is not None]
+        if known:
+            unc = torch.cat([s.uncertainty_xyz_nm if s.uncertainty_xyz_nm is not None
+                             else torch.full((len(s), 3), float("nan"), dtype=known[0].dtype,
+                                             device=known[0].device)
+                             for s in sets])
         return EmitterSet(torch.cat([s.xyz_nm for s in sets]), torch.cat([s.photons for s in sets]),
                           torch.cat([s.frame for s in sets]), torch.cat([s.id for s in sets]),
-                          unc, xyz)
+                          unc)
 
     def numpy(self) -> dict[str, np.ndarray]:
         """Columns as numpy arrays (xyz in nm, frame 0-based)."""
         out = {"id": self.id.cpu().numpy(), "frame": self.frame.cpu().numpy(),
                "xyz_nm": self.xyz_nm.detach().cpu().double().numpy(),
                "photons": self.photons.detach().cpu().double().numpy()}
-        if self.uncertainty_nm is not None:
-            out["uncertainty_nm"] = self.uncertainty_nm.detach().cpu().double().numpy()
+        if self.uncertainty_xyz_nm is not None:
+            out["uncertainty_xyz_nm"] = self.uncertainty_xyz_nm.detach().cpu().double().numpy()
         return out
 
     @classmethod
-    def from_numpy(cls, xyz_nm, photons, frame, id=None, uncertainty_nm=None) -> EmitterSet:
-        """Build from arrays; frame 0-based."""
+    def from_numpy(cls, xyz_nm, photons, frame, id=None, uncertainty_xyz_nm=None
+                   ) -> EmitterSet:
+        """Build from arrays; frame 0-based; ``uncertainty_xyz_nm`` (N, 3), NaN = unknown."""
         t = torch.as_tensor
         return cls(t(np.asarray(xyz_nm, np.float64)).float().reshape(-1, 3),
                    t(np.asarray(photons, np.float64)).float(),
                    t(np.asarray(frame)).long(),
                    None if id is None else t(np.asarray(id)).long(),
-                   None if uncertainty_nm is None
-                   else t(np.asarray(uncertainty_nm, np.float64)).float())
+                   None if uncertainty_xyz_nm is None
+                   else t(np.asarray(uncertainty_xyz_nm, np.float64)).float())

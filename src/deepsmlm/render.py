@@ -35,22 +35,38 @@ def render_histogram(xy_nm: np.ndarray, pixel_nm: float, field_nm: tuple[float, 
 def render_gaussian(xy_nm: np.ndarray, pixel_nm: float, field_nm: tuple[float, float],
                     sigma_nm: float | np.ndarray, weights: np.ndarray | None = None,
                     max_sigma_px: float = 25.0, chunk: int = 200_000) -> np.ndarray:
-    """Sum of pixel-integrated Gaussians, one per localization (σ fixed or per localization,
-    e.g. its precision), each of total weight 1 (or ``weights``). float32 (rows, cols)."""
+    """Sum of pixel-integrated Gaussians, one per localization, each of total weight 1 (or
+    ``weights``). float32 (rows, cols).
+
+    ``sigma_nm``: a scalar or (N,) (isotropic, fixed or per localization, e.g. its
+    precision), or (N, 2) σx, σy per localization (an axis-aligned anisotropic Gaussian).
+    """
     rows, cols = image_shape(field_nm, pixel_nm)
     xy = torch.as_tensor(np.asarray(xy_nm, np.float64).reshape(-1, 2))
     n = len(xy)
-    sigma = torch.as_tensor(np.broadcast_to(np.asarray(sigma_nm, np.float64), (n,)).copy())
-    sigma = sigma.clamp(1e-3 * pixel_nm, max_sigma_px * pixel_nm)
+    s = np.asarray(sigma_nm, np.float64)
+    if s.ndim == 2:
+        if s.shape != (n, 2):
+            raise ValueError(f"sigma_nm must be a scalar, (N,) or (N, 2) with N = {n}, "
+                             f"got {s.shape}")
+        sx, sy = s[:, 0], s[:, 1]
+    else:
+        sx = sy = np.broadcast_to(s, (n,))
+    if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
+        raise ValueError("sigma_nm holds NaN or inf")
+    lo, hi = 1e-3 * pixel_nm, max_sigma_px * pixel_nm
+    sigma_x = torch.as_tensor(sx.copy()).clamp(lo, hi)
+    sigma_y = torch.as_tensor(sy.copy()).clamp(lo, hi)
     w = torch.ones(n, dtype=torch.float64) if weights is None else torch.as_tensor(
         np.asarray(weights, np.float64))
     out = torch.zeros(1, rows, cols, dtype=torch.float64)
     if n == 0:
         return out[0].float().numpy()
-    patch = 2 * int(math.ceil(4 * float(sigma.max()) / pixel_nm)) + 1
-    for s in range(0, n, chunk):
-        vals, origin = integrated_gaussian_patches(xy[s:s + chunk], sigma[s:s + chunk],
-                                                   sigma[s:s + chunk], w[s:s + chunk],
+    smax = max(float(sigma_x.max()), float(sigma_y.max()))
+    patch = 2 * int(math.ceil(4 * smax / pixel_nm)) + 1
+    for i in range(0, n, chunk):
+        vals, origin = integrated_gaussian_patches(xy[i:i + chunk], sigma_x[i:i + chunk],
+                                                   sigma_y[i:i + chunk], w[i:i + chunk],
                                                    pixel_nm, patch)
         out += place_patches(vals, origin, torch.zeros(len(vals), dtype=torch.long),
                              (1, rows, cols))

@@ -34,9 +34,14 @@ def run_render(locs_path, pixel_nm: float, out, sigma_nm: float | None = None,
     if rows * cols > 400e6:
         raise UserError(f"a {rows}×{cols} image is too large; raise --pixel-nm")
     if use_precision:
-        if "uncertainty_nm" not in locs:
+        if "uncertainty_xyz_nm" not in locs:
             raise UserError(f"{locs_path}: no uncertainty column for --sigma precision")
-        img = render_gaussian(xy, pixel_nm, field, locs["uncertainty_nm"])
+        sigma_xy = locs["uncertainty_xyz_nm"][:, :2]
+        unknown = int((~np.isfinite(sigma_xy).all(axis=1)).sum())
+        if unknown:
+            raise UserError(f"{locs_path}: {unknown} of {len(xy)} localizations have no x/y "
+                            "uncertainty (NaN) for --sigma precision; give --sigma in nm")
+        img = render_gaussian(xy, pixel_nm, field, sigma_xy)  # σx, σy per localization
     elif sigma_nm:
         img = render_gaussian(xy, pixel_nm, field, sigma_nm)
     else:
