@@ -126,3 +126,38 @@ def evaluate(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, *, gt_photons=None,
         edges[-1] = np.nextafter(edges[-1], np.inf)
         out["by_photons"] = _binned(ph, None, edges, m, d_all)
     return out
+
+
+def uncertainty_calibration(errors_nm: np.ndarray, sigma_nm: np.ndarray,
+                            photons: np.ndarray | None = None, quantiles: int = 4) -> dict:
+    """How well predicted uncertainties describe the errors of matched localizations.
+
+    ``errors_nm`` (M, D) estimate − truth, ``sigma_nm`` (M, D) the predicted σ of each
+    estimate. For calibrated σ the normalised errors e/σ have standard deviation 1 on every
+    axis. Returns ``std`` (D,) overall, ``rmse_nm`` and ``mean_sigma_nm`` (D,), and with
+    ``photons`` (M,) the same ``std`` in each of ``quantiles`` photon quantiles
+    (``by_photons``: list of {lo, hi, n, std}). Axes whose σ is NaN give NaN.
+
+    >>> e = np.array([[1.0, -2.0], [-1.0, 2.0]]); s = np.array([[1.0, 2.0], [1.0, 2.0]])
+    >>> uncertainty_calibration(e, s)["std"].tolist()
+    [1.0, 1.0]
+    """
+    e, s = np.asarray(errors_nm, float), np.asarray(sigma_nm, float)
+    z = e / s
+
+    def std(rows):
+        return np.std(z[rows], axis=0) if rows.any() else np.full(e.shape[1], np.nan)
+
+    every = np.ones(len(e), bool)
+    out = {"n": len(e), "std": std(every), "rmse_nm": np.sqrt(np.mean(e ** 2, axis=0)),
+           "mean_sigma_nm": np.mean(s, axis=0)}
+    if photons is not None and len(e):
+        edges = np.quantile(photons, np.linspace(0, 1, quantiles + 1))
+        bins = []
+        for i in range(quantiles):
+            lo, hi = edges[i], edges[i + 1]
+            rows = (photons >= lo) & ((photons < hi) if i < quantiles - 1 else (photons <= hi))
+            bins.append({"lo": float(lo), "hi": float(hi), "n": int(rows.sum()),
+                         "std": std(rows)})
+        out["by_photons"] = bins
+    return out

@@ -34,7 +34,7 @@ class FastLocTraining(TrainingSection):
     localize_z: bool = False
     background_weight: NonNegFloat = 1.0
     patch_px: Annotated[int, Field(ge=8, le=512)] = 32
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
     steps_per_epoch: Annotated[int, Field(ge=1)] = 100
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     lr_schedule: Literal["plateau", "cosine"] = "cosine"

@@ -1,0 +1,285 @@
+"""fastloc (the camera-resolution localizer) side by side with Picasso, Deep-STORM and the
+CRLB on the same frames, with frames rendered by a PSF that is not the one trained on.
+
+    deepsmlm train configs/smlm2016-2d.yaml --out bench_out/fl2d --max-minutes 15
+    python benchmarks/fastloc.py smlm-movies --out bench_out/fl_smlm
+    python benchmarks/fastloc.py smlm-evaluate --model bench_out/fl2d \
+        --movies bench_out/fl_smlm --json bench_out/fastloc_smlm.json
+    python benchmarks/fastloc.py dense-evaluate --model bench_out/fl_dense \
+        --movies bench_out/movies2d --json bench_out/fastloc_dense.json
+    python benchmarks/fastloc.py speed --model bench_out/fl2d --json bench_out/fastloc_speed.json
+
+SMLM-Challenge-style 2D (``smlm-*``): the 2D challenge set-up of ``configs/smlm2016-2d.yaml``
+at 0.3 emitters/µm², emitters over ±750 nm, lognormal photons of mean 4000, the challenge's
+EMCCD; 100 frames (seed 3000) rendered twice: with the PSF trained on ("matched") and with
+the pupil aberrated by 20 mλ RMS of coma (Noll 7) and 30 mλ of spherical aberration (Noll
+11) ("mismatched"). Scoring as the challenge: greedy matching within 250 nm laterally,
+emitters closer than 450 nm to the frame edge excluded; lateral only (a 2D method reports
+no depth). Picasso's net-gradient threshold is the best of a sweep against the truth
+(generous to Picasso).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from common import CONFIGS, DENSITIES, edited_experiment, matmul_gflops
+
+from deepsmlm.api import crlb_table, run_localize, simulate, write_movie
+from deepsmlm.build import build_camera, crlb_operating_point, field_nm
+from deepsmlm.evaluation.metrics import evaluate, uncertainty_calibration
+from deepsmlm.io.localizations import read_csv
+
+SMLM = CONFIGS / "smlm2016-2d.yaml"
+MISMATCH = {7: 0.02 * 2 * math.pi, 11: 0.03 * 2 * math.pi}  # rad RMS: 20 / 30 mλ
+BORDER_NM = 450.0
+PICASSO_GRADIENTS = (1000.0, 2000.0, 3000.0, 5000.0, 8000.0, 12000.0, 20000.0)
+
+
+def smlm_experiment(mismatched: bool):
+    exp = edited_experiment(SMLM, emitters={"density_per_um2": 0.3})
+    if mismatched:
+        exp.optics.aberrations = type(exp.optics.aberrations)(noll=MISMATCH)
+    return exp
+
+
+def cmd_smlm_movies(args) -> None:
+    for name, mism in (("matched", False), ("mismatched", True)):
+        movie = simulate(smlm_experiment(mism), args.frames, seed=3000)
+        write_movie(movie, Path(args.out) / name)
+        print(f"{name}: {args.frames} frames, {len(movie.emitters)} emitters → {args.out}/{name}")
+
+
+def lateral(table: dict) -> np.ndarray:
+    xyz = table["xyz_nm"].copy()
+    xyz[:, 2] = 0.0
+    return xyz
+
+
+def score(truth: dict, found: dict, field: tuple[float, float]) -> dict:
+    r = evaluate(truth["frame"], lateral(truth), found["frame"], lateral(found),
+                 field_nm=field, border_nm=BORDER_NM)
+    keys = ("jaccard", "recall", "precision", "rmse_xy_nm", "efficiency_xy", "n_gt", "n_pred")
+    return {k: r[k] for k in keys}
+
+
+def calibration(truth: dict, found: dict, field: tuple[float, float], axes: int) -> dict:
+    """e/σ of the matched localizations (x, y; z too in 3D), overall and by photons."""
+    from deepsmlm.evaluation.matching import match
+
+    gxyz = truth["xyz_nm"] if axes == 3 else lateral(truth)
+    pxyz = found["xyz_nm"] if axes == 3 else lateral(found)
+    m = match(truth["frame"], gxyz, found["frame"], pxyz, 250.0, 500.0, "greedy", field,
+              BORDER_NM)
+    err = (found["xyz_nm"][m.pred_index] - truth["xyz_nm"][m.gt_index])[:, :axes]
+    sig = found["uncertainty_xyz_nm"][m.pred_index][:, :axes]
+    c = uncertainty_calibration(err, sig, truth["photons"][m.gt_index])
+    return {"n": c["n"], "std": c["std"].tolist(), "rmse_nm": c["rmse_nm"].tolist(),
+            "mean_sigma_nm": c["mean_sigma_nm"].tolist(),
+            "by_photons": [{**b, "std": b["std"].tolist()} for b in c["by_photons"]]}
+
+
+def picasso(exp, frames: np.ndarray, truth: dict, field) -> tuple[dict, float]:
+    from peers.picasso_peer import localize_picasso
+
+    best = None
+    for g in PICASSO_GRADIENTS:
+        em, seconds = localize_picasso(frames, exp.optics.pixel_size_nm, build_camera(exp), g)
+        r = score(truth, em.numpy(), field)
+        r.update(min_net_gradient=g, frames_per_s=len(frames) / seconds)
+        if best is None or r["jaccard"] > best["jaccard"]:
+            best = r
+    return best
+
+
+def cmd_smlm_evaluate(args) -> None:
+    from deepsmlm.io.frames import read_stack
+
+    out = {"model": str(args.model), "rows": {}}
+    exp = smlm_experiment(False)
+    photons, bg = crlb_operating_point(exp)
+    z = np.linspace(-750, 750, 7)
+    bound = crlb_table(exp, photons, bg, z)
+    radial = np.sqrt(bound["crlb_x"] ** 2 + bound["crlb_y"] ** 2)
+    out["crlb"] = {"photons": photons, "background": bg, "z_nm": z.tolist(),
+                   "radial_nm": radial.tolist(), "mean_radial_nm": float(np.mean(radial))}
+    print(f"CRLB (radial, {photons:.0f} photons, {bg:.0f} background/px) over ±750 nm: "
+          f"{radial.min():.1f} – {radial.max():.1f} nm, mean {np.mean(radial):.1f} nm")
+    for name in ("matched", "mismatched"):
+        mdir = Path(args.movies) / name
+        truth = read_csv(mdir / "truth.csv").numpy()
+        field = field_nm(exp)
+        rows = {}
+        for label, model in (("fastloc", args.model), ("deepstorm", args.deepstorm)):
+            if model is None:
+                continue
+            res = Path(args.out) / name / label
+            loc = run_localize(model, mdir / "frames.tif", res, progress=False)
+            found = read_csv(res / "localizations.csv").numpy()
+            rows[label] = {**score(truth, found, field), "frames_per_s": loc["frames_per_s"]}
+            if "uncertainty_xyz_nm" in found:
+                rows[label]["calibration"] = calibration(truth, found, field, 2)
+        if not args.no_picasso:
+            frames = np.asarray(read_stack(mdir / "frames.tif").data)
+            rows["picasso"] = picasso(exp, frames, truth, field)
+        out["rows"][name] = rows
+        for label, r in rows.items():
+            cal = r.get("calibration")
+            print(f"{name:10s} {label:9s} Jaccard {r['jaccard']:5.1f} %  recall "
+                  f"{r['recall']:.3f}  precision {r['precision']:.3f}  RMSE "
+                  f"{r['rmse_xy_nm']:5.1f} nm  E_xy {r['efficiency_xy']:5.1f}"
+                  + (f"  e/σ std x {cal['std'][0]:.2f} y {cal['std'][1]:.2f}" if cal else ""))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2, default=float))
+
+
+def cmd_dense_evaluate(args) -> None:
+    """The held-out movies of deepstorm2d.py (2d-dense.yaml, seeds 1000 + i)."""
+    from common import density_experiment
+
+    rows = []
+    exp = density_experiment(1.0)
+    photons, bg = crlb_operating_point(exp)
+    bound = crlb_table(exp, photons, bg, np.array([0.0]))
+    radial = float(np.hypot(bound["crlb_x"][0], bound["crlb_y"][0]))
+    for density in args.densities:
+        mdir = Path(args.movies) / f"density_{density:g}"
+        res = Path(args.out) / f"density_{density:g}"
+        loc = run_localize(args.model, mdir / "frames.tif", res, progress=False)
+        truth, found = read_csv(mdir / "truth.csv").numpy(), read_csv(res / "localizations.csv"
+                                                                        ).numpy()
+        r = evaluate(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"],
+                     field_nm=field_nm(exp))
+        row = {"density_per_um2": density, "jaccard": r["jaccard"],
+               "rmse_xy_nm": r["rmse_xy_nm"], "efficiency_xy": r["efficiency_xy"],
+               "recall": r["recall"], "precision": r["precision"],
+               "frames_per_s": loc["frames_per_s"],
+               "calibration": calibration(truth, found, field_nm(exp), 2)}
+        rows.append(row)
+        print(f"{density:4g}/µm²: Jaccard {r['jaccard']:5.1f} %  RMSE {r['rmse_xy_nm']:5.1f} nm "
+              f"({r['rmse_xy_nm'] / radial:.2f}× CRLB {radial:.1f} nm)  E_xy "
+              f"{r['efficiency_xy']:5.1f}  e/σ std {row['calibration']['std'][0]:.2f}, "
+              f"{row['calibration']['std'][1]:.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"crlb_radial_nm": radial, "rows": rows},
+                                              indent=2, default=float))
+
+
+def flops_per_frame(model, side: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 1, side, side)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.eval()(x)
+    return float(fc.get_total_flops())
+
+
+def cmd_speed(args) -> None:
+    """End-to-end ``deepsmlm localize`` frames/s (reading → CSV) for fastloc and the
+    published Deep-STORM (U = 8; random weights: speed does not depend on them)."""
+    import time
+
+    import torch
+
+    from deepsmlm.api import run_localize as localize
+    from deepsmlm.io.frames import write_stack
+    from deepsmlm.training.model_folder import ModelFolder
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = out / "deepstorm_u8"
+    if not (ds / "model.json").is_file():
+        _random_deepstorm(ds, args.model)
+    gflops = matmul_gflops()
+    rows = []
+    gen = np.random.default_rng(0)
+    for side in args.sides:
+        for label, folder, n in (("fastloc", Path(args.model), args.frames),
+                                 ("deepstorm U=8", ds, max(4, args.frames // 40))):
+            movie = out / f"movie_{side}.tif"
+            frames = gen.poisson(120.0, (n, side, side)).astype(np.uint16)
+            write_stack(movie, frames, 100.0)
+            mf = ModelFolder(folder)
+            card = mf.read_card()
+            fl = flops_per_frame(mf.load_network(card), side)
+            t0 = time.perf_counter()
+            r = localize(folder, movie, out / f"loc_{side}", batch_size=args.batch_size,
+                         progress=False)
+            fps = n / (time.perf_counter() - t0)
+            rows.append({"model": label, "side_px": side, "frames": n, "frames_per_s": fps,
+                         "megapixels_per_s": fps * side * side / 1e6,
+                         "gflop_per_frame": fl / 1e9, "model_gflop_per_s": fps * fl / 1e9,
+                         "fraction_of_matmul": fps * fl / 1e9 / gflops,
+                         "localize_reported_frames_per_s": r["frames_per_s"]})
+            print(f"{label:14s} {side:4d}² px: {fps:8.1f} frames/s, {fl / 1e9:6.2f} GFLOP/frame,"
+                  f" {fps * fl / 1e9:6.1f} GFLOP/s ({fps * fl / 1e9 / gflops:.0%} of the "
+                  f"measured matmul rate {gflops:.0f} GFLOP/s)")
+    for side in args.sides:
+        a = [r for r in rows if r["side_px"] == side]
+        ratio = a[0]["frames_per_s"] / a[1]["frames_per_s"]
+        print(f"{side}² px: fastloc / Deep-STORM = {ratio:.0f}×")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"matmul_gflops": gflops,
+                                               "threads": torch.get_num_threads(),
+                                               "rows": rows}, indent=2))
+
+
+def _random_deepstorm(folder: Path, like: str) -> None:
+    """A model folder of the published Deep-STORM (U = 8) with random weights, the
+    normaliser and camera of ``like``."""
+    from deepsmlm.io.tensors import save_tensors
+    from deepsmlm.training.model_folder import ModelCard, ModelFolder, versions
+    from deepsmlm.training.train import new_network
+
+    src = ModelFolder(like).read_card()
+    card = ModelCard("deepstorm", src.pixel_size_nm, 8, src.normalization,
+                     {"target_scale": 100.0, "channels": [32, 64, 128, 512]}, threshold=20.0,
+                     versions=versions())
+    folder.mkdir(parents=True, exist_ok=True)
+    ModelFolder(folder).write_card(card)
+    save_tensors(new_network(card, 0).state_dict(), folder / "weights.safetensors")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("smlm-movies")
+    s.add_argument("--out", required=True)
+    s.add_argument("--frames", type=int, default=100)
+    s.set_defaults(func=cmd_smlm_movies)
+    s = sub.add_parser("smlm-evaluate")
+    s.add_argument("--model", required=True)
+    s.add_argument("--deepstorm", default=None, help="a Deep-STORM model folder beside it")
+    s.add_argument("--movies", required=True)
+    s.add_argument("--out", default="bench_out/fastloc_smlm")
+    s.add_argument("--no-picasso", action="store_true")
+    s.add_argument("--json", default=None)
+    s.set_defaults(func=cmd_smlm_evaluate)
+    s = sub.add_parser("dense-evaluate")
+    s.add_argument("--model", required=True)
+    s.add_argument("--movies", required=True)
+    s.add_argument("--out", default="bench_out/fastloc_dense")
+    s.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
+    s.add_argument("--json", default=None)
+    s.set_defaults(func=cmd_dense_evaluate)
+    s = sub.add_parser("speed")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", default="bench_out/fastloc_speed")
+    s.add_argument("--sides", type=int, nargs="+", default=[64, 256])
+    s.add_argument("--frames", type=int, default=400)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--json", default=None)
+    s.set_defaults(func=cmd_speed)
+    args = ap.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
