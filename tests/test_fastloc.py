@@ -1,0 +1,159 @@
+"""fastloc, the camera-resolution localizer: decoding, the mixture loss, its σ."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deepsmlm import methods
+from deepsmlm.emitters import EmitterSet
+from deepsmlm.methods.base import Scene
+from deepsmlm.models.fastloc import channels
+from deepsmlm.training.model_folder import ModelCard
+
+SCENE = Scene(100.0, (-500.0, 500.0), 4000.0, 20.0)
+FL = methods.get("fastloc")
+
+
+def inverse(name: str, value: float) -> float:
+    """The raw value whose activation is ``value``."""
+    if name in ("dx", "dy", "z"):
+        return math.atanh(value)
+    if name in ("p", "n", "bg"):
+        return math.log(value / (1 - value))
+    return math.log(math.expm1(value - 1e-3))  # σ
+
+
+def card(localize_z: bool) -> ModelCard:
+    t = FL.section.model_validate({"model": "fastloc", "localize_z": localize_z})
+    return ModelCard("fastloc", 100.0, 1, {}, FL.card_settings(t, SCENE), threshold=0.5)
+
+
+def hand_made(localize_z: bool) -> torch.Tensor:
+    """Two frames 16×16: frame 0 holds an emitter at pixel (row 4, col 6) whose probability
+    spreads over two pixels (0.55 + 0.4), frame 1 one at (10, 3) with p = 0.9."""
+    names = channels(localize_z)
+    raw = torch.full((2, len(names), 16, 16), 0.0)
+    raw[:, 0] = inverse("p", 1e-4)
+    for i, n in enumerate(names):
+        if n.startswith("s_"):
+            raw[:, i] = inverse("s", 0.1)
+    p, dx, dy, z, n = (names.index(k) if k in names else None
+                       for k in ("p", "dx", "dy", "z", "n"))
+    raw[0, p, 4, 6], raw[0, p, 4, 7] = inverse("p", 0.55), inverse("p", 0.4)
+    raw[0, dx, 4, 6], raw[0, dy, 4, 6] = inverse("dx", 0.3), inverse("dy", -0.2)
+    raw[0, n, 4, 6] = inverse("n", 0.5)
+    raw[1, p, 10, 3] = inverse("p", 0.9)
+    raw[1, dx, 10, 3], raw[1, dy, 10, 3] = inverse("dx", -0.4), inverse("dy", 0.1)
+    raw[1, n, 10, 3] = inverse("n", 0.25)
+    if localize_z:
+        raw[0, z, 4, 6], raw[1, z, 10, 3] = inverse("z", 0.5), inverse("z", -0.2)
+    return raw
+
+
+@pytest.mark.parametrize("localize_z", [False, True])
+def test_decoding_a_hand_made_output(localize_z):
+    c = card(localize_z)
+    em = FL.decode(c, hand_made(localize_z), threshold=0.5, frame_offset=10)
+    assert len(em) == 2  # the split probability gives one emitter, not two
+    order = torch.argsort(em.frame)
+    xyz, frame = em.xyz_nm[order].numpy(), em.frame[order].numpy()
+    assert frame.tolist() == [10, 11]
+    assert xyz[0, :2] == pytest.approx([(6 + 0.5 + 0.3) * 100, (4 + 0.5 - 0.2) * 100], abs=1e-3)
+    assert xyz[1, :2] == pytest.approx([(3 + 0.5 - 0.4) * 100, (10 + 0.5 + 0.1) * 100], abs=1e-3)
+    scale = c.settings["photon_scale"]
+    assert em.photons[order].numpy() == pytest.approx([0.5 * scale, 0.25 * scale], rel=1e-4)
+    sig = em.uncertainty_xyz_nm[order].numpy()
+    assert sig[:, :2] == pytest.approx(np.full((2, 2), 10.0), rel=1e-3)  # 0.1 px
+    if localize_z:  # z over [-500, 500]: mid 0, half-range 500
+        assert xyz[:, 2] == pytest.approx([250.0, -100.0], abs=1e-2)
+        assert sig[:, 2] == pytest.approx([50.0, 50.0], rel=1e-3)
+    else:
+        assert np.all(xyz[:, 2] == 0) and np.all(np.isnan(sig[:, 2]))
+    # a threshold above the summed probability (0.95) drops the first emitter only
+    assert len(FL.decode(c, hand_made(localize_z), threshold=0.93)) == 1
+
+
+def test_encoding_lists_each_frames_emitters_in_normalised_units():
+    t = FL.section.model_validate({"model": "fastloc", "localize_z": True})
+    enc = FL.encoder(t, SCENE)
+    em = EmitterSet(torch.tensor([[150.0, 250.0, 250.0], [50.0, 50.0, -500.0],
+                                  [1000.0, 20.0, 0.0]]),
+                    torch.tensor([1000.0, 2000.0, 5000.0]), torch.tensor([1, 0, 1]))
+    y = enc(em, 3, 16, torch.full((3, 16, 16), 10.0))
+    assert y["truth"].shape == (3, 2, 4) and y["mask"].sum(1).tolist() == [1, 2, 0]
+    scale = FL.card_settings(t, SCENE)["photon_scale"]
+    assert y["truth"][0, 0].tolist() == pytest.approx([0.5, 0.5, -1.0, 2000 / scale])
+    assert y["truth"][1, 0].tolist() == pytest.approx([1.5, 2.5, 0.5, 1000 / scale])
+    assert y["background"].max() == pytest.approx(10.0 / 30.0)
+
+
+def test_the_loss_is_lowest_at_the_true_positions():
+    """The same output map scores better when its means sit on the emitters."""
+    t = FL.section.model_validate({"model": "fastloc", "background_weight": 0.0})
+    loss = FL.loss(t)
+    enc = FL.encoder(t, SCENE)
+    em = EmitterSet(torch.tensor([[650.0, 430.0, 0.0], [330.0, 1050.0, 0.0]]),
+                    torch.tensor([2000.0, 1000.0]), torch.tensor([0, 1]))
+    targets = enc(em, 2, 16, None)
+    raw = hand_made(False)  # emitters predicted at (6.8, 4.3) and (3.1, 10.6) px
+    scale = FL.card_settings(t, SCENE)["photon_scale"]
+    raw[0, 3, 4, 6] = inverse("n", 2000 / scale)
+    raw[1, 3, 10, 3] = inverse("n", 1000 / scale)
+    at_truth = float(loss(raw, targets))
+    for shift in (20.0, 50.0):
+        moved = EmitterSet(em.xyz_nm + torch.tensor([shift, -shift, 0.0]), em.photons, em.frame)
+        assert float(loss(raw, enc(moved, 2, 16, None))) > at_truth
+    # one emitter too many or too few costs through the count term
+    extra = EmitterSet(torch.cat([em.xyz_nm, torch.tensor([[900.0, 900.0, 0.0]])]),
+                       torch.tensor([2000.0, 1000.0, 1500.0]), torch.tensor([0, 1, 1]))
+    assert float(loss(raw, enc(extra, 2, 16, None))) > at_truth + 1.0
+
+
+def test_gradients_reach_every_output_channel():
+    t = FL.section.model_validate({"model": "fastloc", "localize_z": True})
+    em = EmitterSet(torch.tensor([[640.0, 445.0, 100.0]]), torch.tensor([2000.0]),
+                    torch.tensor([0]))
+    raw = hand_made(True).requires_grad_(True)
+    FL.loss(t)(raw, FL.encoder(t, SCENE)(em, 2, 16, torch.full((2, 16, 16), 10.0))).backward()
+    assert torch.all(raw.grad.abs().sum(dim=(0, 2, 3)) > 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A few hundred steps on bright and dim emitters alike (photons 300–6000)."""
+    from deepsmlm.config import experiment_from_dict
+    from deepsmlm.training.train import train
+
+    exp = experiment_from_dict({
+        "frame": {"height_px": 24, "width_px": 24},
+        "optics": {"psf": "gaussian", "pixel_size_nm": 100},
+        "emitters": {"n_per_frame": [1, 3], "photons": {"lo": 300, "hi": 6000}},
+        "background": {"photons_per_px": [10, 10]},
+        "training": {"model": "fastloc", "width": 8, "patch_px": 16, "batch_size": 16,
+                     "steps_per_epoch": 60, "max_epochs": 5, "learning_rate": 3e-3,
+                     "val_frames": 32, "seed": 0}})
+    folder = tmp_path_factory.mktemp("fl") / "m"
+    card = train(exp, folder, progress=False)
+    return exp, folder, card
+
+
+def test_predicted_sigma_grows_when_photons_fall(tiny_model):
+    from deepsmlm.api import simulate
+    from deepsmlm.inference import Predictor
+
+    exp, folder, card = tiny_model
+    pred = Predictor.load(folder)
+    sig = {}
+    for photons in (400.0, 5000.0):
+        d = exp.to_dict()
+        d["emitters"]["photons"] = {"distribution": "constant", "mean": photons}
+        from deepsmlm.config import experiment_from_dict
+
+        movie = simulate(experiment_from_dict(d), 40, seed=5)
+        raw = pred.super_resolve(torch.from_numpy(movie.frames_adu.astype(np.float32)))
+        em = pred.localize(raw, threshold=0.3)
+        assert len(em) > 20
+        sig[photons] = float(em.uncertainty_xyz_nm[:, :2].median())
+    assert sig[400.0] > 1.5 * sig[5000.0]
