@@ -191,8 +191,29 @@ def build_patch_sampler(exp: Experiment, differentiable: bool = False):
     big = exp.model_copy(deep=True)
     big.frame = FrameConfig(height_px=side, width_px=side)
     encode = build_method(exp).encoder(t, build_scene(exp))
-    return PatchSampler(build_simulator(big), training_emitters(big), encode, t.patch_px,
-                        t.margin_px, exp.optics.pixel_size_nm, differentiable)
+    simulator = build_simulator(big)
+    return PatchSampler(simulator, training_emitters(big), encode, t.patch_px, t.margin_px,
+                        exp.optics.pixel_size_nm, differentiable,
+                        aberration_jitter(exp, simulator.psf))
+
+
+def aberration_jitter(exp: Experiment, psf):
+    """perturb(generator): the PSF's aberrations set to the experiment's plus random Noll
+    5–15 modes of total RMS ``training.aberration_jitter_rad`` (None when 0)."""
+    rms = exp.training.aberration_jitter_rad
+    if rms == 0:
+        return None
+    if not isinstance(psf, PupilPSF):
+        raise UserError("training.aberration_jitter_rad needs optics.psf: pupil")
+    grid = pupil_grid(exp.optics)
+    modes = torch.stack([masks.zernike_mask(grid, {j: 1.0}) for j in range(5, 16)])
+    base = psf.aberration_phase.clone()
+
+    def perturb(generator: torch.Generator) -> None:
+        c = torch.randn(len(modes), generator=generator) * (rms / math.sqrt(len(modes)))
+        psf.aberration_phase = base + torch.einsum("k,kij->ij", c, modes)
+
+    return perturb
 
 
 def crlb_operating_point(exp: Experiment) -> tuple[float, float]:

@@ -33,19 +33,24 @@ class PatchSampler:
     emitters inside (``methods.base.Method.encoder``).
 
     ``differentiable``: frames rendered with the camera's Gaussian noise model (no
-    rounding), so gradients reach the PSF's parameters (mask design).
+    rounding), so gradients reach the PSF's parameters (mask design). ``perturb(generator)``
+    changes the simulator before each batch (e.g. random aberrations).
     """
 
     def __init__(self, simulator, draw_emitters: Callable[[int, torch.Generator], EmitterSet],
                  encode: Callable, patch_px: int, margin_px: int, pixel_size_nm: float,
-                 differentiable: bool = False):
+                 differentiable: bool = False,
+                 perturb: Callable[[torch.Generator], None] | None = None):
         self.simulator, self.draw_emitters, self.encode = simulator, draw_emitters, encode
+        self.perturb = perturb
         self.patch_px, self.margin_px = patch_px, margin_px
         self.pixel_nm = pixel_size_nm
         self.differentiable = differentiable
 
     def __call__(self, n: int, generator: torch.Generator) -> Batch:
         em = self.draw_emitters(n, generator)
+        if self.perturb is not None:  # a microscope a little different for this batch
+            self.perturb(generator)
         signal, bg = self.simulator.expected_photons(em, n, generator)
         if self.differentiable:  # Gaussian reparameterisation of the camera noise
             adu = self.simulator.camera.sample_differentiable(signal + bg, generator)

@@ -47,6 +47,9 @@ class TrainingSection(Strict):
     density_range_per_um2: tuple[PosFloat, PosFloat] | None = None
     val_frames: Annotated[int, Field(ge=1)] = 64
     seed: int = 0
+    # real microscopes never match the simulation: each training batch is rendered with
+    # random aberrations (Noll 5–15) of this total RMS [rad] added to the pupil (pupil PSF)
+    aberration_jitter_rad: Annotated[float, Field(ge=0, le=3)] = 0.0
 
     @model_validator(mode="after")
     def _ranges(self) -> TrainingSection:

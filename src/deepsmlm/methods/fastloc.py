@@ -146,11 +146,12 @@ class FastLoc:
 
     def tuning_match(self, card) -> dict:
         """3D: the Hungarian assignment within a 100 nm sphere (DeepSTORM3D's reporting);
-        2D: the SMLM-Challenge greedy 250 nm lateral."""
+        2D: the SMLM-Challenge greedy 250 nm, lateral only (a 2D method reports no depth,
+        however deep the emitters lie)."""
         if card.settings["localize_z"]:
             return {"method": "hungarian", "tol_xy_nm": 100.0, "tol_z_nm": 100.0,
                     "tol_3d_nm": 100.0}
-        return {}
+        return {"tol_z_nm": float("inf")}
 
     def output_image(self, card, raw):
         """The detection probability (B, H, W) at camera resolution."""

@@ -52,6 +52,7 @@ class FastLoc(nn.Module):
         with torch.no_grad():  # start with few detections: p ≈ 0.01 everywhere
             self.out.bias.zero_()
             self.out.bias[0] = -4.6
+        self.to(memory_format=torch.channels_last)  # ≈ 20 % faster convolutions on a CPU
 
     multiple = 4
 
@@ -59,7 +60,7 @@ class FastLoc(nn.Module):
         if x.shape[-2] % 4 or x.shape[-1] % 4:
             raise ValueError(f"frame {tuple(x.shape[-2:])} is not a multiple of 4; pad it "
                              "(pad_to_multiple)")
-        e1 = self.enc1(x)
+        e1 = self.enc1(x.contiguous(memory_format=torch.channels_last))
         e2 = self.enc2(F.max_pool2d(e1, 2))
         e3 = self.enc3(F.max_pool2d(e2, 2))
         d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2, mode="nearest"), e2], 1))
