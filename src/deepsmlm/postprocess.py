@@ -139,3 +139,25 @@ def pixel_detections(p: torch.Tensor, threshold: float, certain: float = 0.6
     score = torch.where(maxima, box.clamp(max=1.0), torch.where(p >= certain, p, 0.0))
     keep = (score > threshold).nonzero()
     return keep, score[keep[:, 0], keep[:, 1], keep[:, 2]]
+
+
+def suppress_close(frame: torch.Tensor, xy: torch.Tensor, score: torch.Tensor,
+                   radius: float) -> torch.Tensor:
+    """Keep mask (K,) of detections after neighbour-aware suppression: in each frame, a
+    detection whose position ``xy`` (K, 2) lies within ``radius`` (same units) of one
+    with a higher ``score`` is dropped (the same emitter found twice)."""
+    keep = torch.ones(len(score), dtype=torch.bool)
+    order = torch.argsort(score, descending=True, stable=True)
+    f, p = frame[order], xy[order]
+    for t in torch.unique(f):
+        idx = torch.nonzero(f == t).flatten()
+        if len(idx) < 2:
+            continue
+        d = torch.cdist(p[idx].double(), p[idx].double())
+        close = torch.triu(d < radius, diagonal=1)  # (i, j): j scores lower than i
+        alive = torch.ones(len(idx), dtype=torch.bool)
+        for i in range(len(idx)):
+            if alive[i]:
+                alive &= ~close[i]
+        keep[order[idx[~alive]]] = False
+    return keep

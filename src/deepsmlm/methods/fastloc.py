@@ -6,8 +6,9 @@ emitter's sub-pixel offset, its depth (``localize_z``), its photons, the σ of e
 background. It is trained with a loss that needs no matching to the truth
 (``losses.mixture_loss``: a Gaussian mixture over pixels weighted by their probability, a
 count term) plus the background's squared error, and decoded by ``postprocess.
-pixel_detections`` (3×3 maxima of the probability, scored by its 3×3 sum): positions are
-the pixel centre plus the offset, uncertainties the predicted σ in nm.
+pixel_detections`` (3×3 maxima of the probability, scored by its 3×3 sum) and
+``postprocess.suppress_close`` (of two detections within a pixel, the weaker goes):
+positions are the pixel centre plus the offset, uncertainties the predicted σ in nm.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ class FastLocTraining(TrainingSection):
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     lr_schedule: Literal["plateau", "cosine"] = "cosine"
     # sized for a 2-core CPU: the cosine schedule ends after about 15 minutes there
-    max_epochs: Annotated[int, Field(ge=1)] = 20
-    early_stop_epochs: Annotated[int, Field(ge=1)] = 20
+    max_epochs: Annotated[int, Field(ge=1)] = 40
+    early_stop_epochs: Annotated[int, Field(ge=1)] = 40
+
+
+# two detections closer than this [camera px] are one emitter found twice
+SUPPRESS_PX = 1.0
 
 
 class FastLoc:
@@ -118,7 +123,7 @@ class FastLoc:
                return_peaks: bool = False):
         from deepsmlm.emitters import EmitterSet
         from deepsmlm.models.fastloc import activate, channels
-        from deepsmlm.postprocess import pixel_detections
+        from deepsmlm.postprocess import pixel_detections, suppress_close
 
         s = card.settings
         maps = activate(raw.detach().float(), channels(bool(s["localize_z"])))
@@ -137,6 +142,9 @@ class FastLoc:
         else:
             z, sz = torch.zeros_like(x), torch.full_like(x, float("nan"))
         photons = maps["n"][t, r, c] * s["photon_scale"]
+        keep = suppress_close(t, torch.stack([x, y], 1), score, SUPPRESS_PX * px)
+        x, y, z, sx, sy, sz, photons, t, score = (v[keep] for v in (x, y, z, sx, sy, sz,
+                                                                    photons, t, score))
         em = EmitterSet(torch.stack([x, y, z], 1).cpu(), photons.cpu(), (t + frame_offset).cpu(),
                         uncertainty_xyz_nm=torch.stack([sx, sy, sz], 1).cpu())
         return (em, score.cpu()) if return_peaks else em
