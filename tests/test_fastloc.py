@@ -157,3 +157,19 @@ def test_predicted_sigma_grows_when_photons_fall(tiny_model):
         assert len(em) > 20
         sig[photons] = float(em.uncertainty_xyz_nm[:, :2].median())
     assert sig[400.0] > 1.5 * sig[5000.0]
+
+
+def test_neighbour_aware_suppression_keeps_the_stronger_of_a_close_pair():
+    from deepsmlm.postprocess import suppress_close
+
+    frame = torch.tensor([0, 0, 0, 1, 1])
+    xy = torch.tensor([[10.0, 10.0], [10.5, 10.2], [14.0, 10.0], [10.4, 10.0], [10.0, 10.0]])
+    score = torch.tensor([0.6, 0.9, 0.8, 0.5, 0.7])
+    keep = suppress_close(frame, xy, score, radius=1.0)
+    # frame 0: 0 and 1 are 0.54 apart → the weaker (0) goes; 2 is 4 away; frame 1: 3 goes
+    assert keep.tolist() == [False, True, True, False, True]
+    # a chain a–b–c (each 0.8 apart, a and c 1.6 apart): a strongest removes b, keeps c
+    keep = suppress_close(torch.zeros(3, dtype=torch.long),
+                          torch.tensor([[0.0, 0.0], [0.8, 0.0], [1.6, 0.0]]),
+                          torch.tensor([0.9, 0.8, 0.7]), radius=1.0)
+    assert keep.tolist() == [True, False, True]
