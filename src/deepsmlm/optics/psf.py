@@ -8,7 +8,8 @@ T frames, H×W frame.
 
 Models:
 - ``PupilPSF``: scalar Fourier optics, |F{P}|² with F the forward transform, by a matrix
-  DFT so that pupil sampling and pixel size are independent; normalised to the emitter's photons over the infinite plane.
+  DFT so that pupil sampling and pixel size are independent; normalised to the emitter's
+  photons over the infinite plane.
 - ``GaussianPSF`` / ``AstigmaticGaussianPSF``: integrated (erf) Gaussians, exact per pixel.
 """
 
