@@ -1,5 +1,6 @@
 """A Tetrapod bead focus scan localized plane by plane, before and after the issue-18 fix.
 
+    python benchmarks/bead_stack.py orient   --out bench_out/beads
     python benchmarks/bead_stack.py train    --out bench_out/beads --minutes 30
     python benchmarks/bead_stack.py localize --out bench_out/beads
     python benchmarks/bead_stack.py evaluate --out bench_out/beads --docs docs/images
@@ -8,6 +9,11 @@ The stack is ../shared/data/deepnebulae/tetrapod_bead_stack.tiff (54 planes, 100
 steps; --stack to point elsewhere). A bead does not move while the stage steps, so its
 localized x and y must stay put and its z must follow the stage one for one.
 
+orient: which mask of masks_oracle_vipr.mat, in which of the 8 orientations (transpose,
+flip x, flip y), fits the stack: ``deepsmlm psf`` over z 0–5.6 µm for each, and per plane
+the best normalised cross-correlation (over lateral shifts and z) with the bead; printed
+with the fitted z per stage step. This is how to choose a file mask's orientation for a
+microscope (docs/conventions.md).
 train: two DeepSTORM3D models for configs/3d-tetrapod-beads.yaml, one per orientation of
 the mask: ``fixed`` (the file as it is: the image is the forward Fourier transform of the
 pupil, as in the code that made the mask) and ``old`` (the same mask with flip_x and
@@ -37,6 +43,11 @@ CONFIG = ROOT / "configs" / "3d-tetrapod-beads.yaml"
 STACK = ROOT.parent / "shared" / "data" / "deepnebulae" / "tetrapod_bead_stack.tiff"
 STEP_NM = 100.0
 ORIENTATIONS = {"fixed": {}, "old": {"flip_x": True, "flip_y": True}}
+ALL_ORIENTATIONS = {  # name: (transpose, flip_x, flip_y)
+    "as is": (False, False, False), "flip x": (False, True, False),
+    "flip y": (False, False, True), "turn 180°": (False, True, True),
+    "transpose": (True, False, False), "transpose + flip x": (True, True, False),
+    "transpose + flip y": (True, False, True), "transpose + turn 180°": (True, True, True)}
 
 
 def deepsmlm(*args: str) -> None:
@@ -44,7 +55,7 @@ def deepsmlm(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "deepsmlm.cli", *args], check=True, env=env)
 
 
-def experiment_for(orientation: str, out: Path) -> Path:
+def experiment_for(orientation: str, out: Path, mask_update: dict | None = None) -> Path:
     """The bead config with the mask path made absolute and the orientation applied."""
     exp = yaml.safe_load(CONFIG.read_text())
     mask = exp["optics"]["mask"]
@@ -52,10 +63,56 @@ def experiment_for(orientation: str, out: Path) -> Path:
     if not path.is_absolute():
         path = Path(os.path.abspath(CONFIG.parent / path))
     mask["path"] = str(path)
-    mask.update(ORIENTATIONS[orientation])
+    mask.update(ORIENTATIONS.get(orientation, {}) if mask_update is None else mask_update)
     dest = out / f"{orientation}.yaml"
     dest.write_text(yaml.safe_dump(exp, sort_keys=False))
     return dest
+
+
+def normalised_xcorr_max(planes: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """(T, D): max over circular lateral shifts of the Pearson correlation of each plane
+    (T, P, P) with each model PSF (D, P, P)."""
+    def unit(a):
+        a = a - a.mean((-2, -1), keepdims=True)
+        return a / np.linalg.norm(a, axis=(-2, -1), keepdims=True)
+    fa, fb = np.fft.rfft2(unit(planes))[:, None], np.fft.rfft2(unit(models))[None]
+    cc = np.fft.irfft2(fa * np.conj(fb), s=planes.shape[-2:])
+    return cc.reshape(*cc.shape[:2], -1).max(-1)
+
+
+def orient(out: Path, stack: Path, size_px: int = 81) -> list[dict]:
+    import tifffile
+
+    from deepsmlm.io.frames import read_stack
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(read_stack(stack).data, dtype=np.float64)
+    mean_img = data.sum(0)
+    yy, xx = np.mgrid[:mean_img.shape[0], :mean_img.shape[1]]
+    cy = int(round((mean_img * yy).sum() / mean_img.sum()))
+    cx = int(round((mean_img * xx).sum() / mean_img.sum()))
+    h = size_px // 2
+    planes = data[:, cy - h:cy + h + 1, cx - h:cx + h + 1]
+    rows = []
+    for key in ("mask1", "mask2"):
+        for name, (tr, fx, fy) in ALL_ORIENTATIONS.items():
+            tag = f"orient_{key}_{name.replace(' ', '').replace('+', '_').replace('°', '')}"
+            cfg = experiment_for(tag, out, {"key": key, "transpose": tr, "flip_x": fx,
+                                            "flip_y": fy})
+            deepsmlm("psf", str(cfg), "--out", str(out / tag), "--z-nm=0:5600:100",
+                     "--size-px", str(size_px))
+            models = tifffile.imread(out / tag / "psf.tif").astype(np.float64)
+            z = np.arange(0.0, 5600.1, 100.0)
+            c = normalised_xcorr_max(planes, models)
+            z_best = z[c.argmax(1)]
+            slope, _ = np.polyfit(np.arange(len(z_best)) * STEP_NM, z_best, 1)
+            rows.append(dict(mask=key, orientation=name, mean_corr=float(c.max(1).mean()),
+                             min_corr=float(c.max(1).min()),
+                             z_per_stage_step_nm=float(slope * STEP_NM)))
+            print(f"| {key} | {name} | {rows[-1]['mean_corr']:.3f} | {rows[-1]['min_corr']:.3f} "
+                  f"| {rows[-1]['z_per_stage_step_nm']:.0f} |", flush=True)
+    (out / "orientation.json").write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def train(out: Path, minutes: float, old_minutes: float | None) -> None:
@@ -174,7 +231,7 @@ def plot(tracks: dict, result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["train", "localize", "evaluate"])
+    p.add_argument("step", choices=["orient", "train", "localize", "evaluate"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--stack", type=Path, default=STACK)
     p.add_argument("--minutes", type=float, default=30.0)
@@ -184,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.step != "train" and not args.stack.is_file():
         print(f"bead stack not found: {args.stack}", file=sys.stderr)
         return 2
-    if args.step == "train":
+    if args.step == "orient":
+        print("| mask | orientation | mean corr | min corr | z per 100 nm stage step |")
+        print("|---|---|---|---|---|")
+        orient(args.out, args.stack)
+    elif args.step == "train":
         train(args.out, args.minutes, args.old_minutes)
     elif args.step == "localize":
         localize(args.out, args.stack)
