@@ -69,6 +69,13 @@ def crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[c - h:c + h + 1, c - h:c + h + 1]
 
 
+def _outside(n: int, size: int) -> np.ndarray:
+    m = np.ones((n, n))
+    c, h = n // 2, size // 2
+    m[c - h:c + h + 1, c - h:c + h + 1] = 0
+    return m
+
+
 def our_psf(exp: dict, z: np.ndarray, size_px: int, work: Path) -> np.ndarray:
     import tifffile
 
@@ -112,7 +119,10 @@ def compare(data: Path, pupil_grid_px: int = 96, patch_px: int = 61) -> list[dic
                 ref_centroid_px=[round(float(v), 3) for v in centroid_px(ref)],
                 energy_patch=float(ours[i].sum()),
                 energy_ref_patch=float(ref.sum()),
-                energy_ref_101=float(crop(ref_full, 101).sum())))
+                energy_ref_101=float(crop(ref_full, 101).sum()),
+                halo_mean_per_px=float((1 - ref.sum()) / (ref_full.size - ref.size)),
+                halo_max_per_px=float(np.max(ref_full * _outside(ref_full.shape[0],
+                                                                 patch_px)))))
     return rows
 
 
@@ -134,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
               f"| {r['energy_patch']:.3f} | {r['energy_ref_101']:.3f} |")
     worst = min(r["corr"] for r in rows)
     off = max(max(abs(r["dx_px"]), abs(r["dy_px"])) for r in rows)
+    for name in dict.fromkeys(r["mask"] for r in rows):
+        sel = [r for r in rows if r["mask"] == name]
+        print(f"{name}: light outside the {args.patch_px}-px patch per pixel: mean "
+              f"{max(r['halo_mean_per_px'] for r in sel):.1e}, max "
+              f"{max(r['halo_max_per_px'] for r in sel):.1e} of the emitter's photons")
     print(f"\nworst correlation {worst:.4f}; largest centroid offset {off:.3f} px; "
           f"least energy in the patch {min(r['energy_patch'] for r in rows):.3f}")
     if args.json:
