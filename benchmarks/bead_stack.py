@@ -165,6 +165,8 @@ def figures_of_merit(track: np.ndarray, central_nm: float = 4000.0) -> dict:
     resid = c[ok, 2] - (slope * stage[sel][ok] + icpt)
     return {
         "planes_central": int(sel.sum()), "planes_found": int(ok.sum()),
+        "x_median_nm": float(np.median(c[ok, 0])), "y_median_nm": float(np.median(c[ok, 1])),
+        "z_median_nm": float(np.median(c[ok, 2])),
         "x_ptp_nm": float(np.ptp(c[ok, 0])), "y_ptp_nm": float(np.ptp(c[ok, 1])),
         "x_std_nm": float(np.std(c[ok, 0])), "y_std_nm": float(np.std(c[ok, 1])),
         "z_step_mean_nm": float(np.mean(steps)), "z_step_std_nm": float(np.std(steps)),
@@ -201,29 +203,30 @@ def plot(tracks: dict, result: dict, path: Path) -> None:
     labels = {"fixed": "forward FFT (fixed)", "old": "turned 180° (before the fix)"}
     colours = {"fixed": "C0", "old": "C3"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    t0 = tracks["fixed"]
+    stage = np.arange(len(t0)) * STEP_NM
+    mid = 0.5 * (stage[0] + stage[-1])
+    sel = np.abs(stage - mid) <= 2000.0 + 1e-6
+    ref = np.nanmedian(t0[sel], axis=0)  # both curves relative to the fixed model's bead
     for name, t in tracks.items():
-        stage = np.arange(len(t)) * STEP_NM
-        mid = 0.5 * (stage[0] + stage[-1])
-        sel = np.abs(stage - mid) <= 2000.0 + 1e-6
-        ref = np.nanmedian(t[sel], axis=0)
         r = result[name]
         for ax, k, lab in zip(axes, range(3), ("x", "y", "z")):
             if k < 2:
                 y = t[:, k] - ref[k]
                 extra = f", p-p {r[f'{lab}_ptp_nm']:.0f} nm"
             else:
-                y = t[:, 2] - np.nanmean(t[sel, 2]) + np.nanmean(stage[sel] - mid)
+                y = t[:, 2] - np.nanmean(t0[sel, 2]) + np.nanmean(stage[sel] - mid)
                 extra = f", step {r['z_step_mean_nm']:.0f}±{r['z_step_std_nm']:.0f} nm"
             ax.plot(stage - mid, y, ".-", color=colours[name], ms=4, lw=0.8,
                     label=labels[name] + extra)
-    for ax, lab in zip(axes, ("x − median [nm]", "y − median [nm]", "z (centred) [nm]")):
+    for ax, lab in zip(axes, ("x − bead x [nm]", "y − bead y [nm]", "z (centred) [nm]")):
         ax.axvspan(-2000, 2000, color="0.9", zorder=0)
         ax.set_xlabel("stage position (centred) [nm]")
         ax.set_ylabel(lab)
         ax.legend(fontsize=7, loc="best")
     axes[2].plot([-2700, 2700], [-2700, 2700], "k:", lw=0.8)
-    fig.suptitle("Tetrapod bead focus scan (DeepNebulae), one bead localized per plane; "
-                 "shaded: central 4 µm")
+    fig.suptitle("Tetrapod bead focus scan (DeepNebulae), the bead localized in each plane "
+                 "(relative to the fixed model's median); shaded: central 4 µm")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
