@@ -163,7 +163,15 @@ def figures_of_merit(track: np.ndarray, central_nm: float = 4000.0) -> dict:
     steps = steps[np.isfinite(steps)]
     slope, icpt = np.polyfit(stage[sel][ok], c[ok, 2], 1)
     resid = c[ok, 2] - (slope * stage[sel][ok] + icpt)
+    lat = {}
+    for k, name in ((0, "x"), (1, "y")):
+        v = c[ok, k]
+        worst = np.argmax(np.abs(v - np.median(v)))
+        lat[f"{name}_ptp_without_worst_nm"] = float(np.ptp(np.delete(v, worst)))
+        lat[f"{name}_trend_nm_per_um"] = float(np.polyfit(stage[sel][ok], v, 1)[0] * 1000.0)
     return {
+        **lat, "z_steps_within_15nm": f"{int((np.abs(steps - 100.0) <= 15.0).sum())}/"
+                                      f"{len(steps)}",
         "planes_central": int(sel.sum()), "planes_found": int(ok.sum()),
         "x_median_nm": float(np.median(c[ok, 0])), "y_median_nm": float(np.median(c[ok, 1])),
         "z_median_nm": float(np.median(c[ok, 2])),
