@@ -51,7 +51,7 @@ class FileMask(_Strict):
     Relative paths are resolved against the experiment file's folder.
     ``transpose``, ``flip_x``, ``flip_y`` re-orient the file (applied in that order) for a
     microscope that mirrors or turns the image relative to the file's convention
-    (docs/conventions.md, "Mask orientation").
+    (docs/conventions.md, "Fourier sign and mask orientation").
     """
 
     kind: Literal["file"]
