@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d bench-optics clean
+.PHONY: setup demo test lint bench bench3d bench-optics bench-beads clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -75,3 +75,16 @@ bench-optics: $(STAMP)  # after make bench3d (its model starts the design)
 	$(PY) benchmarks/deep_optics.py movies --out bench_out/optics --context-px 20
 	$(PY) benchmarks/deep_optics.py evaluate --out bench_out/optics --context-px 20 \
 		--docs docs/images
+
+# Mask-file conventions (issue 18): our PSF against a forward-FFT reference for the
+# DeepSTORM3D masks, then the DeepNebulae Tetrapod bead scan localized with models trained
+# for the mask as is and turned by 180° (the convention before the fix): ≈ 2 × BEADS_MINUTES.
+BEADS_MINUTES ?= 30
+bench-beads: $(STAMP)
+	$(PY) benchmarks/mask_conventions.py --json bench_out/mask_conventions.json
+	$(PY) benchmarks/bead_stack.py orient --out bench_out/beads
+	rm -rf bench_out/beads/model_fixed bench_out/beads/model_old
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bead_stack.py train --out bench_out/beads \
+		--minutes $(BEADS_MINUTES)
+	$(PY) benchmarks/bead_stack.py localize --out bench_out/beads
+	$(PY) benchmarks/bead_stack.py evaluate --out bench_out/beads --docs docs/images

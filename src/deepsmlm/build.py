@@ -33,7 +33,8 @@ def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
     if isinstance(m, ZernikeMask):
         return masks.zernike_mask(grid, m.noll)
     if isinstance(m, FileMask):
-        arr = masks.load_phase_array(m.path, m.key)
+        arr = masks.orient_phase(masks.load_phase_array(m.path, m.key),
+                                 m.flip_x, m.flip_y, m.transpose)
         radius = (m.pupil_radius_px or masks.sidecar_pupil_radius_px(m.path)
                   or masks.estimate_pupil_radius_px(arr))
         return masks.resample_phase(arr, radius, grid)

@@ -44,12 +44,18 @@ class FileMask(_Strict):
     ``pupil_radius_px`` is the radius, in the file's own pixels, that corresponds to the
     pupil edge NA_eff/λ. When omitted it is estimated from the mask's non-zero support.
     Relative paths are resolved against the experiment file's folder.
+    ``transpose``, ``flip_x``, ``flip_y`` re-orient the file (applied in that order) for a
+    microscope that mirrors or turns the image relative to the file's convention
+    (docs/conventions.md, "Fourier sign and mask orientation").
     """
 
     kind: Literal["file"]
     path: str
     key: str | None = None
     pupil_radius_px: PosFloat | None = None
+    flip_x: bool = False
+    flip_y: bool = False
+    transpose: bool = False
 
 
 Mask = Annotated[ClearMask | ZernikeMask | FileMask, Field(discriminator="kind")]

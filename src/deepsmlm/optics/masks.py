@@ -6,6 +6,12 @@ the experiment file, else from a JSON beside the mask (``mask.json`` for ``mask.
 from the mask's non-zero support. It is resampled onto
 our grid by bilinear interpolation of the complex transmission exp(i·φ), not of φ itself,
 so 2π wraps in the file do not smear into wrong phases.
+
+Orientation: row r, column c of the file is the pupil point (ky, kx) ∝ (r − (N−1)/2,
+c − (N−1)/2), and the image is the forward Fourier transform of the pupil field (the
+convention of the DeepSTORM3D code that made the shipped masks). A microscope that mirrors
+or turns the image relative to that is matched by ``orient_phase`` (transpose, flip x,
+flip y, in that order); a 180° turn is flip x + flip y.
 """
 
 from __future__ import annotations
@@ -89,6 +95,25 @@ def estimate_pupil_radius_px(phase: np.ndarray) -> float:
         raise UserError("cannot infer the pupil radius from the mask support; "
                         "set mask.pupil_radius_px")
     return math.sqrt(support.sum() / math.pi)
+
+
+def orient_phase(phase: np.ndarray, flip_x: bool = False, flip_y: bool = False,
+                 transpose: bool = False) -> np.ndarray:
+    """The file phase re-oriented before resampling: transpose, then flip x, then flip y.
+
+    ``transpose`` swaps kx and ky (rows ↔ columns); ``flip_x`` reverses the columns
+    (kx → −kx), which mirrors the PSF in x (X → −X); ``flip_y`` reverses the rows
+    (ky → −ky), mirroring it in y. The flips are about the centre (N−1)/2, so they are
+    exact on odd and even grids. Both flips together turn the PSF by 180°.
+    """
+    out = np.asarray(phase)
+    if transpose:
+        out = out.T
+    if flip_x:
+        out = out[:, ::-1]
+    if flip_y:
+        out = out[::-1, :]
+    return np.ascontiguousarray(out)
 
 
 def resample_phase(phase: np.ndarray, pupil_radius_px: float, grid: PupilGrid) -> torch.Tensor:

@@ -7,8 +7,9 @@ pixel, so pixel i spans [i, i+1)·pixel_size_nm. Shapes: N emitters, P patch pix
 T frames, H×W frame.
 
 Models:
-- ``PupilPSF``: scalar Fourier optics, |F{P}|², by a matrix DFT so that pupil sampling and
-  pixel size are independent; normalised to the emitter's photons over the infinite plane.
+- ``PupilPSF``: scalar Fourier optics, |F{P}|² with F the forward transform, by a matrix
+  DFT so that pupil sampling and pixel size are independent; normalised to the emitter's
+  photons over the infinite plane.
 - ``GaussianPSF`` / ``AstigmaticGaussianPSF``: integrated (erf) Gaussians, exact per pixel.
 """
 
@@ -149,8 +150,13 @@ class PupilPSF(PSF):
     """Scalar pupil PSF (DESIGN §4.1), computed by a matrix DFT on a patch per emitter.
 
     For emitter n at (x, y, z) and image sample points (X, Y) relative to it:
-        E_n(X, Y) = dk² Σ_k P_n(k)·exp(i2π(kx·X + ky·Y)),   P_n = A·e^{iφ}·e^{i kz_s z − i kz_i f}
+        E_n(X, Y) = dk² Σ_k P_n(k)·exp(−i2π(kx·X + ky·Y)),  P_n = A·e^{iφ}·e^{i kz_s z − i kz_i f}
         I_n = photons_n·|E_n|² / (dk² Σ_k |P_n(k)|²)        [photons/nm², ∫ I dA = photons]
+    The image is the *forward* (centred) Fourier transform of the pupil field, as a lens
+    does it and as the DeepSTORM3D code that designed the shipped masks computes it, so a
+    mask file renders as it did there (docs/conventions.md, "Fourier sign"). The emitter's
+    lateral position enters as the pupil ramp exp(+i2π k·(x, y)), which moves the image to
+    +(x, y); a positive x-tilt phase therefore moves the PSF towards +x.
     The pixel value is I averaged over ``oversampling``² sub-pixel points × pixel area.
 
     ``mask_phase`` [rad] (n_px, n_px) is a tensor attribute; make it an ``nn.Parameter``
@@ -184,7 +190,7 @@ class PupilPSF(PSF):
         # pixel corner; the in-pixel offset enters as a pupil phase ramp.
         sub = (torch.arange(patch_px * oversampling, dtype=torch.float64) + 0.5) / oversampling
         pos_nm = (sub - patch_px // 2) * pixel_size_nm
-        dft = torch.exp(2j * math.pi * pos_nm[:, None] * grid.k_1d(torch.float64)[None, :])
+        dft = torch.exp(-2j * math.pi * pos_nm[:, None] * grid.k_1d(torch.float64)[None, :])
         self.register_buffer("dft", dft.to(torch.complex64), persistent=False)  # (P·os, n)
         zero = torch.zeros(n, n)
         self.register_buffer("aberration_phase",
@@ -220,7 +226,8 @@ class PupilPSF(PSF):
               mask_phase: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pupil fields P_n(k) for depths z_nm (N,): complex64 (N, n_px, n_px), and Σ|P_n|².
 
-        ``shift_nm`` (N, 2) adds the lateral phase ramp exp(−i2π(kx·x + ky·y)).
+        ``shift_nm`` (N, 2) adds the lateral phase ramp exp(+i2π(kx·x + ky·y)), which moves
+        the image (a forward transform of the pupil) by +(x, y).
         """
         phi = (self.current_mask_phase() if mask_phase is None else mask_phase) \
             + self.aberration_phase
@@ -229,8 +236,8 @@ class PupilPSF(PSF):
         phase = torch.addcmul(base, self.kz_sample.real, z)  # (N, n, n)
         if shift_nm is not None:
             two_pi_k = 2.0 * math.pi * self.k_1d
-            phase = phase - (shift_nm[:, 0, None, None].float() * two_pi_k)
-            phase = phase - (shift_nm[:, 1, None, None].float() * two_pi_k[:, None])
+            phase = phase + (shift_nm[:, 0, None, None].float() * two_pi_k)
+            phase = phase + (shift_nm[:, 1, None, None].float() * two_pi_k[:, None])
         if self.evanescent:  # supercritical light decays with depth
             amp = self.aperture * torch.exp(-self.kz_sample.imag * z.clamp_min(0.0))
             energy = (amp ** 2).sum(dim=(1, 2))

@@ -7,7 +7,8 @@ emitter at depth z above the coverslip, seen by an objective focused at ``focus_
     P(k) = A(k)·exp(i·φ(k))·exp(i·kz_sample(k)·z − i·kz_immersion(k)·focus),
     kz_n(k) = 2π·sqrt((n/λ)² − |k|²).
 
-Lateral position enters in the image-plane transform (see ``psf.py``).
+The image is the forward Fourier transform of P; the lateral position enters as the ramp
+exp(+i2π k·(x, y)), which moves the image to +(x, y) (see ``psf.py``).
 """
 
 from __future__ import annotations
