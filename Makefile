@@ -88,3 +88,15 @@ bench-beads: $(STAMP)
 		--minutes $(BEADS_MINUTES)
 	$(PY) benchmarks/bead_stack.py localize --out bench_out/beads
 	$(PY) benchmarks/bead_stack.py evaluate --out bench_out/beads --docs docs/images
+
+# fastloc on SMLM-Challenge-style 2D frames (a PSF it never saw) against Picasso; speed
+# against the published Deep-STORM (docs/benchmarks.md, "fastloc"); ≈ 20 min on 2 cores.
+bench-fastloc: $(STAMP) $(VENV)/.peers
+	rm -rf bench_out/fl2d
+	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train configs/smlm2016-2d.yaml --out bench_out/fl2d \
+		--max-minutes 16 --quiet
+	$(PY) benchmarks/fastloc.py smlm-movies --out bench_out/fl_smlm --frames 40
+	$(PY) benchmarks/fastloc.py smlm-evaluate --model bench_out/fl2d --movies bench_out/fl_smlm \
+		--json bench_out/fastloc_smlm.json
+	OMP_NUM_THREADS=1 $(PY) benchmarks/fastloc.py speed --model bench_out/fl2d --frames 200 \
+		--json bench_out/fastloc_speed.json
