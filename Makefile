@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d bench-optics bench-beads clean
+.PHONY: setup demo test lint bench bench3d bench-optics bench-beads bench-fastloc clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
