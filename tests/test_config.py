@@ -51,9 +51,9 @@ def test_preset_is_expanded_and_overridable():
      "overlap_squares needs overlap_counts_false_positives"),
     # each method validates its own keys; another method's key names its owner
     ({"training": {"depth_planes": 12}},
-     "training.depth_planes: a key of method 'deepstorm3d', not of 'deepstorm'"),
+     "training.depth_planes: a key of 'deepstorm3d', not of 'deepstorm'"),
     ({"training": {"model": "deepstorm3d", "channels": [8, 8, 8, 8]}},
-     "training.channels: a key of method 'deepstorm', not of 'deepstorm3d'"),
+     "training.channels: a key of 'deepstorm', not of 'deepstorm3d'"),
     ({"training": {"model": "deepstorm4d"}}, "training: unknown kind"),
 ])
 def test_bad_values_name_the_key(sections, needle):

@@ -329,9 +329,10 @@ def _format_error(err: ValidationError, source: str) -> str:
         loc = ".".join(raw)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            owner = _owner_of(raw[-1]) if method else None
-            msg = (f"a key of method {owner!r}, not of {method!r} (training.model)"
-                   if owner and owner != method else "unknown key")
+            owners = [n for n in methods.names() if method and n != method
+                      and raw[-1] in methods.get(n).section.model_fields]
+            msg = (f"a key of {' and '.join(repr(o) for o in owners)}, not of "
+                   f"{method!r} (training.model)" if owners else "unknown key")
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown kind; allowed: {e.get('ctx', {}).get('expected_tags', '')}"
         parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
