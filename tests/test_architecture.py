@@ -131,7 +131,11 @@ def test_nothing_outside_methods_names_a_method():
 
 
 def test_import_is_light():
-    code = "import sys, deepsmlm; print(sorted(m for m in ('torch', 'matplotlib', 'scipy') " \
-           "if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    """`import deepsmlm`, and reading an experiment file (which knows every method's
+    training section), load neither torch nor matplotlib nor scipy."""
+    for module in ("deepsmlm", "deepsmlm.config"):
+        code = f"import sys, {module}; print(sorted(m for m in ('torch', 'matplotlib', " \
+               "'scipy') if m in sys.modules))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip() == "[]", module

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from deepsmlm.methods.base import TrainingSection
@@ -78,6 +77,8 @@ class FastLoc:
         px = scene.pixel_size_nm
 
         def encode(emitters, n_frames: int, patch_px: int, background=None):
+            import torch
+
             frame = emitters.frame.long()
             counts = torch.bincount(frame, minlength=n_frames)
             k_max = int(counts.max()) if len(frame) else 0
@@ -107,6 +108,8 @@ class FastLoc:
         est = [n for n in names if n != "p" and n != "bg" and not n.startswith("s_")]
 
         def loss(raw, targets):
+            import torch
+
             maps = activate(raw, names)
             b, h, w = maps["p"].shape
             mu, sigma = _means(maps, est, h, w), _sigmas(maps, est)
@@ -121,6 +124,8 @@ class FastLoc:
 
     def decode(self, card, raw, threshold: float, frame_offset: int = 0,
                return_peaks: bool = False):
+        import torch
+
         from deepsmlm.emitters import EmitterSet
         from deepsmlm.models.fastloc import activate, channels
         from deepsmlm.postprocess import pixel_detections, suppress_close
@@ -163,7 +168,7 @@ class FastLoc:
 
     def output_image(self, card, raw):
         """The detection probability (B, H, W) at camera resolution."""
-        return torch.sigmoid(raw[:, 0])
+        return raw[:, 0].sigmoid()
 
     def preview(self, card, widefield, sr, emitters, path, title: str) -> None:
         from deepsmlm.plotting import widefield_vs_sr, widefield_vs_z
@@ -184,8 +189,10 @@ def _z_scale(settings: dict) -> tuple[float, float]:
     return 0.5 * (lo + hi), max(0.5 * (hi - lo), 1.0)
 
 
-def _means(maps: dict, est: list[str], h: int, w: int) -> torch.Tensor:
+def _means(maps: dict, est: list[str], h: int, w: int):
     """Mixture means (B, H·W, D): pixel centre + offset for x, y; the estimate otherwise."""
+    import torch
+
     from deepsmlm.losses import pixel_centres
 
     b = maps["p"].shape[0]
@@ -197,6 +204,9 @@ def _means(maps: dict, est: list[str], h: int, w: int) -> torch.Tensor:
     return torch.stack(cols, -1)
 
 
-def _sigmas(maps: dict, est: list[str]) -> torch.Tensor:
+def _sigmas(maps: dict, est: list[str]):
+    """Mixture σ (B, H·W, D)."""
+    import torch
+
     b = maps["p"].shape[0]
     return torch.stack([maps[f"s_{n}"].reshape(b, -1) for n in est], -1)
