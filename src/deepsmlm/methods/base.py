@@ -145,6 +145,11 @@ class Method(Protocol):
     def output_image(self, card, raw) -> object:
         """The image ``localize`` sums over frames into sr.tif: (B, H', W') from raw output."""
 
+    # A method whose decode reports uncertainties (EmitterSet.uncertainty_xyz_nm) also has
+    #   calibrate_uncertainty(card, scale): after threshold tuning, ``scale`` (3,) is
+    #   std(error/σ) per axis on the validation frames (NaN: unknown); the method scales
+    #   the σ it reports by it from then on (kept in card.settings).
+
     def tuning_match(self, card) -> dict:
         """Keyword arguments of ``evaluation.metrics.evaluate`` used to tune the threshold."""
 

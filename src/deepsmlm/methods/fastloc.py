@@ -139,11 +139,12 @@ class FastLoc:
         px = card.pixel_size_nm
         x = (c.float() + 0.5 + maps["dx"][t, r, c]) * px
         y = (r.float() + 0.5 + maps["dy"][t, r, c]) * px
-        sx, sy = maps["s_dx"][t, r, c] * px, maps["s_dy"][t, r, c] * px
+        kx, ky, kz = s.get("sigma_scale", [1.0, 1.0, 1.0])
+        sx, sy = maps["s_dx"][t, r, c] * px * kx, maps["s_dy"][t, r, c] * px * ky
         if s["localize_z"]:
             z_mid, z_half = _z_scale(s)
             z = z_mid + z_half * maps["z"][t, r, c]
-            sz = z_half * maps["s_z"][t, r, c]
+            sz = z_half * maps["s_z"][t, r, c] * kz
         else:
             z, sz = torch.zeros_like(x), torch.full_like(x, float("nan"))
         photons = maps["n"][t, r, c] * s["photon_scale"]
@@ -156,6 +157,12 @@ class FastLoc:
 
     def thresholds(self, card) -> np.ndarray:
         return np.linspace(0.05, 0.95, 19)
+
+    def calibrate_uncertainty(self, card, scale) -> None:
+        """σ scaled by std(error/σ) measured on the validation frames (per axis)."""
+        old = card.settings.get("sigma_scale", [1.0, 1.0, 1.0])
+        card.settings["sigma_scale"] = [o * float(s) if np.isfinite(s) and s > 0 else o
+                                        for o, s in zip(old, scale, strict=True)]
 
     def tuning_match(self, card) -> dict:
         """3D: the Hungarian assignment within a 100 nm sphere (DeepSTORM3D's reporting);
