@@ -174,3 +174,24 @@ def test_neighbour_aware_suppression_keeps_the_stronger_of_a_close_pair():
                           torch.tensor([[0.0, 0.0], [0.8, 0.0], [1.6, 0.0]]),
                           torch.tensor([0.9, 0.8, 0.7]), radius=1.0)
     assert keep.tolist() == [True, False, True]
+
+
+def test_uncertainty_scale_is_std_of_error_over_sigma_and_compounds():
+    from deepsmlm.training.train import _uncertainty_scale
+
+    n = 40
+    truth_xyz = np.zeros((n, 3))
+    truth_xyz[:, 0] = np.arange(n) * 1000.0  # far apart: matching pairs i with i
+    err = np.where(np.arange(n) % 2, 20.0, -20.0)  # ±20 nm in x, ±5 nm in y
+    pred_xyz = truth_xyz + np.stack([err, err / 4, np.zeros(n)], 1)
+    sig = np.tile([10.0, 5.0, np.nan], (n, 1))
+    truth = {"frame": np.zeros(n, int), "xyz_nm": truth_xyz}
+    pred = {"frame": np.zeros(n, int), "xyz_nm": pred_xyz, "uncertainty_xyz_nm": sig}
+    scale = _uncertainty_scale(truth, pred, {"tol_z_nm": float("inf")})
+    assert scale[:2] == pytest.approx([2.0, 1.0]) and np.isnan(scale[2])
+    c = card(False)
+    FL.calibrate_uncertainty(c, scale)
+    FL.calibrate_uncertainty(c, np.array([1.5, 1.0, np.nan]))  # a second tuning compounds
+    assert c.settings["sigma_scale"] == pytest.approx([3.0, 1.0, 1.0])
+    em = FL.decode(c, hand_made(False), threshold=0.5)
+    assert em.uncertainty_xyz_nm[:, 0].numpy() == pytest.approx([30.0, 30.0], rel=1e-3)
