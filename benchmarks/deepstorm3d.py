@@ -171,7 +171,8 @@ def cmd_retune(args) -> None:
         folder.write_card(card)
     pred = Predictor.load(folder.path, args.device)
     val = fixed_batches(build_patch_sampler(exp), t.val_frames, t.batch_size, t.seed + 1)
-    tuned = tune_threshold(pred.model, pred.normalizer, val, pred.card, args.device)
+    card = pred.card  # tune_threshold may also scale the method's σ in card.settings
+    tuned = tune_threshold(pred.model, pred.normalizer, val, card, args.device)
     card.threshold, card.validation = tuned["threshold"], tuned
     folder.write_card(card)
     print(json.dumps(tuned, indent=1))

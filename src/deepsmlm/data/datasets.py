@@ -19,7 +19,9 @@ from deepsmlm.emitters import EmitterSet
 @dataclass
 class Batch:
     inputs_adu: torch.Tensor  # (B, P, P)
-    targets: torch.Tensor  # the method's targets, e.g. (B, 1, U·P, U·P) spikes (Deep-STORM)
+    # the method's targets: e.g. (B, 1, U·P, U·P) spikes (Deep-STORM), or a dict of tensors
+    # (fastloc: the emitters of each frame and the background)
+    targets: torch.Tensor | dict
     emitters: EmitterSet  # positions in the patch frame (nm), frames 0..B−1
 
     def __len__(self) -> int:
