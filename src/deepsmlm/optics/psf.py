@@ -168,7 +168,8 @@ class PupilPSF(PSF):
     def __init__(self, grid: PupilGrid, n_sample: float, n_immersion: float, focus_nm: float,
                  pixel_size_nm: float, patch_px: int, oversampling: int = 1,
                  mask_phase: torch.Tensor | None = None,
-                 aberration_phase: torch.Tensor | None = None):
+                 aberration_phase: torch.Tensor | None = None,
+                 pupil_amplitude: torch.Tensor | None = None):
         super().__init__()
         if patch_px * pixel_size_nm > grid.period_nm:
             raise ValueError(
@@ -196,6 +197,10 @@ class PupilPSF(PSF):
         self.register_buffer("aberration_phase",
                              zero.clone() if aberration_phase is None else aberration_phase.float(),
                              persistent=False)
+        # relative transmission inside the aperture (apodisation, a calibrated pupil): 1 = none
+        self.register_buffer("pupil_amplitude",
+                             torch.ones(n, n) if pupil_amplitude is None
+                             else pupil_amplitude.float(), persistent=False)
         self.mask_phase: torch.Tensor
         self.register_buffer("mask_phase", zero.clone(), persistent=False)
         self.mask_source: nn.Module | None = None
@@ -223,11 +228,14 @@ class PupilPSF(PSF):
         return self.mask_phase if self.mask_source is None else self.mask_source()
 
     def pupil(self, z_nm: torch.Tensor, shift_nm: torch.Tensor | None = None,
-              mask_phase: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              mask_phase: torch.Tensor | None = None, amplitude: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pupil fields P_n(k) for depths z_nm (N,): complex64 (N, n_px, n_px), and Σ|P_n|².
 
         ``shift_nm`` (N, 2) adds the lateral phase ramp exp(+i2π(kx·x + ky·y)), which moves
-        the image (a forward transform of the pupil) by +(x, y).
+        the image (a forward transform of the pupil) by +(x, y). ``mask_phase`` and
+        ``amplitude`` (n_px, n_px) replace the PSF's own mask and pupil amplitude for this
+        call (PSF calibration fits them through here).
         """
         phi = (self.current_mask_phase() if mask_phase is None else mask_phase) \
             + self.aberration_phase
@@ -238,19 +246,21 @@ class PupilPSF(PSF):
             two_pi_k = 2.0 * math.pi * self.k_1d
             phase = phase + (shift_nm[:, 0, None, None].float() * two_pi_k)
             phase = phase + (shift_nm[:, 1, None, None].float() * two_pi_k[:, None])
+        rel = self.pupil_amplitude if amplitude is None else amplitude
         if self.evanescent:  # supercritical light decays with depth
-            amp = self.aperture * torch.exp(-self.kz_sample.imag * z.clamp_min(0.0))
+            amp = (self.aperture * rel) * torch.exp(-self.kz_sample.imag * z.clamp_min(0.0))
             energy = (amp ** 2).sum(dim=(1, 2))
         else:
-            amp = self.aperture[None]
-            energy = self.aperture.sum().expand(phase.shape[0])
+            amp = (self.aperture * rel)[None]
+            energy = (amp[0] ** 2).sum().expand(phase.shape[0])
         return torch.polar(amp, phase), energy
 
-    def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None):
+    def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None,
+                amplitude: torch.Tensor | None = None):
         xy_px = xyz_nm[:, :2] / self.pixel_size_nm
         frac_nm = (xy_px - torch.floor(xy_px.detach())) * self.pixel_size_nm  # in-pixel offset
         origin = patch_origin(xyz_nm[:, :2], self.pixel_size_nm, self.patch_px)
-        pupil, energy = self.pupil(xyz_nm[:, 2], frac_nm, mask_phase)  # (N, n, n)
+        pupil, energy = self.pupil(xyz_nm[:, 2], frac_nm, mask_phase, amplitude)  # (N, n, n)
         n, m = pupil.shape[0], self.grid.n_px
         dft_t = self.dft.t()  # (n_px, P·os), shared by x and y
         # E_n = A · P_n · Aᵀ as two large GEMMs over all emitters
