@@ -18,6 +18,7 @@ from deepsmlm.errors import UserError
 from deepsmlm.optics import masks
 from deepsmlm.optics.psf import PSF, AstigmaticGaussianPSF, GaussianPSF, PupilPSF
 from deepsmlm.optics.pupil import PupilGrid
+from deepsmlm.optics.vectorial import VectorialPSF
 from deepsmlm.simulation import emission, structures
 from deepsmlm.simulation.background import ConstantBackground, SmoothBackground
 from deepsmlm.simulation.simulator import Simulator
@@ -71,8 +72,9 @@ def build_psf(exp: Experiment) -> PSF:
     grid = pupil_grid(o)
     aberr = masks.zernike_mask(grid, o.aberrations.noll) if o.aberrations.noll else None
     try:
-        return PupilPSF(grid, o.n_sample, o.n_immersion, o.focus_nm, o.pixel_size_nm,
-                        default_patch_px(o), o.pixel_oversampling, mask_phase(o, grid), aberr)
+        cls = VectorialPSF if o.psf == "vectorial" else PupilPSF
+        return cls(grid, o.n_sample, o.n_immersion, o.focus_nm, o.pixel_size_nm,
+                   default_patch_px(o), o.pixel_oversampling, mask_phase(o, grid), aberr)
     except ValueError as err:
         raise UserError(f"optics: {err}") from None
 
@@ -205,7 +207,7 @@ def aberration_jitter(exp: Experiment, psf):
     if rms == 0:
         return None
     if not isinstance(psf, PupilPSF):
-        raise UserError("training.aberration_jitter_rad needs optics.psf: pupil")
+        raise UserError("training.aberration_jitter_rad needs optics.psf: pupil or vectorial")
     grid = pupil_grid(exp.optics)
     modes = torch.stack([masks.zernike_mask(grid, {j: 1.0}) for j in range(5, 16)])
     base = psf.aberration_phase.clone()

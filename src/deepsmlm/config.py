@@ -79,7 +79,9 @@ class Optics(_Strict):
     n_sample: Annotated[float, Field(ge=1.0, le=2.0)] = 1.33
     pixel_size_nm: Annotated[float, Field(gt=0, le=10000)] = 100.0
     focus_nm: float = 0.0
-    psf: Literal["pupil", "gaussian", "astigmatic-gaussian"] = "pupil"
+    # pupil: scalar Fourier optics (DESIGN §4.1); vectorial: the same pupil with the
+    # vectorial high-NA factors of a freely rotating dipole (Fresnel, apodisation; ≈ 5× cost)
+    psf: Literal["pupil", "vectorial", "gaussian", "astigmatic-gaussian"] = "pupil"
     mask: Mask = Field(default_factory=ClearMask)
     aberrations: Aberrations = Field(default_factory=Aberrations)
     gaussian_sigma_nm: PosFloat | None = None

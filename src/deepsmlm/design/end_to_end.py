@@ -98,8 +98,9 @@ def regulariser(exp, grid_aperture: torch.Tensor):
 def check_design_experiment(exp) -> None:
     from deepsmlm import methods
 
-    if exp.optics.psf != "pupil":
-        raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
+    if exp.optics.psf not in ("pupil", "vectorial"):
+        raise UserError("design: optics.psf must be 'pupil' or 'vectorial' (the mask lives "
+                        "in the pupil)")
     if not build_method(exp).decodes_z(exp.training):
         raise UserError(f"design: the network of training.model {exp.training.model!r} does "
                         "not localize in z; the design needs a 3D decoder (one of "
@@ -213,8 +214,9 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
     to the starting mask (``coefficients_rad`` in the result are that correction)."""
     from deepsmlm.design.fisher import design_by_crlb
 
-    if exp.optics.psf != "pupil":
-        raise UserError("design: optics.psf must be 'pupil' (the mask lives in the pupil)")
+    if exp.optics.psf not in ("pupil", "vectorial"):
+        raise UserError("design: optics.psf must be 'pupil' or 'vectorial' (the mask lives "
+                        "in the pupil)")
     d = exp.design
     out = Path(out)
     psf = build_psf(exp)
