@@ -38,16 +38,31 @@ def image(psf, z=0.0, xy=None, photons=1.0):
     return vals[0].detach().numpy().astype(np.float64)
 
 
+def fresnel_born_wolf(sin_s, n_s, n_i):
+    """Amplitude transmission and reflection, sample → immersion, in the angle form of Born
+    & Wolf §1.5 (independent of the module's index form): t_s, t_p, r_s, r_p, θ_s, θ_i."""
+    th_s = np.arcsin(sin_s)
+    th_i = np.arcsin(n_s * sin_s / n_i)
+    sp, sm = np.sin(th_s + th_i), np.sin(th_s - th_i)
+    ts = 2 * np.sin(th_i) * np.cos(th_s) / sp
+    tp = ts / np.cos(th_s - th_i)
+    rs, rp = -sm / sp, np.tan(th_s - th_i) / np.tan(th_s + th_i)
+    return ts, tp, rs, rp, th_s, th_i
+
+
 def richards_wolf(rho_nm, na, n_s, n_i, z=0.0, focus=0.0, n_k=1000):
     """Freely rotating dipole image I(ρ) ∝ |K0|² + 2|K1|² + |K2|² by radial quadrature
     (the angular integrals done analytically: ∫e^{-ix cos(φ-ψ)}e^{inφ}dφ = 2π(-i)^n J_n),
     written independently of the module's Cartesian pupil and matrix DFT."""
     kmax = min(na, n_s) / LAM
     k = (np.arange(n_k) + 0.5) * kmax / n_k  # midpoint rule in |k|
-    sin_s, sin_i = LAM * k / n_s, LAM * k / n_i
-    cos_s, cos_i = np.sqrt(1 - sin_s ** 2), np.sqrt(1 - sin_i ** 2)
-    tp = 2 * n_s * cos_s / (n_i * cos_s + n_s * cos_i)
-    ts = 2 * n_s * cos_s / (n_s * cos_s + n_i * cos_i)
+    sin_s = LAM * k / n_s
+    if n_s == n_i:
+        ts = tp = np.ones_like(k)
+        th_s = th_i = np.arcsin(sin_s)
+    else:
+        ts, tp, _, _, th_s, th_i = fresnel_born_wolf(sin_s, n_s, n_i)
+    cos_s, cos_i = np.cos(th_s), np.cos(th_i)
     g = np.sqrt(cos_i) / cos_s * np.exp(2j * np.pi * (n_s * cos_s * z - n_i * cos_i * focus)
                                         / LAM) * k
     x = 2 * np.pi * np.outer(rho_nm, k)
@@ -175,6 +190,32 @@ def test_dipole_energy_split_matches_the_closed_form():
         ca = math.cos(math.asin(na / 1.518))
         expected = (2 / 3 - ca + ca ** 3 / 3) / (2 * (1 - ca))
         assert share_z == pytest.approx(expected, rel=0.01), na
+
+
+def test_pupil_factors_follow_fresnel_and_the_apodisation():
+    # near the +kx axis (φ ≈ 0): Exx = A·t_p·cosθ_s, Eyy = A·t_s, Ezx = −A·t_p·sinθ_s,
+    # A = sqrt(cosθ_i)/cosθ_s, with t from Born & Wolf's angle form; that form conserves
+    # energy at the interface (|r|² + n_i cosθ_i/(n_s cosθ_s)·|t|² = 1).
+    n_s, n_i = 1.33, 1.518
+    grid = PupilGrid(64, LAM, 1.33)
+    v = vectorial_factors(grid, n_s, n_i)
+    k = grid.k_1d(torch.float64).numpy()
+    row, cols = 31, np.nonzero(k > 0)[0][:-1]  # the row ky = −dk/2 (the grid is centred)
+    ky, kx = k[row], k[cols]
+    kr = np.hypot(kx, ky)
+    phi = np.arctan2(ky, kx)
+    ts, tp, rs, rp, th_s, th_i = fresnel_born_wolf(LAM * kr / n_s, n_s, n_i)
+    flux = n_i * np.cos(th_i) / (n_s * np.cos(th_s))
+    assert np.allclose(rs ** 2 + flux * ts ** 2, 1.0) and np.allclose(rp ** 2 + flux * tp ** 2, 1)
+    a = np.sqrt(np.cos(th_i)) / np.cos(th_s)
+    c, s = np.cos(phi), np.sin(phi)
+    exx = a * (tp * np.cos(th_s) * c ** 2 + ts * s ** 2)
+    eyy = a * (tp * np.cos(th_s) * s ** 2 + ts * c ** 2)
+    ezx = -a * tp * np.sin(th_s) * c
+    got = v[:, row, cols].real.numpy()
+    assert np.allclose(got[0], exx, rtol=1e-6) and np.allclose(got[1], eyy, rtol=1e-6)
+    assert np.allclose(got[3], ezx, rtol=1e-6)
+    assert np.abs(tp - ts).max() > 0.02  # p and s differ here, so a swap would show
 
 
 def test_gradients_match_finite_differences():
