@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.special import jv
 
+from deepsmlm.api import psf_stack
 from deepsmlm.build import build_psf
 from deepsmlm.optics import masks
 from deepsmlm.optics.psf import PupilPSF
@@ -76,6 +77,12 @@ def test_config_selects_the_vectorial_model():
     exp = make_experiment(optics=dict(psf="vectorial", pupil_grid_px=32, patch_px=15))
     psf = build_psf(exp)
     assert isinstance(psf, VectorialPSF) and isinstance(psf, PupilPSF)
+    stack = psf_stack(exp, np.array([0.0, 300.0]))  # the `deepsmlm psf` path
+    scalar = psf_stack(make_experiment(optics=dict(pupil_grid_px=32, patch_px=15)),
+                       np.array([0.0, 300.0]))
+    # a 1.5 µm patch: the vectorial PSF's heavier tails leave more light outside it
+    assert np.all(stack.sum(axis=(1, 2)) < scalar.sum(axis=(1, 2)))
+    assert np.all(stack.sum(axis=(1, 2)) > 0.7) and stack.max() < 0.9 * scalar.max()
 
 
 def test_normalisation_is_exact_over_the_infinite_plane():
