@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from deepsmlm.steps.calibrate import run_calibrate
 from deepsmlm.steps.common import as_experiment, builtin_config, default_z_nm
 from deepsmlm.steps.common import load_experiment as load_experiment
 from deepsmlm.steps.crlb import crlb_table, run_crlb
@@ -23,6 +24,6 @@ from deepsmlm.steps.simulate import Movie, run_simulate, simulate, write_movie
 from deepsmlm.steps.train import run_train
 
 __all__ = ["Movie", "as_experiment", "builtin_config", "crlb_table", "default_z_nm",
-           "format_report", "load_experiment", "psf_stack", "run_crlb", "run_demo",
+           "format_report", "load_experiment", "psf_stack", "run_calibrate", "run_crlb", "run_demo",
            "run_design", "run_estimate", "run_evaluate", "run_frc", "run_localize", "run_psf",
            "run_render", "run_simulate", "run_train", "simulate", "write_movie"]

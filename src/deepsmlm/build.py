@@ -42,6 +42,23 @@ def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
     return torch.zeros(grid.n_px, grid.n_px)
 
 
+def pupil_amplitude(optics: Optics, grid: PupilGrid) -> torch.Tensor | None:
+    """The experiment's pupil transmission on ``grid`` (a file mask's ``amplitude_path``),
+    or None (uniform)."""
+    m = optics.mask
+    if not isinstance(m, FileMask) or m.amplitude_path is None:
+        return None
+    arr = masks.orient_phase(masks.load_phase_array(m.amplitude_path), m.flip_x, m.flip_y,
+                             m.transpose)
+    phase = masks.load_phase_array(m.path, m.key)
+    radius = (m.pupil_radius_px or masks.sidecar_pupil_radius_px(m.path)
+              or masks.estimate_pupil_radius_px(phase))
+    if arr.shape != phase.shape:
+        raise UserError(f"{m.amplitude_path}: shape {arr.shape} differs from the phase "
+                        f"mask's {phase.shape}")
+    return masks.resample_amplitude(arr, radius, grid)
+
+
 def default_patch_px(optics: Optics) -> int:
     """Patch side for the pupil model: room for a Tetrapod-sized PSF with a file mask,
     about 3.5 Airy diameters around a clear or Zernike PSF; odd, below the grid period."""
@@ -74,7 +91,8 @@ def build_psf(exp: Experiment) -> PSF:
     try:
         cls = VectorialPSF if o.psf == "vectorial" else PupilPSF
         return cls(grid, o.n_sample, o.n_immersion, o.focus_nm, o.pixel_size_nm,
-                   default_patch_px(o), o.pixel_oversampling, mask_phase(o, grid), aberr)
+                   default_patch_px(o), o.pixel_oversampling, mask_phase(o, grid), aberr,
+                   pupil_amplitude(o, grid))
     except ValueError as err:
         raise UserError(f"optics: {err}") from None
 

@@ -154,6 +154,25 @@ def cmd_estimate(args) -> None:
     print("\n" + skeleton)
 
 
+def cmd_calibrate(args) -> None:
+    from deepsmlm.steps.calibrate import run_calibrate
+
+    r = run_calibrate(args.beads, args.experiment, args.out, args.z_step_nm,
+                      crop_px=args.crop_px, z_direction=args.z_direction,
+                      max_beads=args.max_beads, steps=args.steps,
+                      pixel_map_steps=args.pixel_map_steps, zernike_max=args.zernike_max,
+                      saturation_adu=args.saturation_adu, fit_blur=not args.no_blur,
+                      seed=args.seed, progress=not args.quiet)
+    for i, b in enumerate(r["beads"]):
+        print(f"bead {i + 1} at x {b['x_px']:.1f}, y {b['y_px']:.1f} px: in focus at plane "
+              f"{b['focus_plane']:.1f}; correlation per plane "
+              f"{min(b['correlation']):.3f} – {max(b['correlation']):.3f}")
+    for why in r["skipped_beads"]:
+        print(f"skipped: {why}")
+    print(f"blur {r['blur_sigma_nm']:.0f} nm; {len(r['noll'])} Zernike modes; "
+          f"{r['seconds']:.0f} s → {args.out}/experiment.yaml, pupil_phase.npy, planes.png")
+
+
 def _float(text: str, name: str) -> float:
     try:
         return float(text)
@@ -277,6 +296,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--em-gain", type=float, default=None)
     s.add_argument("--qe", type=float, default=None)
     s.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("calibrate", help="retrieve the pupil (PSF) from a bead z-stack")
+    s.add_argument("beads", type=Path, help="bead z-stack, TIFF (planes × rows × columns)")
+    s.add_argument("experiment", type=Path, help="experiment YAML of the microscope")
+    s.add_argument("--z-step-nm", type=lambda t: _float(t, "--z-step-nm"), required=True,
+                   help="stage step between planes")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--z-direction", choices=("up", "down"), default="up",
+                   help="up: the bead's height above the focal plane grows with the plane "
+                        "index (the focus moves towards the coverslip)")
+    s.add_argument("--crop-px", type=_positive_int, default=None,
+                   help="bead crop side (default: optics.patch_px or 61)")
+    s.add_argument("--max-beads", type=_positive_int, default=4)
+    s.add_argument("--steps", type=_positive_int, default=150, help="Adam steps per stage")
+    s.add_argument("--zernike-max", type=_positive_int, default=45,
+                   help="highest Noll index fitted")
+    s.add_argument("--pixel-map-steps", type=int, default=0,
+                   help="> 0: refine with a smooth pixel map after the Zernike stages")
+    s.add_argument("--saturation-adu", type=float, default=None,
+                   help="pixels at or above are excluded (default: the dtype's maximum)")
+    s.add_argument("--no-blur", action="store_true", help="do not fit the bead blur")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("demo", help="the main job on built-in data")
     s.add_argument("--out", type=Path, default=Path("demo_out"))

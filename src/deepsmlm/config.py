@@ -47,11 +47,14 @@ class FileMask(_Strict):
     ``transpose``, ``flip_x``, ``flip_y`` re-orient the file (applied in that order) for a
     microscope that mirrors or turns the image relative to the file's convention
     (docs/conventions.md, "Fourier sign and mask orientation").
+    ``amplitude_path`` (.npy, same grid, orientation and radius as the phase) is a pupil
+    transmission, 1 = uniform, as ``deepsmlm calibrate`` retrieves it.
     """
 
     kind: Literal["file"]
     path: str
     key: str | None = None
+    amplitude_path: str | None = None
     pupil_radius_px: PosFloat | None = None
     flip_x: bool = False
     flip_y: bool = False
@@ -352,12 +355,18 @@ def experiment_from_dict(data: dict, source: str = "experiment", base_dir: Path 
         raise UserError(_format_error(err, source)) from None
     mask = exp.optics.mask
     if isinstance(mask, FileMask):
-        p = Path(os.path.expandvars(os.path.expanduser(mask.path)))
-        if not p.is_absolute() and base_dir is not None:
-            # relative to the file's folder as the user named it (symlinks not resolved)
-            p = Path(os.path.abspath(base_dir / p))
-        mask.path = str(p)
+        mask.path = _resolve(mask.path, base_dir)
+        if mask.amplitude_path is not None:
+            mask.amplitude_path = _resolve(mask.amplitude_path, base_dir)
     return exp
+
+
+def _resolve(path: str, base_dir: Path | None) -> str:
+    """``path`` with ~ and $VARS expanded, relative to ``base_dir`` (symlinks not resolved)."""
+    p = Path(os.path.expandvars(os.path.expanduser(path)))
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(os.path.abspath(base_dir / p))
+    return str(p)
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:

@@ -219,3 +219,49 @@ def psf_rows(stacks: list[np.ndarray], z_nm: np.ndarray, pixel_size_nm: float,
                 ax.plot([w - 2 - bar_px, w - 2], [h - 3, h - 3], color="white", lw=2)
     fig.suptitle("PSF across z (bar: 1 µm)", fontsize=9)
     _save(fig, path, dpi=110)
+
+
+def calibration_planes(measured: np.ndarray, model: np.ndarray, z_nm: np.ndarray,
+                       pixel_size_nm: float, path: str | os.PathLike, title: str = "",
+                       n_show: int = 9) -> None:
+    """Measured (T, P, P) and model planes side by side for ``n_show`` planes across the
+    stack, each pair on the measured plane's colour scale, with their residual."""
+    plt = _plt()
+    idx = np.unique(np.linspace(0, len(measured) - 1, n_show).round().astype(int))
+    fig, axes = plt.subplots(3, len(idx), figsize=(1.5 * len(idx), 4.9), squeeze=False)
+    for col, t in enumerate(idx):
+        lo, hi = float(measured[t].min()), float(measured[t].max())
+        span = max(hi - lo, 1e-9)
+        for row, (img, label) in enumerate(((measured[t], "measured"), (model[t], "model"),
+                                            (measured[t] - model[t], "residual"))):
+            ax = axes[row, col]
+            if row < 2:
+                ax.imshow(img, cmap="magma", vmin=lo, vmax=hi)
+            else:
+                ax.imshow(img, cmap="coolwarm", vmin=-0.3 * span, vmax=0.3 * span)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(label)
+        axes[0, col].set_title(f"plane {t}\nz {z_nm[t]:.0f} nm", fontsize=8)
+    if title:
+        fig.suptitle(title + f"  (residual on ±30 % of each plane's range; "
+                     f"{pixel_size_nm:.0f} nm px)", fontsize=9)
+    _save(fig, path, 110)
+
+
+def calibration_agreement(z_nm: np.ndarray, correlation: np.ndarray, residual: np.ndarray,
+                          path: str | os.PathLike) -> None:
+    """Per-plane correlation and relative residual of model vs measured, per bead (B, T)."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for i in range(len(correlation)):
+        a.plot(z_nm[i], correlation[i], ".-", label=f"bead {i + 1}")
+        b.plot(z_nm[i], residual[i], ".-")
+    a.axhline(0.95, color="grey", lw=0.8, ls="--")
+    a.set_xlabel("bead z above the focal plane [nm]")
+    a.set_ylabel("correlation model vs measured")
+    b.set_xlabel("bead z above the focal plane [nm]")
+    b.set_ylabel("RMS residual / RMS signal")
+    a.legend(fontsize=7)
+    _save(fig, path, 110)

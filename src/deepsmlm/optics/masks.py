@@ -135,3 +135,22 @@ def resample_phase(phase: np.ndarray, pupil_radius_px: float, grid: PupilGrid) -
     out = F.grid_sample(img, sample_grid, mode="bilinear", padding_mode="zeros",
                         align_corners=True)[0]
     return torch.atan2(out[1], out[0]).to(torch.float32)
+
+
+def resample_amplitude(amplitude: np.ndarray, pupil_radius_px: float, grid: PupilGrid
+                       ) -> torch.Tensor:
+    """Resample a pupil transmission map (same sampling rules as a phase map) onto ``grid``
+    by bilinear interpolation; points outside the file read 1 (no change). float32."""
+    if amplitude.shape[0] != amplitude.shape[1]:
+        raise UserError(f"pupil amplitude must be square, got shape {amplitude.shape}")
+    if (amplitude < 0).any():
+        raise UserError("pupil amplitude must not be negative")
+    n_file = amplitude.shape[0]
+    img = torch.from_numpy(amplitude.astype(np.float64) - 1.0)[None, None]
+    k = grid.k_1d(torch.float64) / grid.k_max
+    pos_px = (n_file - 1) / 2.0 + k * pupil_radius_px
+    norm = 2.0 * pos_px / (n_file - 1) - 1.0
+    gy, gx = torch.meshgrid(norm, norm, indexing="ij")
+    out = F.grid_sample(img, torch.stack([gx, gy], dim=-1)[None], mode="bilinear",
+                        padding_mode="zeros", align_corners=True)[0, 0]
+    return (out + 1.0).to(torch.float32)
