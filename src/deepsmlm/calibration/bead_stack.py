@@ -90,10 +90,8 @@ def find_bad_pixels(stack_adu: np.ndarray, saturation_adu: float | None = None,
     if saturation_adu is not None:
         sat = stack_adu >= saturation_adu
         if sat.any():
-            grown = ndimage.binary_dilation(sat, structure=np.array(
-                [[[0, 0, 0], [0, 1, 0], [0, 0, 0]],
-                 [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
-                 [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], bool))
+            grown = ndimage.binary_dilation(sat, structure=np.array(  # in-plane cross
+                [[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
             weight[grown] = 0.0
             n_sat = int(sat.sum())
             sat_planes = [int(i) for i in np.flatnonzero(sat.any(axis=(1, 2)))]

@@ -170,8 +170,10 @@ class StackModel(nn.Module):
         return photons * img + bg
 
 
-def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor, radius: int = 4) -> torch.Tensor:
-    """Images (N, P, P) convolved with a normalised Gaussian of σ ``sigma_px`` (zero padding)."""
+def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
+    """Images (N, P, P) convolved with a normalised Gaussian of σ ``sigma_px`` (zero padding),
+    cut at 4σ (at least 4 px)."""
+    radius = max(4, math.ceil(4.0 * float(sigma_px)))
     x = torch.arange(-radius, radius + 1, dtype=images.dtype)
     k = torch.exp(-0.5 * (x / sigma_px) ** 2)
     k = k / k.sum()
