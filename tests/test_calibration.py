@@ -80,8 +80,8 @@ def test_hot_and_saturated_pixels_are_found_and_excluded():
     data, _ = bead_planes(TRUE, crop=31, xy_px=(15.5, 15.5))
     adu = np.round(data).astype(np.uint16)
     peak = np.unravel_index(adu[10].argmax(), adu[10].shape)
-    adu[:, 3, 4] = 4000                       # hot pixel, every plane
     adu[10][adu[10] > 0.6 * adu[10].max()] = 65535  # plane 10 clipped
+    adu[:, 3, 4] = 4000                       # hot pixel, every plane
     bad = bs.find_bad_pixels(adu.astype(float), bs.default_saturation_adu(adu))
     assert (3, 4) in bad.hot_px and len(bad.hot_px) == 1
     assert bad.saturated_planes == [10]
