@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d bench-optics bench-beads bench-fastloc clean
+.PHONY: setup demo test lint bench bench3d bench-optics bench-beads bench-fastloc bench-calib clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -91,6 +91,17 @@ bench-beads: $(STAMP)
 
 # fastloc on SMLM-Challenge-style 2D frames (a PSF it never saw) against Picasso; speed
 # against the published Deep-STORM (docs/benchmarks.md, "fastloc"); ≈ 20 min on 2 cores.
+# PSF calibration on the real bead stacks (≈ 25 min), then two DeepSTORM3D models (design
+# mask vs calibrated pupil, CALIB_MINUTES each, in parallel) on the Tetrapod stack.
+CALIB_MINUTES ?= 25
+bench-calib: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/calibrate_beads.py simulated --out bench_out/calib
+	OMP_NUM_THREADS=2 $(PY) benchmarks/calibrate_beads.py calibrate --out bench_out/calib
+	rm -rf bench_out/calib/model_design bench_out/calib/model_calibrated
+	$(PY) benchmarks/calibrate_beads.py train --out bench_out/calib --minutes $(CALIB_MINUTES)
+	$(PY) benchmarks/calibrate_beads.py localize --out bench_out/calib
+	$(PY) benchmarks/calibrate_beads.py evaluate --out bench_out/calib --docs docs/images
+
 bench-fastloc: $(STAMP) $(VENV)/.peers
 	rm -rf bench_out/fl2d
 	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train configs/smlm2016-2d.yaml --out bench_out/fl2d \
