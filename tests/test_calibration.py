@@ -20,8 +20,9 @@ TRUE = {5: 0.35, 6: -0.25, 7: 0.2, 8: -0.15, 11: 0.3, 12: 0.2}
 
 
 def bead_planes(noll, n_planes=21, z_step=100.0, crop=21, photons=1e4, bg=5.0, seed=0,
-                xy_px=(10.3, 10.6), grid_px=32):
-    """A simulated bead stack (T, crop, crop) in photons, Poisson noise; z from −1 µm."""
+                xy_px=(10.3, 10.6), grid_px=32, noise=True):
+    """A simulated bead stack (T, crop, crop) in photons, Poisson noise (unless ``noise`` is
+    False: the expectation); z from −1 µm."""
     grid = PupilGrid(grid_px, 600.0, 1.4)
     psf = PupilPSF(grid, 1.518, 1.518, 0.0, PX, crop + 16, 1,
                    mask_phase=zernike_mask(grid, noll))
@@ -30,6 +31,8 @@ def bead_planes(noll, n_planes=21, z_step=100.0, crop=21, photons=1e4, bg=5.0, s
     with torch.no_grad():
         mu = psf.render(xyz, torch.full_like(z, photons), torch.arange(n_planes),
                         (n_planes, crop, crop)) + bg
+    if not noise:
+        return mu.double().numpy(), grid
     gen = torch.Generator().manual_seed(seed)
     return torch.poisson(mu.double(), gen).numpy(), grid
 
@@ -89,14 +92,18 @@ def test_hot_and_saturated_pixels_are_found_and_excluded():
     assert (bad.weight[:, 3, 4] == 0).all()
 
 
-def test_beads_near_the_edge_are_skipped_with_a_reason():
+def test_beads_near_the_edge_slide_their_crop_or_are_skipped_with_a_reason():
     data, _ = bead_planes({}, crop=41, xy_px=(20.5, 20.5))
     frame = np.zeros((data.shape[0], 60, 90))
     frame[:, 10:51, 45:86] = data            # bead at column ≈ 65: a 41-px crop fits
     beads, skipped = bs.find_beads(frame, np.ones_like(frame), 41)
-    assert len(beads) == 1 and abs(beads[0].col - 65) <= 1
+    assert len(beads) == 1 and abs(beads[0].col - 65) <= 1 and beads[0].left == 45
+    beads, _ = bs.find_beads(frame, np.ones_like(frame), 55)  # 3 px short: slides inward
+    assert beads[0].left == 90 - 55
+    edge = np.zeros((data.shape[0], 60, 90))
+    edge[:, 10:51, 72:90] = data[:, :, :18]  # bead centre at column 92: half outside
     with pytest.raises(UserError, match="too close to the edge"):
-        bs.find_beads(frame, np.ones_like(frame), 55)
+        bs.find_beads(edge, np.ones_like(edge), 41)
 
 
 @pytest.mark.parametrize("stack, message", [
@@ -120,13 +127,17 @@ def test_a_stack_without_a_bead_is_an_error():
 # ------------------------------------------------------------------ the command
 @pytest.fixture
 def bead_experiment(tmp_path):
-    data, _ = bead_planes(TRUE, crop=31, xy_px=(15.4, 15.6))
+    """Two beads side by side (31 px apart) on a background drifting from 5 to 45 photons."""
+    a, _ = bead_planes(TRUE, crop=31, xy_px=(15.4, 15.6), bg=0.0, noise=False)
+    b, _ = bead_planes(TRUE, crop=31, xy_px=(15.7, 15.2), bg=0.0, noise=False, photons=7e3)
+    drift = np.linspace(5.0, 45.0, len(a))[:, None, None]
+    data = np.random.default_rng(3).poisson(np.concatenate([a, b], axis=2) + drift)
     stack = tmp_path / "beads.tif"
-    tifffile.imwrite(stack, np.round(data).astype(np.uint16))
+    tifffile.imwrite(stack, data.astype(np.uint16))
     exp = {"optics": {"wavelength_nm": 600, "na": 1.4, "n_immersion": 1.518,
                       "n_sample": 1.518, "pixel_size_nm": PX, "focus_nm": 1000,
                       "pupil_grid_px": 32, "patch_px": 31},
-           "frame": {"height_px": 31, "width_px": 31},
+           "frame": {"height_px": 31, "width_px": 62},
            "emitters": {"z_range_nm": [0, 2000]}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(exp))
@@ -144,14 +155,22 @@ def test_calibrate_command_round_trips_through_the_experiment_file(bead_experime
                  str(out), "--crop-px", "31", "--steps", "60", "--zernike-max", "15",
                  "--no-blur", "--quiet"]) == 0
     cal = yaml.safe_load((out / "calibration.json").read_text())
-    assert cal["correlation_min"] > 0.95
+    assert cal["deviance_per_px"] < 1.1  # shot-noise limited on both beads
+    assert len(cal["beads"]) == 2  # found and fitted jointly
+    xs = sorted(bead["x_px"] for bead in cal["beads"])
+    np.testing.assert_allclose(xs, [15.4, 31 + 15.7], atol=0.15)
+    assert [round(bead["focus_plane"]) for bead in cal["beads"]] == [10, 10]
+    bg = np.asarray(cal["beads"][0]["background_photons_per_px"])
+    assert bg[0] == pytest.approx(5.0, rel=0.3) and bg[-1] == pytest.approx(45.0, rel=0.1)
+    np.testing.assert_allclose([cal["noll"][str(j)] for j in TRUE],
+                               list(TRUE.values()), atol=0.1)
     for name in ("pupil_phase.npy", "pupil_amplitude.npy", "planes.png", "agreement.png",
                  "experiment.yaml", "experiment_aberrations.yaml", "model_stack.tif"):
         assert (out / name).is_file(), name
     # the retrieved pupil, loaded back through the experiment file, renders the fitted model
     exp = load_experiment(out / "experiment.yaml")
     psf = build_psf(exp)
-    bead = cal["beads"][0]
+    bead = cal["beads"][0]  # the brightest, at the left: its crop starts at column 0
     z = torch.tensor(bead["z_nm"], dtype=torch.float32) + exp.optics.focus_nm
     n = len(z)
     xyz = torch.stack([torch.full_like(z, (bead["x_px"]) * PX),

@@ -110,8 +110,9 @@ def find_beads(stack: np.ndarray, weight: np.ndarray, crop_px: int, max_beads: i
     saturated pixels filled by their neighbourhood), strongest first.
 
     A bead is kept when its smoothed peak stands ``min_snr`` robust standard deviations above
-    the projection's background and its ``crop_px`` crop lies inside the frame and away
-    from a brighter bead; the others are reported in the second list with the reason.
+    the projection's background and its ``crop_px`` crop, slid inward by at most a quarter
+    of its side, lies inside the frame and does not overlap a brighter bead's; the others
+    are reported in the second list with the reason.
     Raises UserError when no bead is found.
     """
     t, h, w = stack.shape
@@ -131,14 +132,18 @@ def find_beads(stack: np.ndarray, weight: np.ndarray, crop_px: int, max_beads: i
     for score, r, c in cand:
         if len(kept) >= max_beads:
             break
-        if r - half < 0 or c - half < 0 or r - half + crop_px > h or c - half + crop_px > w:
+        # a bead a little off-centre is fine: the crop slides inward by up to a quarter
+        top = min(max(r - half, 0), h - crop_px)
+        left = min(max(c - half, 0), w - crop_px)
+        if (h < crop_px or w < crop_px or abs(top - (r - half)) > crop_px // 4
+                or abs(left - (c - half)) > crop_px // 4):
             skipped.append(f"bead at row {r}, column {c}: its {crop_px}-px crop leaves the "
                            f"{h}×{w} frame (too close to the edge)")
             continue
-        if any(abs(r - b.row) < crop_px and abs(c - b.col) < crop_px for b in kept):
+        if any(abs(top - b.top) < crop_px and abs(left - b.left) < crop_px for b in kept):
             skipped.append(f"bead at row {r}, column {c}: overlaps a brighter bead")
             continue
-        kept.append(Bead(r, c, score, r - half, c - half))
+        kept.append(Bead(r, c, score, top, left))
     if not kept:
         why = "; ".join(skipped) if skipped else (
             f"no spot stands {min_snr:g} noise levels above the background")
