@@ -41,9 +41,13 @@ def calibration_optics(exp: Experiment):
     update: dict = {"n_sample": o.n_immersion, "focus_nm": 0.0, "supercritical": False,
                     "aberrations": {"noll": {}}}
     mask = o.mask
-    if isinstance(mask, FileMask) and mask.pupil_radius_px is not None:
-        update["mask"] = mask.model_copy(
-            update={"pupil_radius_px": mask.pupil_radius_px * o.na / o.na_eff})
+    if isinstance(mask, FileMask):
+        from deepsmlm.optics import masks
+
+        radius = (mask.pupil_radius_px or masks.sidecar_pupil_radius_px(mask.path)
+                  or masks.estimate_pupil_radius_px(masks.load_phase_array(mask.path,
+                                                                           mask.key)))
+        update["mask"] = mask.model_copy(update={"pupil_radius_px": radius * o.na / o.na_eff})
     return o.model_copy(update=update)
 
 
