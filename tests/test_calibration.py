@@ -69,6 +69,26 @@ def test_a_clear_pupil_gives_no_aberration_and_a_wrong_pupil_is_visible():
     assert bad.correlation.mean() < fit.correlation.mean() - 0.05
 
 
+def test_the_wrong_scan_direction_retrieves_the_twin_pupil():
+    """(φ(k), z) and (−φ(−k), −z) give the same stack: with the direction reversed the fit
+    is as good and its phase is the twin of the true one (docs/conventions.md)."""
+    data, grid = bead_planes(TRUE)
+    psf = PupilPSF(grid, 1.518, 1.518, 0.0, PX, 37, 1)
+    fits = {}
+    for direction in (1, -1):
+        settings = FitSettings(z_step_nm=100.0, direction=direction, zernike_stages=(15,),
+                               steps_per_stage=200, n_starts=3, start_steps=30,
+                               fit_blur=False, blur_sigma_nm=0.0, amplitude_modes=(4,))
+        fits[direction] = fit_pupil(psf, data[None], np.ones_like(data)[None], settings)
+    up, down = fits[1], fits[-1]
+    assert down.deviance == pytest.approx(up.deviance, rel=0.02)
+    twin = -up.fitted_phase[::-1, ::-1]
+    inside = psf.aperture.numpy() > 0
+    diff = np.angle(np.exp(1j * (down.fitted_phase - twin)))[inside]
+    assert np.sqrt(np.mean((diff - diff.mean()) ** 2)) < 0.1
+    assert np.sqrt(np.mean((down.fitted_phase - up.fitted_phase)[inside] ** 2)) > 0.3
+
+
 def test_blur_is_normalised_and_widens_a_point():
     img = torch.zeros(1, 21, 21)
     img[0, 10, 10] = 1.0
