@@ -13,7 +13,8 @@ plane, 10 background photons per pixel, Poisson noise), on a clear pupil and on 
 calibrate: ``deepsmlm calibrate`` on the Tetrapod and the EDOF stack with the scalar and
 the vectorial model, each from two starts: a clear pupil (nothing known about the mask) and
 the published retrieval (``mask1``/``mask2`` of masks_oracle_vipr.mat, the experiment's
-mask); per-plane correlation, time, and the RMS difference inside the pupil between our
+mask), Zernike modes only (Noll 5–45) or followed by 150 steps of a smooth pixel map;
+per-plane correlation, time, and the RMS difference inside the pupil between our
 retrieved phase and each published mask (wrapped, after removing piston, tilt, defocus).
 train: two DeepSTORM3D models for the Tetrapod set-up with the same budget: ``design``
 (configs/3d-tetrapod-beads.yaml, the published retrieval as the mask, scalar, no fit) and
@@ -97,28 +98,41 @@ def phase_difference_rms(ours: np.ndarray, ref_key: str, grid_px: int = 96) -> d
     return out
 
 
+ARMS = [("pupil", True, 0), ("pupil", False, 0), ("vectorial", True, 0),
+        ("vectorial", False, 0), ("pupil", True, 150), ("pupil", False, 150),
+        ("vectorial", True, 150), ("vectorial", False, 150)]  # (psf, published start, pixels)
+
+
 def calibrate(out: Path, steps: int) -> dict:
+    """Every arm of ARMS on both stacks; an arm whose calibration.json exists is not rerun."""
     results = {}
     for name, (fname, key) in STACKS.items():
-        for psf in ("pupil", "vectorial"):
-            for start in (key, None):
-                tag = f"{name}_{psf}_{start or 'clear'}"
+        for psf, published, pixels in ARMS:
+            start = key if published else None
+            tag = f"{name}_{psf}_{start or 'clear'}" + (f"_pixels{pixels}" if pixels else "")
+            if not (out / tag / "calibration.json").is_file():
                 cfg = experiment(out, name, start, psf)
                 deepsmlm("calibrate", str(DATA / fname), str(cfg), "--z-step-nm", "100",
                          "--out", str(out / tag), "--crop-px", "61", "--steps", str(steps),
-                         "--quiet")
-                cal = json.loads((out / tag / "calibration.json").read_text())
-                phase = np.load(out / tag / "pupil_phase.npy")
-                corr = np.asarray(cal["beads"][0]["correlation"])
-                results[tag] = {
-                    "correlation_min": float(corr.min()), "correlation_mean": float(corr.mean()),
-                    "planes_below_0.95": int((corr < 0.95).sum()),
-                    "focus_plane": cal["beads"][0]["focus_plane"],
-                    "blur_sigma_nm": cal["blur_sigma_nm"],
-                    "deviance_per_px": cal["deviance_per_px"], "seconds": cal["seconds"],
-                    "rms_vs_mask1_rad": phase_difference_rms(phase, "mask1"),
-                    "rms_vs_mask2_rad": phase_difference_rms(phase, "mask2")}
-                print(tag, json.dumps(results[tag]), flush=True)
+                         "--pixel-map-steps", str(pixels), "--quiet")
+            cal = json.loads((out / tag / "calibration.json").read_text())
+            phase = np.load(out / tag / "pupil_phase.npy")
+            corr = np.asarray(cal["beads"][0]["correlation"])
+            results[tag] = {
+                "correlation_min": float(corr.min()), "correlation_mean": float(corr.mean()),
+                "planes_below_0.95": int((corr < 0.95).sum()),
+                "focus_plane": cal["beads"][0]["focus_plane"],
+                "blur_sigma_nm": cal["blur_sigma_nm"],
+                "deviance_per_px": cal["deviance_per_px"], "seconds": cal["seconds"],
+                "rms_vs_mask1_rad": phase_difference_rms(phase, "mask1"),
+                "rms_vs_mask2_rad": phase_difference_rms(phase, "mask2")}
+            r = results[tag]
+            print(f"| {tag} | {r['correlation_min']:.3f} | {r['correlation_mean']:.3f} | "
+                  f"{r['planes_below_0.95']} | {r['focus_plane']:.1f} | "
+                  f"{r['blur_sigma_nm']:.0f} | {r['deviance_per_px']:.1f} | "
+                  f"{r['rms_vs_mask1_rad']['pupil']:.2f} / {r['rms_vs_mask1_rad']['rho_0.9']:.2f}"
+                  f" | {r['rms_vs_mask2_rad']['pupil']:.2f} / "
+                  f"{r['rms_vs_mask2_rad']['rho_0.9']:.2f} | {r['seconds']:.0f} |", flush=True)
     (out / "calibrate.json").write_text(json.dumps(results, indent=1))
     return results
 

@@ -173,7 +173,7 @@ class StackModel(nn.Module):
 def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     """Images (N, P, P) convolved with a normalised Gaussian of σ ``sigma_px`` (zero padding),
     cut at 4σ (at least 4 px)."""
-    radius = max(4, math.ceil(4.0 * float(sigma_px)))
+    radius = max(4, math.ceil(4.0 * float(sigma_px.detach())))
     x = torch.arange(-radius, radius + 1, dtype=images.dtype)
     k = torch.exp(-0.5 * (x / sigma_px) ** 2)
     k = k / k.sum()
