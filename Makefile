@@ -101,6 +101,7 @@ bench-calib: $(STAMP)
 	$(PY) benchmarks/calibrate_beads.py train --out bench_out/calib --minutes $(CALIB_MINUTES)
 	$(PY) benchmarks/calibrate_beads.py localize --out bench_out/calib
 	$(PY) benchmarks/calibrate_beads.py evaluate --out bench_out/calib --docs docs/images
+	$(PY) benchmarks/calibrate_beads.py mle --out bench_out/calib
 
 bench-fastloc: $(STAMP) $(VENV)/.peers
 	rm -rf bench_out/fl2d
