@@ -75,8 +75,8 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
         raise UserError(f"--z-step-nm must be a positive number of nm, got {z_step_nm}")
     if z_direction not in ("up", "down"):
         raise UserError(f"--z-direction must be 'up' or 'down', not {z_direction!r}")
-    if zernike_max < 5:
-        raise UserError(f"--zernike-max must be ≥ 5 (Noll), got {zernike_max}")
+    if not 5 <= zernike_max <= 231:
+        raise UserError(f"--zernike-max must be a Noll index in 5–231, got {zernike_max}")
     t_start = time.perf_counter()
     raw = read_stack(stack_path).data
     adu = bs.check_stack(np.asarray(raw), str(stack_path))
@@ -116,7 +116,11 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
                            else exp.emitters.blur_sigma_nm, seed=seed)
     report = _progress_printer() if progress else None
     torch.manual_seed(seed)
-    fit = fit_pupil(psf, crops, weights, settings, base_phase=base, progress=report)
+    try:
+        fit = fit_pupil(psf, crops, weights, settings, base_phase=base, progress=report)
+    except FloatingPointError as err:  # never a NaN result: say so and stop
+        raise UserError(f"{stack_path}: {err}; check the camera settings (photons per "
+                        "count) and the crop, or fit fewer modes") from None
 
     out = out_dir(out)
     summary = _write(out, exp, cal, grid, fit, beads, skipped, bad, crops, weights,
