@@ -255,23 +255,37 @@ class PupilPSF(PSF):
             energy = (amp[0] ** 2).sum().expand(phase.shape[0])
         return torch.polar(amp, phase), energy
 
-    def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None,
-                amplitude: torch.Tensor | None = None):
+    def emitter_pupils(self, xyz_nm: torch.Tensor, mask_phase: torch.Tensor | None = None,
+                       amplitude: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each emitter's pupil field with its in-pixel offset as a ramp (N, n, n), Σ|P|²
+        (N,), and its patch origin (N, 2)."""
         xy_px = xyz_nm[:, :2] / self.pixel_size_nm
         frac_nm = (xy_px - torch.floor(xy_px.detach())) * self.pixel_size_nm  # in-pixel offset
         origin = patch_origin(xyz_nm[:, :2], self.pixel_size_nm, self.patch_px)
-        pupil, energy = self.pupil(xyz_nm[:, 2], frac_nm, mask_phase, amplitude)  # (N, n, n)
+        pupil, energy = self.pupil(xyz_nm[:, 2], frac_nm, mask_phase, amplitude)
+        return pupil, energy, origin
+
+    def to_pixels(self, intensity: torch.Tensor, photons: torch.Tensor,
+                  energy: torch.Tensor) -> torch.Tensor:
+        """|E|² at the sub-pixel samples (N, P·os, P·os) → expected photons per pixel
+        (N, P, P): averaged over the oversampling, normalised by the pupil energy."""
+        os_, p = self.oversampling, self.patch_px
+        if os_ > 1:
+            intensity = intensity.reshape(-1, p, os_, p, os_).mean(dim=(2, 4))
+        scale = photons * (self.grid.dk * self.pixel_size_nm) ** 2 / energy
+        return intensity * scale[:, None, None]
+
+    def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None,
+                amplitude: torch.Tensor | None = None):
+        pupil, energy, origin = self.emitter_pupils(xyz_nm, mask_phase, amplitude)
         n, m = pupil.shape[0], self.grid.n_px
         dft_t = self.dft.t()  # (n_px, P·os), shared by x and y
         # E_n = A · P_n · Aᵀ as two large GEMMs over all emitters
         half = (pupil.reshape(n * m, m) @ dft_t).view(n, m, -1)  # (N, ky, X)
         field = (half.transpose(1, 2).reshape(-1, m) @ dft_t).view(n, -1, dft_t.shape[1])
         intensity = (field.real ** 2 + field.imag ** 2).transpose(1, 2)  # (N, Y, X)
-        os_, p = self.oversampling, self.patch_px
-        if os_ > 1:
-            intensity = intensity.reshape(-1, p, os_, p, os_).mean(dim=(2, 4))
-        scale = photons * (self.grid.dk * self.pixel_size_nm) ** 2 / energy
-        return intensity * scale[:, None, None], origin
+        return self.to_pixels(intensity, photons, energy), origin
 
 
 def _odd(n: int) -> int:

@@ -53,7 +53,7 @@ import math
 
 import torch
 
-from deepsmlm.optics.psf import PupilPSF, patch_origin
+from deepsmlm.optics.psf import PupilPSF
 from deepsmlm.optics.pupil import PupilGrid
 
 
@@ -110,10 +110,7 @@ class VectorialPSF(PupilPSF):
 
     def patches(self, xyz_nm, photons, mask_phase: torch.Tensor | None = None,
                 amplitude: torch.Tensor | None = None):
-        xy_px = xyz_nm[:, :2] / self.pixel_size_nm
-        frac_nm = (xy_px - torch.floor(xy_px.detach())) * self.pixel_size_nm  # in-pixel offset
-        origin = patch_origin(xyz_nm[:, :2], self.pixel_size_nm, self.patch_px)
-        pupil, _ = self.pupil(xyz_nm[:, 2], frac_nm, mask_phase, amplitude)  # (N, n, n)
+        pupil, _, origin = self.emitter_pupils(xyz_nm, mask_phase, amplitude)  # (N, n, n)
         n, m = pupil.shape[0], self.grid.n_px
         v = self.vector_factors
         j = v.shape[0]
@@ -126,8 +123,4 @@ class VectorialPSF(PupilPSF):
         half = torch.matmul(self.dft, fields)  # (N, 5, Y, kx)
         field = (half.reshape(-1, m) @ self.dft.t()).view(n, j, q, q)  # (N, 5, Y, X)
         intensity = (field.real ** 2 + field.imag ** 2).sum(dim=1)  # (N, Y, X)
-        os_, p = self.oversampling, self.patch_px
-        if os_ > 1:
-            intensity = intensity.reshape(-1, p, os_, p, os_).mean(dim=(2, 4))
-        scale = photons * (self.grid.dk * self.pixel_size_nm) ** 2 / energy
-        return intensity * scale[:, None, None], origin
+        return self.to_pixels(intensity, photons, energy), origin
