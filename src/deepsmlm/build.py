@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from deepsmlm.camera import Camera
@@ -28,35 +29,40 @@ def pupil_grid(optics: Optics) -> PupilGrid:
     return PupilGrid(optics.pupil_grid_px, optics.wavelength_nm, optics.na_eff)
 
 
-def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
-    """The experiment's phase mask on ``grid`` [rad], (n_px, n_px)."""
+def file_mask(m: FileMask) -> tuple[np.ndarray, float]:
+    """A file mask's phase [rad] as oriented for the microscope (numpy (N, N)) and the
+    radius, in its pixels, of the pupil edge NA_eff/λ (given, from the sidecar JSON, or
+    from the support)."""
+    arr = masks.orient_phase(masks.load_phase_array(m.path, m.key),
+                             m.flip_x, m.flip_y, m.transpose)
+    radius = (m.pupil_radius_px or masks.sidecar_pupil_radius_px(m.path)
+              or masks.estimate_pupil_radius_px(arr))
+    return arr, radius
+
+
+def pupil_maps(optics: Optics, grid: PupilGrid) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The experiment's phase mask [rad] and pupil transmission (a file mask's
+    ``amplitude_path``; None: uniform) on ``grid``, each file read once."""
     m = optics.mask
     if isinstance(m, ZernikeMask):
-        return masks.zernike_mask(grid, m.noll)
-    if isinstance(m, FileMask):
-        arr = masks.orient_phase(masks.load_phase_array(m.path, m.key),
-                                 m.flip_x, m.flip_y, m.transpose)
-        radius = (m.pupil_radius_px or masks.sidecar_pupil_radius_px(m.path)
-                  or masks.estimate_pupil_radius_px(arr))
-        return masks.resample_phase(arr, radius, grid)
-    return torch.zeros(grid.n_px, grid.n_px)
-
-
-def pupil_amplitude(optics: Optics, grid: PupilGrid) -> torch.Tensor | None:
-    """The experiment's pupil transmission on ``grid`` (a file mask's ``amplitude_path``),
-    or None (uniform)."""
-    m = optics.mask
-    if not isinstance(m, FileMask) or m.amplitude_path is None:
-        return None
-    arr = masks.orient_phase(masks.load_phase_array(m.amplitude_path), m.flip_x, m.flip_y,
+        return masks.zernike_mask(grid, m.noll), None
+    if not isinstance(m, FileMask):
+        return torch.zeros(grid.n_px, grid.n_px), None
+    arr, radius = file_mask(m)
+    phase = masks.resample_phase(arr, radius, grid)
+    if m.amplitude_path is None:
+        return phase, None
+    amp = masks.orient_phase(masks.load_phase_array(m.amplitude_path), m.flip_x, m.flip_y,
                              m.transpose)
-    phase = masks.load_phase_array(m.path, m.key)
-    radius = (m.pupil_radius_px or masks.sidecar_pupil_radius_px(m.path)
-              or masks.estimate_pupil_radius_px(phase))
-    if arr.shape != phase.shape:
-        raise UserError(f"{m.amplitude_path}: shape {arr.shape} differs from the phase "
-                        f"mask's {phase.shape}")
-    return masks.resample_amplitude(arr, radius, grid)
+    if amp.shape != arr.shape:
+        raise UserError(f"{m.amplitude_path}: shape {amp.shape} differs from the phase "
+                        f"mask's {arr.shape}")
+    return phase, masks.resample_amplitude(amp, radius, grid)
+
+
+def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
+    """The experiment's phase mask on ``grid`` [rad], (n_px, n_px)."""
+    return pupil_maps(optics, grid)[0]
 
 
 def default_patch_px(optics: Optics) -> int:
@@ -89,10 +95,10 @@ def build_psf(exp: Experiment) -> PSF:
     grid = pupil_grid(o)
     aberr = masks.zernike_mask(grid, o.aberrations.noll) if o.aberrations.noll else None
     try:
+        phase, amplitude = pupil_maps(o, grid)
         cls = VectorialPSF if o.psf == "vectorial" else PupilPSF
         return cls(grid, o.n_sample, o.n_immersion, o.focus_nm, o.pixel_size_nm,
-                   default_patch_px(o), o.pixel_oversampling, mask_phase(o, grid), aberr,
-                   pupil_amplitude(o, grid))
+                   default_patch_px(o), o.pixel_oversampling, phase, aberr, amplitude)
     except ValueError as err:
         raise UserError(f"optics: {err}") from None
 

@@ -121,20 +121,26 @@ def resample_phase(phase: np.ndarray, pupil_radius_px: float, grid: PupilGrid) -
 
     Interpolates exp(i·φ) bilinearly and takes its angle, so wrapped phases stay exact.
     """
-    n_file = phase.shape[0]
     if phase.shape[0] != phase.shape[1]:
         raise UserError(f"mask must be square, got shape {phase.shape}")
     field = torch.from_numpy(np.exp(1j * phase))
     img = torch.stack([field.real, field.imag])[None].to(torch.float64)  # (1, 2, N, N)
+    out = _sample_on_grid(img, pupil_radius_px, grid)
+    return torch.atan2(out[1], out[0]).to(torch.float32)
+
+
+def _sample_on_grid(img: torch.Tensor, pupil_radius_px: float, grid: PupilGrid
+                    ) -> torch.Tensor:
+    """Bilinear samples of file maps (1, C, N, N) at the pupil grid's points (C, n, n): file
+    pixel (N−1)/2 + k/k_max·radius along each axis; zero outside the file."""
+    n_file = img.shape[-1]
     k = grid.k_1d(torch.float64) / grid.k_max  # normalised pupil coordinate
-    centre = (n_file - 1) / 2.0
-    pos_px = centre + k * pupil_radius_px  # file pixel coordinates
+    pos_px = (n_file - 1) / 2.0 + k * pupil_radius_px  # file pixel coordinates
     norm = 2.0 * pos_px / (n_file - 1) - 1.0  # align_corners=True convention
     gy, gx = torch.meshgrid(norm, norm, indexing="ij")
     sample_grid = torch.stack([gx, gy], dim=-1)[None]
-    out = F.grid_sample(img, sample_grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=True)[0]
-    return torch.atan2(out[1], out[0]).to(torch.float32)
+    return F.grid_sample(img, sample_grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=True)[0]
 
 
 def resample_amplitude(amplitude: np.ndarray, pupil_radius_px: float, grid: PupilGrid
@@ -145,12 +151,5 @@ def resample_amplitude(amplitude: np.ndarray, pupil_radius_px: float, grid: Pupi
         raise UserError(f"pupil amplitude must be square, got shape {amplitude.shape}")
     if (amplitude < 0).any():
         raise UserError("pupil amplitude must not be negative")
-    n_file = amplitude.shape[0]
     img = torch.from_numpy(amplitude.astype(np.float64) - 1.0)[None, None]
-    k = grid.k_1d(torch.float64) / grid.k_max
-    pos_px = (n_file - 1) / 2.0 + k * pupil_radius_px
-    norm = 2.0 * pos_px / (n_file - 1) - 1.0
-    gy, gx = torch.meshgrid(norm, norm, indexing="ij")
-    out = F.grid_sample(img, torch.stack([gx, gy], dim=-1)[None], mode="bilinear",
-                        padding_mode="zeros", align_corners=True)[0, 0]
-    return (out + 1.0).to(torch.float32)
+    return (_sample_on_grid(img, pupil_radius_px, grid)[0] + 1.0).to(torch.float32)

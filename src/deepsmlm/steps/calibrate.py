@@ -28,26 +28,25 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsmlm.config import Experiment, FileMask, ZernikeMask
+from deepsmlm.config import Aberrations, Experiment, FileMask, ZernikeMask
 from deepsmlm.errors import UserError
 from deepsmlm.steps.common import as_experiment, json_safe, out_dir
 
 
-def calibration_optics(exp: Experiment):
+def calibration_optics(exp: Experiment, patch_px: int):
     """The experiment's optics as a bead on the coverslip sees them: no index mismatch
-    (sample index = immersion index), focus 0, the full NA; a file mask's radius rescaled
-    from the experiment's NA_eff edge to the NA edge."""
+    (sample index = immersion index), focus 0, the full NA, no aberrations (they are what
+    the fit finds), patches of ``patch_px``; a file mask's radius rescaled from the
+    experiment's NA_eff edge to the NA edge."""
+    from deepsmlm.build import file_mask
+
     o = exp.optics
     update: dict = {"n_sample": o.n_immersion, "focus_nm": 0.0, "supercritical": False,
-                    "aberrations": {"noll": {}}}
-    mask = o.mask
-    if isinstance(mask, FileMask):
-        from deepsmlm.optics import masks
-
-        radius = (mask.pupil_radius_px or masks.sidecar_pupil_radius_px(mask.path)
-                  or masks.estimate_pupil_radius_px(masks.load_phase_array(mask.path,
-                                                                           mask.key)))
-        update["mask"] = mask.model_copy(update={"pupil_radius_px": radius * o.na / o.na_eff})
+                    "aberrations": Aberrations(), "patch_px": patch_px}
+    if isinstance(o.mask, FileMask):
+        radius = file_mask(o.mask)[1]
+        update["mask"] = o.mask.model_copy(
+            update={"pupil_radius_px": radius * o.na / o.na_eff})
     return o.model_copy(update=update)
 
 
@@ -59,12 +58,10 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
     """Calibrate the PSF of ``experiment`` on the bead stack; returns the summary dict."""
     import torch
 
-    from deepsmlm.build import build_camera, mask_phase, pupil_grid
+    from deepsmlm.build import build_camera, build_psf
     from deepsmlm.calibration import bead_stack as bs
     from deepsmlm.calibration.pupil_fit import FitSettings, fit_pupil
     from deepsmlm.io.frames import read_stack
-    from deepsmlm.optics.psf import PupilPSF
-    from deepsmlm.optics.vectorial import VectorialPSF
 
     exp = as_experiment(experiment)
     o = exp.optics
@@ -98,16 +95,9 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
         raise UserError(f"bead {b} plane {t}: more than half of its pixels are saturated or "
                         "hot; lower the exposure or pass a larger --saturation-adu")
 
-    cal = calibration_optics(exp)
-    grid = pupil_grid(cal)
-    base = mask_phase(cal, grid)
-    cls = VectorialPSF if o.psf == "vectorial" else PupilPSF
-    patch = crop + 2 * 8
-    try:
-        psf = cls(grid, cal.n_sample, cal.n_immersion, 0.0, o.pixel_size_nm, patch,
-                  o.pixel_oversampling)
-    except ValueError as err:
-        raise UserError(f"optics: {err}") from None
+    cal = calibration_optics(exp, patch_px=crop + 2 * 8)  # room for the blur and a shift
+    psf = build_psf(exp.model_copy(update={"optics": cal}))
+    grid, base = psf.grid, psf.mask_phase.clone()  # the design mask: the fit's start
     stages = tuple(s for s in (15, 28, 45, 66, 91) if s < zernike_max) + (zernike_max,)
     settings = FitSettings(z_step_nm=z_step_nm, direction=1 if z_direction == "up" else -1,
                            zernike_stages=stages, steps_per_stage=steps,
@@ -123,7 +113,7 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
                         "count) and the crop, or fit fewer modes") from None
 
     out = out_dir(out)
-    summary = _write(out, exp, cal, grid, fit, beads, skipped, bad, crops, weights,
+    summary = _write(out, exp, grid, fit, beads, skipped, bad, crops, weights,
                      n_planes, z_step_nm, settings, stack_path)
     summary["seconds"] = time.perf_counter() - t_start
     import json
@@ -145,7 +135,7 @@ def _progress_printer():
     return report
 
 
-def _write(out: Path, exp: Experiment, cal, grid, fit, beads, skipped, bad, crops, weights,
+def _write(out: Path, exp: Experiment, grid, fit, beads, skipped, bad, crops, weights,
            n_planes: int, z_step_nm: float, settings, stack_path) -> dict:
     import json
 
