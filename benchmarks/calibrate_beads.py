@@ -71,23 +71,15 @@ def experiment(out: Path, name: str, key: str | None, psf: str) -> Path:
 def phase_difference_rms(ours: np.ndarray, ref_key: str, grid_px: int = 96) -> dict:
     """Wrapped RMS of (ours − published) inside the pupil after removing piston, tilt and
     defocus (fitted on the wrapped difference), over the pupil and over ρ ≤ 0.9."""
-    import torch
-    import torch.nn.functional as F
     from scipy.io import loadmat
 
+    from deepsmlm.optics.masks import resample_phase
     from deepsmlm.optics.pupil import PupilGrid
     from deepsmlm.optics.zernike import zernike_basis
 
     grid = PupilGrid(grid_px, 605.0, 1.49)
     ref = loadmat(DATA / "masks_oracle_vipr.mat")[ref_key].astype(np.float64)
-    n = ref.shape[0]
-    k = grid.k_1d() / grid.k_max
-    norm = 2 * ((n - 1) / 2 + k * 92.9) / (n - 1) - 1
-    gy, gx = torch.meshgrid(norm, norm, indexing="ij")
-    field = torch.from_numpy(np.exp(1j * ref))
-    img = torch.stack([field.real, field.imag])[None]
-    res = F.grid_sample(img, torch.stack([gx, gy], -1)[None], align_corners=True)[0]
-    ref_on_grid = torch.atan2(res[1], res[0]).numpy()
+    ref_on_grid = resample_phase(ref, 92.9, grid).numpy()
     rho, theta = grid.polar()
     out = {}
     for label, inner in (("pupil", 1.0), ("rho_0.9", 0.9)):
