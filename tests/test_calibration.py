@@ -219,3 +219,24 @@ def test_calibrate_rejects_a_2d_image_with_exit_status_2(tmp_path, bead_experime
     assert main(["calibrate", str(img), str(exp_path), "--z-step-nm", "100",
                  "--out", str(tmp_path / "o")]) == 2
     assert "single" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.tif", "--z-step-nm", "100"], "bead stack not found"),
+    (["STACK", "--z-step-nm", "abc"], "invalid float value"),
+    (["STACK", "--z-step-nm", "-5"], "--z-step-nm must be a positive number"),
+])
+def test_calibrate_bad_arguments_exit_2_with_one_message(args, message, bead_experiment,
+                                                         tmp_path, capsys):
+    from deepsmlm.cli import main
+
+    stack, exp_path = bead_experiment
+    args = [str(stack) if a == "STACK" else str(tmp_path / a) if a.endswith(".tif") else a
+            for a in args]
+    argv = ["calibrate", args[0], str(exp_path), *args[1:], "--out", str(tmp_path / "o")]
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    assert rc == 2
+    assert message in capsys.readouterr().err

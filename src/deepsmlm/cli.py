@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("calibrate", help="retrieve the pupil (PSF) from a bead z-stack")
     s.add_argument("beads", type=Path, help="bead z-stack, TIFF (planes × rows × columns)")
     s.add_argument("experiment", type=Path, help="experiment YAML of the microscope")
-    s.add_argument("--z-step-nm", type=lambda t: _float(t, "--z-step-nm"), required=True,
+    s.add_argument("--z-step-nm", type=float, required=True,
                    help="stage step between planes")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--z-direction", choices=("up", "down"), default="up",

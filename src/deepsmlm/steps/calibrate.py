@@ -74,6 +74,8 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
         raise UserError(f"--z-direction must be 'up' or 'down', not {z_direction!r}")
     if not 5 <= zernike_max <= 231:
         raise UserError(f"--zernike-max must be a Noll index in 5–231, got {zernike_max}")
+    if not Path(stack_path).is_file():
+        raise UserError(f"bead stack not found: {stack_path}")
     t_start = time.perf_counter()
     raw = read_stack(stack_path).data
     adu = bs.check_stack(np.asarray(raw), str(stack_path))
