@@ -22,7 +22,8 @@ FLOORS = [
     ("methods", ["deepsmlm.methods"]),
     ("config", ["deepsmlm.config"]),
     ("build", ["deepsmlm.build"]),
-    ("engines", ["deepsmlm.training", "deepsmlm.inference", "deepsmlm.design"]),
+    ("engines", ["deepsmlm.training", "deepsmlm.inference", "deepsmlm.design",
+                 "deepsmlm.parallel"]),
     ("edge", ["deepsmlm.steps", "deepsmlm.api", "deepsmlm.cli", "deepsmlm"]),
 ]
 # The only readers of the experiment config: build.py and the steps.

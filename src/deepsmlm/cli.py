@@ -132,9 +132,11 @@ def cmd_localize(args) -> None:
     camera = {"baseline_adu": args.camera_baseline_adu, "e_per_adu": args.camera_e_per_adu,
               "em_gain": args.camera_em_gain, "qe": args.camera_qe}
     r = run_localize(args.model, args.movie, args.out, args.chunk_frames, args.batch_size,
-                     args.device, camera, args.threshold, progress=not args.quiet)
+                     args.device, camera, args.threshold, progress=not args.quiet,
+                     resume=args.resume, dask=args.dask)
     print(f"{r['localizations']} localizations in {r['frames']} frames, "
-          f"{r['frames_per_s']:.1f} frames/s → {r['out']}/localizations.csv, .hdf5, sr.tif, sr.png")
+          f"{r['frames_per_s']:.1f} frames/s → {r['out']}/localizations.csv, .hdf5, sr.tif, "
+          "sr.png, localize.json")
 
 
 def cmd_estimate(args) -> None:
@@ -274,10 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("localize", help="reconstruct a movie with a trained model")
     s.add_argument("model", type=Path, help="model folder")
-    s.add_argument("movie", type=Path, help="TIFF stack in ADU")
+    s.add_argument("movie", type=Path,
+                   help="movie in ADU: a TIFF (OME, ImageJ), a folder or glob of TIFFs, or "
+                        "a Zarr array")
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--chunk-frames", type=_positive_int, default=256)
-    s.add_argument("--batch-size", type=_positive_int, default=16)
+    s.add_argument("--chunk-frames", type=_positive_int, default=None,
+                   help="frames read and committed at a time (default 256)")
+    s.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="frames per network batch (default 16)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the interrupted localize in --out")
+    s.add_argument("--dask", default=None, metavar="local:N|tcp://HOST:PORT",
+                   help="run the chunks on a Dask cluster: a local one of N worker "
+                        "processes, or a running scheduler")
     s.add_argument("--device", default="cpu")
     s.add_argument("--threshold", type=float, default=None,
                    help="override the tuned one (in the units of model.json's score)")
@@ -358,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepsmlm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("deepsmlm: interrupted (training keeps a checkpoint: continue with --resume)",
-              file=sys.stderr)
+        print("deepsmlm: interrupted (train, design and localize keep their progress: "
+              "continue with --resume)", file=sys.stderr)
         return 130
     return 0
 

@@ -59,27 +59,62 @@ class Predictor:
         return self.method.decode(self.card, sr, thr, frame_offset)
 
 
+@dataclass
+class ChunkResult:
+    """What a chunk of frames gives: its localizations (global frame numbers), its summed
+    output image (the method's ``output_image``, float64) and its widefield sum."""
+
+    emitters: EmitterSet
+    sr_sum: np.ndarray
+    wf_sum: np.ndarray
+
+
+def localize_chunk(pred: Predictor, block: np.ndarray, t0: int, batch_size: int = 16
+                   ) -> ChunkResult:
+    """Localize the frames ``block`` (T, H, W; float32 ADU) whose first frame is ``t0``.
+
+    Batches are cut from the chunk's start, so a chunk gives the same result wherever it is
+    run (one process, or a Dask worker)."""
+    h, w = block.shape[1:]
+    u = pred.card.upsampling
+    sr_sum = torch.zeros(h * u, w * u, dtype=torch.float64)
+    found = []
+    for b0 in range(0, len(block), batch_size):
+        frames = torch.from_numpy(np.ascontiguousarray(block[b0:b0 + batch_size]))
+        sr = pred.super_resolve(frames).cpu()
+        sr_sum += pred.method.output_image(pred.card, sr).sum(dim=0).double()
+        found.append(pred.localize(sr, frame_offset=t0 + b0))
+    return ChunkResult(EmitterSet.cat(found), sr_sum.numpy(),
+                       block.sum(axis=0, dtype=np.float64))
+
+
+def localize_chunks(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,
+                    start_frame: int = 0):
+    """Yield ``(t0, ChunkResult)`` over a ``Stack`` from ``start_frame`` on (a multiple of
+    ``chunk_frames`` when resuming), reading one chunk at a time: memory bounded by the
+    chunk, whatever the movie's length."""
+    n = len(stack)
+    for t0 in range(start_frame, n, chunk_frames):
+        yield t0, localize_chunk(pred, stack.read(t0, t0 + chunk_frames), t0, batch_size)
+
+
 def localize_stack(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,
                    progress: bool = True) -> tuple[EmitterSet, np.ndarray, np.ndarray]:
     """Localizations, summed output image (float64; the method's ``output_image``) and
-    widefield sum of a ``read_stack`` Stack."""
+    widefield sum of a whole ``Stack``, in memory (``steps.localize`` streams to disk)."""
     from tqdm import tqdm
 
     n, h, w = stack.data.shape
     u = pred.card.upsampling
-    sr_sum = torch.zeros(h * u, w * u, dtype=torch.float64)
-    wf_sum = np.zeros((h, w), dtype=np.float64)
+    sr_sum = np.zeros((h * u, w * u))
+    wf_sum = np.zeros((h, w))
     found = []
-    bar = tqdm(total=n, disable=not progress, unit="frame", desc="localize")
-    for t0, block in stack.chunks(chunk_frames):
-        wf_sum += block.sum(axis=0)
-        for b0 in range(0, len(block), batch_size):
-            frames = torch.from_numpy(block[b0:b0 + batch_size])
-            sr = pred.super_resolve(frames).cpu()
-            sr_sum += pred.method.output_image(pred.card, sr).sum(dim=0).double()
-            found.append(pred.localize(sr, frame_offset=t0 + b0))
-            bar.update(len(frames))
-    bar.close()
+    with tqdm(total=n, disable=not progress, unit="frame", desc="localize") as bar:
+        for t0, r in localize_chunks(pred, stack, chunk_frames, batch_size):
+            sr_sum += r.sr_sum
+            wf_sum += r.wf_sum
+            found.append(r.emitters)
+            bar.update(min(chunk_frames, n - t0))
     em = EmitterSet.cat(found)
     em.id = torch.arange(len(em))
-    return em, sr_sum.numpy(), wf_sum
+    return em, sr_sum, wf_sum

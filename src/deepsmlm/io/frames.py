@@ -29,14 +29,18 @@ class Stack:
     def __len__(self) -> int:
         return self.data.shape[0]
 
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        """Frames ``t0``..``t1 - 1`` as float32; NaN/inf is an error."""
+        block = np.asarray(self.data[t0:t1], dtype=np.float32)
+        if not np.all(np.isfinite(block)):
+            raise UserError(f"{self.path}: frames {t0}..{t0 + len(block) - 1} contain "
+                            "NaN or inf")
+        return block
+
     def chunks(self, size: int):
         """Yield (t0, frames as float32) in chunks of ``size`` frames; NaN/inf is an error."""
         for t0 in range(0, len(self), size):
-            block = np.asarray(self.data[t0:t0 + size], dtype=np.float32)
-            if not np.all(np.isfinite(block)):
-                raise UserError(f"{self.path}: frames {t0}..{t0 + len(block) - 1} contain "
-                                "NaN or inf")
-            yield t0, block
+            yield t0, self.read(t0, t0 + size)
 
 
 def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Stack:

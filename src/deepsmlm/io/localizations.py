@@ -36,19 +36,92 @@ def write_csv(emitters: EmitterSet, path: str | os.PathLike,
     when any z value is finite); unknown values are written ``nan``. Frame 1-based (as
     ThunderSTORM). Written atomically. ``value_column`` renames the column of
     ``emitters.photons`` when it holds something else (e.g. ``confidence``)."""
-    a = emitters.numpy()
-    cols = [a["id"], a["frame"] + 1, a["xyz_nm"], a["photons"]]
-    header = [*COLUMNS[:5], value_column]
-    fmt = ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.6g"]
-    if "uncertainty_xyz_nm" in a:
-        unc = a["uncertainty_xyz_nm"]
-        k = 3 if np.isfinite(unc[:, 2]).any() else 2
-        cols.append(unc[:, :k])
-        header += UNCERTAINTY_COLUMNS[:k]
-        fmt += ["%.3f"] * k
-    table = np.column_stack(cols) if len(a["id"]) else np.zeros((0, len(header)))
+    header, fmt = csv_layout(value_column, uncertainty_columns(emitters))
     with atomic_path(path) as tmp:
-        np.savetxt(tmp, table, fmt=fmt, delimiter=",", header=",".join(header), comments="")
+        with open(tmp, "w", newline="") as f:
+            f.write(",".join(header) + "\n")
+            f.write(_csv_rows(emitters, fmt))
+
+
+def uncertainty_columns(emitters: EmitterSet) -> int:
+    """How many uncertainty columns our CSV gives this set: 0, 2 (x, y) or 3 (x, y, z)."""
+    if emitters.uncertainty_xyz_nm is None:
+        return 0
+    import torch
+
+    return 3 if bool(torch.isfinite(emitters.uncertainty_xyz_nm[:, 2]).any()) else 2
+
+
+def csv_layout(value_column: str, n_uncertainty: int) -> tuple[list[str], list[str]]:
+    """Header and number formats of our CSV with ``n_uncertainty`` (0, 2, 3) σ columns."""
+    header = [*COLUMNS[:5], value_column, *UNCERTAINTY_COLUMNS[:n_uncertainty]]
+    fmt = ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.6g"] + ["%.3f"] * n_uncertainty
+    return header, fmt
+
+
+def _csv_rows(emitters: EmitterSet, fmt: list[str]) -> str:
+    """The rows of ``emitters`` as CSV text in the layout ``fmt`` (no header)."""
+    import io
+
+    a = emitters.numpy()
+    if not len(a["id"]):
+        return ""
+    k = len(fmt) - 6
+    cols = [a["id"], a["frame"] + 1, a["xyz_nm"], a["photons"]]
+    if k:
+        unc = a.get("uncertainty_xyz_nm", np.full((len(a["id"]), 3), np.nan))
+        cols.append(unc[:, :k])
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack(cols), fmt=fmt, delimiter=",")
+    return buf.getvalue()
+
+
+class CsvAppender:
+    """Our CSV written block by block, as ``localize`` finds localizations.
+
+    The layout (how many uncertainty columns) is fixed by the first non-empty block; each
+    block goes in one write, flushed and synced to disk, so the file always holds whole
+    rows. ``size_bytes`` after a block is what a resumed run cuts the file back to
+    (``resume_bytes``) before it appends again."""
+
+    def __init__(self, path: str | os.PathLike, value_column: str = "intensity [photon]",
+                 resume_bytes: int | None = None, n_uncertainty: int | None = None):
+        self.path = Path(path)
+        self.value_column = value_column
+        self.fmt: list[str] | None = None
+        self._file = None
+        self.size_bytes = 0  # the file's length after the last block
+        if resume_bytes:  # the file exists: cut it to its last committed block
+            if not self.path.is_file() or self.path.stat().st_size < resume_bytes:
+                raise UserError(f"{self.path}: the partial result is shorter than its "
+                                "progress record; start again without --resume")
+            self._file = open(self.path, "r+", newline="")
+            self._file.truncate(resume_bytes)
+            self._file.seek(resume_bytes)
+            self.fmt = csv_layout(value_column, n_uncertainty or 0)[1]
+            self.size_bytes = resume_bytes
+
+    @property
+    def n_uncertainty(self) -> int | None:
+        return None if self.fmt is None else len(self.fmt) - 6
+
+    def append(self, emitters: EmitterSet) -> None:
+        if not len(emitters) and self._file is not None:
+            return
+        if self._file is None:
+            if not len(emitters):
+                return
+            header, self.fmt = csv_layout(self.value_column, uncertainty_columns(emitters))
+            self._file = open(self.path, "w", newline="")
+            self._file.write(",".join(header) + "\n")
+        self._file.write(_csv_rows(emitters, self.fmt))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.size_bytes = self._file.tell()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -93,6 +166,33 @@ def read_csv(path: str | os.PathLike) -> EmitterSet:
     if missing:
         raise UserError(f"{path}: missing columns {missing}; header is {header}")
     data = _load_table(path, header, (*UNCERTAINTY_COLUMNS, *LATERAL_UNCERTAINTY_COLUMNS))
+    return _emitters_from_table(header, data)
+
+
+def iter_csv(path: str | os.PathLike, rows: int = 200_000):
+    """Our CSV (as ``read_csv``) in blocks of at most ``rows`` localizations: memory bounded
+    by the block, whatever the file's length."""
+    import itertools
+
+    path = Path(path)
+    header = _csv_header(path)
+    with open(path, newline="") as f:
+        next(f, None)
+        while True:
+            lines = list(itertools.islice(f, rows))
+            if not lines:
+                return
+            try:
+                data = np.loadtxt(lines, delimiter=",", ndmin=2)
+            except ValueError as err:
+                raise UserError(f"{path}: not a numeric table ({err})") from None
+            if data.shape[1] != len(header):
+                raise UserError(f"{path}: {data.shape[1]} values per row but {len(header)} "
+                                "columns")
+            yield _emitters_from_table(header, data)
+
+
+def _emitters_from_table(header: list[str], data: np.ndarray) -> EmitterSet:
     col = {name: i for i, name in enumerate(header)}
     n = len(data)
 
@@ -147,21 +247,76 @@ def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: 
     Picasso's own stand-in, twice the mean of its lpx and lpy (``lpz nominal rows``).
     ``sx``/``sy`` get ``sigma_nm`` (default 1 px).
     """
+    write_picasso_blocks(lambda: iter([emitters]), path, pixel_size_nm, frame_shape,
+                         n_frames, sigma_nm, background_photons, default_uncertainty_nm,
+                         source)
+
+
+def write_picasso_blocks(blocks, path: str | os.PathLike, pixel_size_nm: float,
+                         frame_shape: tuple[int, int], n_frames: int | None = None,
+                         sigma_nm: float | None = None, background_photons: float = 0.0,
+                         default_uncertainty_nm: float = 10.0, source: str = "") -> None:
+    """``write_picasso`` of the localizations that ``blocks()`` yields block by block
+    (called twice: once to find whether there is z and a z uncertainty, once to write), so
+    memory is bounded by a block (e.g. ``lambda: iter_csv(csv_path)``)."""
+    import json
+
     import h5py
     import yaml
 
     from deepsmlm._version import __version__
 
     path = Path(path)
-    a = emitters.numpy()
-    n = len(a["id"])
-    has_z = bool(n and np.any(a["xyz_nm"][:, 2] != 0))
-    unc = a.get("uncertainty_xyz_nm", np.full((n, 3), np.nan))
-    has_lpz = bool(has_z and np.isfinite(unc[:, 2]).any())
+    n, has_z, has_lpz, last_frame = 0, False, False, -1
+    for block in blocks():
+        a = block.numpy()
+        n += len(a["id"])
+        has_z = has_z or bool(len(a["id"]) and np.any(a["xyz_nm"][:, 2] != 0))
+        if "uncertainty_xyz_nm" in a:
+            has_lpz = has_lpz or bool(np.isfinite(a["uncertainty_xyz_nm"][:, 2]).any())
+        if len(a["id"]):
+            last_frame = max(last_frame, int(a["frame"].max()))
+    has_lpz = has_lpz and has_z
     dtype = (PICASSO_DTYPE + ([("z", "<f4")] if has_z else [])
              + ([("lpz", "<f4")] if has_lpz else []))
-    locs = np.zeros(n, dtype=dtype)
     px = float(pixel_size_nm)
+    nominal_xy = nominal_z = 0
+    has_unc = n > 0  # every block carries uncertainties (an empty table: none)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("locs", shape=(n,), dtype=dtype)
+            i = 0
+            for block in blocks():
+                a = block.numpy()
+                has_unc = has_unc and "uncertainty_xyz_nm" in a
+                locs, nxy, nz = _picasso_rows(a, dtype, px, sigma_nm, background_photons,
+                                              default_uncertainty_nm, has_z, has_lpz)
+                ds[i:i + len(locs)] = locs
+                i += len(locs)
+                nominal_xy, nominal_z = nominal_xy + nxy, nominal_z + nz
+            h, w = frame_shape
+            frames = int(n_frames if n_frames is not None else last_frame + 1)
+            info = [{"Generated by": f"deepsmlm {__version__}", "File": source,
+                     "Frames": frames, "Height": int(h), "Width": int(w), "Pixelsize": px,
+                     "Byte Order": "<", "Data Type": "uint16",
+                     "deepsmlm": {"coordinates": "x, y in camera pixels, pixel centre at "
+                                                 "integers",
+                                  "lpx nominal": not has_unc,
+                                  "lp nominal rows": int(nominal_xy),
+                                  **({"lpz unit": "nm", "lpz nominal rows": int(nominal_z)}
+                                     if has_lpz else {})}}]
+            f.create_dataset("metadata", data=json.dumps(info))
+    with atomic_path(path.with_suffix(".yaml")) as tmp:
+        tmp.write_text(yaml.safe_dump_all(info, sort_keys=False))
+
+
+def _picasso_rows(a: dict, dtype, px: float, sigma_nm, background_photons: float,
+                  default_uncertainty_nm: float, has_z: bool, has_lpz: bool):
+    """Picasso ``/locs`` rows of one block (``EmitterSet.numpy()``), and how many rows got
+    a nominal lateral / axial uncertainty."""
+    n = len(a["id"])
+    unc = a.get("uncertainty_xyz_nm", np.full((n, 3), np.nan))
+    locs = np.zeros(n, dtype=dtype)
     locs["frame"] = a["frame"]
     locs["x"] = a["xyz_nm"][:, 0] / px - PICASSO_OFFSET_PX
     locs["y"] = a["xyz_nm"][:, 1] / px - PICASSO_OFFSET_PX
@@ -180,24 +335,7 @@ def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: 
         known = np.isfinite(unc[:, 2])
         nominal_z = int((~known).sum())
         locs["lpz"] = np.where(known, unc[:, 2], lateral.mean(axis=1) * 2)  # nm
-    h, w = frame_shape
-    frames = int(n_frames if n_frames is not None else (a["frame"].max() + 1 if n else 0))
-    info = [{"Generated by": f"deepsmlm {__version__}", "File": source, "Frames": frames,
-             "Height": int(h), "Width": int(w), "Pixelsize": px,
-             "Byte Order": "<", "Data Type": "uint16",
-             "deepsmlm": {"coordinates": "x, y in camera pixels, pixel centre at integers",
-                          "lpx nominal": "uncertainty_xyz_nm" not in a,
-                          "lp nominal rows": int(nominal_xy.sum()),
-                          **({"lpz unit": "nm", "lpz nominal rows": nominal_z}
-                             if has_lpz else {})}}]
-    import json
-
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("locs", data=locs)
-            f.create_dataset("metadata", data=json.dumps(info))
-    with atomic_path(path.with_suffix(".yaml")) as tmp:
-        tmp.write_text(yaml.safe_dump_all(info, sort_keys=False))
+    return locs, int(nominal_xy.sum()), nominal_z
 
 
 def read_picasso_info(path: str | os.PathLike) -> list[dict]:

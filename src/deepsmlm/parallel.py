@@ -1,0 +1,98 @@
+"""Inference on a Dask cluster: frame chunks localized on the workers, returned in order.
+
+``localize_on_dask("local:4", ...)`` starts a ``LocalCluster`` of 4 single-threaded worker
+processes; ``localize_on_dask("tcp://HOST:8786", ...)`` uses a running scheduler (the
+workers must see the model folder and the movie at the same paths, e.g. on a shared file
+system, and have deepsmlm installed). Each task reads its own chunk of frames on its
+worker (nothing but the path travels), localizes it with a model loaded once per worker,
+and returns the chunk's localizations and sums. The caller receives ``(t0, ChunkResult)``
+in frame order — exactly what ``inference.localize_chunks`` yields in one process — with
+at most a few chunks per worker in flight, so memory stays bounded on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from deepsmlm.errors import UserError
+
+_PREDICTORS: dict = {}  # per worker process: (model, device, camera) → Predictor
+
+
+def localize_on_dask(address: str, model_dir, movie, n_frames: int, chunk_frames: int,
+                     batch_size: int, device: str, camera: dict, threshold: float,
+                     start_frame: int = 0, in_flight_per_worker: int = 2) -> Iterator:
+    """Yield ``(t0, ChunkResult)`` for chunks from ``start_frame`` on, in frame order."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise UserError("--dask needs the distributed package "
+                        "(pip install 'deepsmlm[scale]')") from None
+    cluster = None
+    if address.startswith("local:"):
+        try:
+            n_workers = int(address.split(":", 1)[1])
+        except ValueError:
+            n_workers = 0
+        if n_workers < 1:
+            raise UserError(f"--dask {address}: expected local:N with N ≥ 1 workers")
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(address, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise UserError(f"--dask {address}: cannot reach the scheduler ({err})") from None
+    try:
+        workers = max(1, len(client.scheduler_info()["workers"]))
+        starts = list(range(start_frame, n_frames, chunk_frames))
+        args = (str(model_dir), str(movie), device, camera, threshold, batch_size)
+        pending = as_completed()
+        queue = iter(starts)
+        waiting: dict[int, object] = {}
+        next_t0 = start_frame
+
+        def submit_one() -> None:
+            t0 = next(queue, None)
+            if t0 is not None:
+                pending.add(client.submit(_localize_task, *args, t0,
+                                          min(t0 + chunk_frames, n_frames), pure=False))
+
+        for _ in range(workers * in_flight_per_worker):
+            submit_one()
+        for future in pending:
+            t0, result = future.result()
+            future.release()
+            waiting[t0] = result
+            submit_one()
+            while next_t0 in waiting:
+                yield next_t0, waiting.pop(next_t0)
+                next_t0 += chunk_frames
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _localize_task(model_dir: str, movie: str, device: str, camera: dict,
+                   threshold: float, batch_size: int, t0: int, t1: int):
+    """On a worker: read frames ``t0..t1-1`` of the movie and localize them."""
+    import torch
+
+    from deepsmlm.inference import Predictor, localize_chunk
+    from deepsmlm.io.movies import open_movie
+
+    try:
+        from distributed import get_worker
+
+        torch.set_num_threads(max(1, get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        pass
+    key = (model_dir, device, tuple(sorted(camera.items())))
+    pred = _PREDICTORS.get(key)
+    if pred is None:
+        pred = _PREDICTORS[key] = Predictor.load(model_dir, device, camera)
+    pred.card.threshold = threshold
+    block = open_movie(movie).read(t0, t1)
+    return t0, localize_chunk(pred, block, t0, batch_size)
