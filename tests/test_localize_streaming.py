@@ -1,0 +1,262 @@
+"""localize at scale: streamed to disk, interrupted and resumed, one run per folder, movies
+as users have them (TIFF series, OME-TIFF, Zarr), and chunks on a Dask cluster — each
+giving the same localizations as one uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from deepsmlm.cli import main
+from deepsmlm.io.localizations import read_csv, read_picasso
+
+EXP = {"frame": {"height_px": 32, "width_px": 32},
+       "optics": {"psf": "gaussian"},
+       "emitters": {"density_per_um2": 0.8, "z_range_nm": [0.0, 0.0],
+                    "photons": {"lo": 2000, "hi": 4000}},
+       "background": {"photons_per_px": [20, 20]},
+       "training": {"model": "fastloc", "seed": 3, "patch_px": 16, "batch_size": 4,
+                    "steps_per_epoch": 3, "max_epochs": 2, "val_frames": 8, "width": 8}}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny trained fastloc model and a 40-frame movie of its experiment."""
+    d = tmp_path_factory.mktemp("stream")
+    (d / "exp.yaml").write_text(yaml.safe_dump(EXP))
+    assert main(["train", str(d / "exp.yaml"), "--out", str(d / "model"), "--quiet"]) == 0
+    assert main(["simulate", str(d / "exp.yaml"), "--frames", "40", "--out", str(d / "sim"),
+                 "--seed", "5"]) == 0
+    return d
+
+
+def localize(setup, out, *extra, movie=None):
+    movie = movie or setup / "sim" / "frames.tif"
+    return main(["localize", str(setup / "model"), str(movie), "--out", str(out),
+                 "--quiet", *extra])
+
+
+def table(folder):
+    return (folder / "localizations.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    """One uninterrupted run, chunks of 8 frames."""
+    out = setup / "ref"
+    assert localize(setup, out, "--chunk-frames", "8") == 0
+    return out
+
+
+def test_a_run_leaves_only_final_files_and_a_consistent_picasso_copy(setup, reference):
+    names = {p.name for p in reference.iterdir()}
+    assert {"localizations.csv", "localizations.hdf5", "sr.tif", "sr.png",
+            "localize.json"} <= names
+    assert not {n for n in names if "partial" in n or "progress" in n}
+    csv = read_csv(reference / "localizations.csv")
+    h5 = read_picasso(reference / "localizations.hdf5")
+    assert len(csv) > 20 and len(csv) == len(h5)
+    np.testing.assert_array_equal(csv.id.numpy(), np.arange(len(csv)))  # numbered in order
+    np.testing.assert_allclose(h5.xyz_nm[:, :2].numpy(), csv.xyz_nm[:, :2].numpy(), atol=0.05)
+    summary = json.loads((reference / "localize.json").read_text())
+    assert summary["frames"] == 40 and summary["localizations"] == len(csv)
+
+
+def test_chunking_does_not_change_the_result(setup, reference):
+    out = setup / "chunks3"
+    assert localize(setup, out, "--chunk-frames", "3", "--batch-size", "2") == 0
+    a, b = read_csv(reference / "localizations.csv"), read_csv(out / "localizations.csv")
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.xyz_nm.numpy(), b.xyz_nm.numpy(), atol=1e-2)
+
+
+def test_ctrl_c_leaves_a_valid_partial_result_and_resume_finishes_it_identically(
+        setup, reference, monkeypatch, capsys):
+    from deepsmlm.steps import localize as step
+
+    out = setup / "interrupted"
+    commit = step._Run.commit
+    calls = {"n": 0}
+
+    def stop_after_two(self, t0, r):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        commit(self, t0, r)
+
+    monkeypatch.setattr(step._Run, "commit", stop_after_two)
+    assert localize(setup, out, "--chunk-frames", "8") == 130
+    err = capsys.readouterr().err
+    assert "after 16 of 40 frames" in err and "--resume" in err
+    assert not (out / "localizations.csv").exists()  # nothing final-looking
+    partial = read_csv(out / "localizations.partial.csv")
+    assert len(partial) > 0 and int(partial.frame.max()) < 16
+    progress = json.loads((out / "localize.progress.json").read_text())
+    assert progress["frames_done"] == 16 and progress["localizations"] == len(partial)
+
+    monkeypatch.setattr(step._Run, "commit", commit)
+    # a new run into the folder is refused: it would throw the partial result away
+    assert localize(setup, out) == 2
+    assert "interrupted localize (16 of 40 frames)" in capsys.readouterr().err
+    # resume with other settings is refused, with the same ones it finishes
+    assert localize(setup, out, "--resume", "--chunk-frames", "5") == 2
+    assert "--chunk-frames 8" in capsys.readouterr().err
+    assert localize(setup, out, "--resume") == 0
+    assert table(out) == table(reference)
+    assert not (out / "localize.progress.json").exists()
+    a = tifffile.imread(out / "sr.tif")
+    np.testing.assert_allclose(a, tifffile.imread(reference / "sr.tif"), rtol=1e-6)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_result(setup, tmp_path):
+    """A real SIGKILL in the middle of a longer movie: whatever the moment, the partial CSV
+    holds whole rows and --resume ends with the same table as an uninterrupted run."""
+    sim = tmp_path / "long"
+    assert main(["simulate", str(setup / "exp.yaml"), "--frames", "1000", "--out", str(sim),
+                 "--seed", "6"]) == 0
+    args = [str(setup / "model"), str(sim / "frames.tif"), "--quiet",
+            "--chunk-frames", "4", "--batch-size", "4"]
+    assert main(["localize", *args, "--out", str(tmp_path / "full")]) == 0
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "deepsmlm.cli", "localize", *args,
+                             "--out", str(out)], env=env)
+    progress = out / "localize.progress.json"
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        if progress.is_file():
+            try:
+                done = json.loads(progress.read_text())["frames_done"]
+            except (ValueError, OSError):
+                done = 0
+            if done >= 40:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "localize finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = json.loads(progress.read_text())["frames_done"]
+    assert 40 <= done < 1000
+    partial = read_csv(out / "localizations.partial.csv")  # readable: whole rows only
+    assert int(partial.frame.max()) >= done - 4
+    assert main(["localize", *args, "--out", str(out), "--resume"]) == 0
+    assert table(out) == table(tmp_path / "full")
+
+
+def test_a_folder_in_use_is_refused(setup, tmp_path, capsys):
+    from deepsmlm.io.lock import folder_lock
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with folder_lock(out, "localize"):
+        assert localize(setup, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "in use by `deepsmlm localize` (pid" in err and len(err.splitlines()) == 1
+    assert localize(setup, out) == 0  # free again once the holder ends
+
+
+def test_lock_is_dropped_when_its_holder_is_killed(tmp_path):
+    from deepsmlm.io.lock import folder_lock
+
+    code = ("import sys, time; from deepsmlm.io.lock import folder_lock\n"
+            f"with folder_lock({str(tmp_path)!r}, 'train'):\n"
+            "    print('held', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    from deepsmlm.errors import UserError
+
+    with pytest.raises(UserError, match="train"), folder_lock(tmp_path, "localize"):
+        pass
+    proc.kill()
+    proc.wait()
+    with folder_lock(tmp_path, "localize"):
+        pass
+
+
+# ------------------------------------------------------------------ movies users have
+def frames(setup):
+    return tifffile.imread(setup / "sim" / "frames.tif")
+
+
+@pytest.mark.parametrize("layout", ["one-per-frame", "blocks-of-7", "glob"])
+def test_a_tiff_series_localizes_like_the_single_file(setup, reference, tmp_path, layout):
+    data = frames(setup)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    if layout == "blocks-of-7":
+        for i, t0 in enumerate(range(0, len(data), 7)):
+            tifffile.imwrite(folder / f"img_MMStack_{i}.ome.tif", data[t0:t0 + 7])
+    else:  # names that sort wrongly as text: img_2 < img_10 only in natural order
+        for t in range(len(data)):
+            tifffile.imwrite(folder / f"img_{t}.tif", data[t])
+    movie = folder / "*.tif" if layout == "glob" else folder
+    out = tmp_path / "out"
+    assert localize(setup, out, "--chunk-frames", "8", movie=movie) == 0
+    assert table(out) == table(reference)
+
+
+def test_an_ome_tiff_and_a_zarr_array_localize_like_the_imagej_file(setup, reference,
+                                                                      tmp_path):
+    zarr = pytest.importorskip("zarr")
+    data = frames(setup)
+    ome = tmp_path / "movie.ome.tif"
+    tifffile.imwrite(ome, data, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.1,
+                                                    "PhysicalSizeY": 0.1})
+    z = zarr.open(str(tmp_path / "movie.zarr"), mode="w", shape=data.shape, chunks=(8, 32, 32),
+                  dtype=data.dtype)
+    z[:] = data
+    for movie in (ome, tmp_path / "movie.zarr"):
+        out = tmp_path / f"out_{movie.suffix}"
+        assert localize(setup, out, "--chunk-frames", "8", movie=movie) == 0
+        assert table(out) == table(reference)
+
+
+def test_the_movie_pixel_size_is_read_and_checked_against_the_model(setup, tmp_path,
+                                                                    capsys):
+    from deepsmlm.io.movies import open_movie
+
+    data = frames(setup)
+    ome = tmp_path / "movie.ome.tif"
+    tifffile.imwrite(ome, data, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.16})
+    assert open_movie(ome).pixel_size_nm == pytest.approx(160.0)
+    assert localize(setup, tmp_path / "out", movie=ome) == 0
+    assert "pixel size 160.0 nm (from its metadata) differs from the model's 100.0" in \
+        capsys.readouterr().err
+
+
+def test_series_with_mismatched_frames_and_empty_folders_are_named(setup, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a_1.tif", np.zeros((3, 32, 32), np.uint16), photometric="minisblack")
+    tifffile.imwrite(folder / "a_2.tif", np.zeros((3, 16, 16), np.uint16), photometric="minisblack")
+    assert localize(setup, tmp_path / "o1", movie=folder) == 2
+    assert "a_2.tif: frames 16×16 uint16 differ from the series' 32×32" in \
+        capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert localize(setup, tmp_path / "o2", movie=tmp_path / "empty") == 2
+    assert "a folder without TIFF files" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ Dask
+def test_dask_local_cluster_of_two_processes_gives_the_single_process_result(setup,
+                                                                             reference):
+    pytest.importorskip("distributed")
+    out = setup / "dask"
+    assert localize(setup, out, "--chunk-frames", "8", "--dask", "local:2") == 0
+    assert table(out) == table(reference)
+    assert json.loads((out / "localize.json").read_text())["dask"] is True
+
+
+def test_dask_with_an_unreachable_scheduler_is_one_clear_error(setup, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    assert localize(setup, tmp_path / "o", "--dask", "local:0") == 2
+    assert "local:N with N ≥ 1" in capsys.readouterr().err
