@@ -260,3 +260,37 @@ def test_dask_with_an_unreachable_scheduler_is_one_clear_error(setup, tmp_path, 
     pytest.importorskip("distributed")
     assert localize(setup, tmp_path / "o", "--dask", "local:0") == 2
     assert "local:N with N ≥ 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ simulate streams too
+def test_simulate_streams_the_same_frames_as_in_memory(setup, tmp_path):
+    from deepsmlm.config import load_experiment
+    from deepsmlm.io.frames import read_stack
+    from deepsmlm.steps.simulate import simulate, simulate_to_disk
+
+    exp = load_experiment(setup / "exp.yaml")
+    truth = simulate_to_disk(exp, 23, tmp_path / "disk", seed=4, chunk_frames=5)
+    movie = simulate(exp, 23, seed=4, chunk_frames=5)
+    stack = read_stack(tmp_path / "disk" / "frames.tif")
+    assert stack.memory_mapped and stack.pixel_size_nm == pytest.approx(100.0)
+    np.testing.assert_array_equal(np.asarray(stack.data), movie.frames_adu)
+    assert len(truth) == len(movie.emitters)
+    assert tifffile.TiffFile(tmp_path / "disk" / "frames.tif").series[0].axes == "TYX"
+
+
+def test_an_interrupted_simulate_leaves_no_movie(setup, tmp_path, monkeypatch):
+    from deepsmlm.steps import simulate as step
+
+    render = step.render_chunks
+
+    def stop_midway(*args, **kwargs):
+        for i, item in enumerate(render(*args, **kwargs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(step, "render_chunks", stop_midway)
+    out = tmp_path / "sim"
+    assert main(["simulate", str(setup / "exp.yaml"), "--frames", "400", "--out", str(out),
+                 "--quiet"]) == 130
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".deepsmlm")] == []

@@ -41,10 +41,11 @@ def cmd_simulate(args) -> None:
     from deepsmlm.steps.simulate import run_simulate
 
     t0 = time.perf_counter()
-    movie = run_simulate(args.experiment, args.frames, args.out, args.seed)
+    truth = run_simulate(args.experiment, args.frames, args.out, args.seed,
+                         progress=not args.quiet)
     dt = time.perf_counter() - t0
     print(f"wrote {args.out}/frames.tif ({args.frames} frames), truth.csv "
-          f"({len(movie.emitters)} emitters), experiment.yaml in {dt:.1f} s")
+          f"({len(truth)} emitters), experiment.yaml in {dt:.1f} s")
 
 
 def cmd_psf(args) -> None:
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=_positive_int, required=True, help="number of frames")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("psf", help="PSF z-stack of the experiment (one photon)")

@@ -134,3 +134,49 @@ def _ome_pixel_size_nm(xml: str) -> float | None:
     unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
     scale = {"nm": 1.0, "µm": 1000.0, "um": 1000.0, "mm": 1e6}.get(unit.group(1) if unit else "µm")
     return float(m.group(1)) * scale if scale else None
+
+
+class StackWriter:
+    """A T×H×W ImageJ TIFF written chunk by chunk, memory bounded by a chunk.
+
+    The file (header with the pixel size, then the frames contiguous) is laid out at
+    ``open`` under a temporary name; chunks go to their place by plain writes (not a
+    memory map, whose pages would count against the process); ``close`` renames the file
+    onto ``path``, so a stopped run never leaves a half-written file under that name.
+    Use as a context manager: an error or Ctrl-C inside removes the temporary file."""
+
+    def __init__(self, path: str | os.PathLike, n_frames: int, frame_shape: tuple[int, int],
+                 dtype, pixel_size_nm: float):
+        self.path = Path(path)
+        self.shape = (int(n_frames), *map(int, frame_shape))
+        self.dtype = np.dtype(dtype)
+        self.pixel_size_nm = float(pixel_size_nm)
+
+    def __enter__(self) -> StackWriter:
+        import tifffile
+
+        from deepsmlm.io.atomic import atomic_path
+
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
+        per_um = 1000.0 / self.pixel_size_nm
+        mm = tifffile.memmap(self.tmp, shape=self.shape, dtype=self.dtype, imagej=True,
+                             resolution=(per_um, per_um),
+                             metadata={"axes": "TYX", "unit": "um"})
+        self.offset = int(mm.offset)
+        del mm
+        self._file = open(self.tmp, "r+b")
+        self.frame_bytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
+        return self
+
+    def write(self, t0: int, frames: np.ndarray) -> None:
+        """Frames ``t0``.. (T, H, W) into their place."""
+        frames = np.ascontiguousarray(frames, dtype=self.dtype.newbyteorder("<"))
+        if frames.shape[1:] != self.shape[1:] or t0 + len(frames) > self.shape[0]:
+            raise ValueError(f"frames {frames.shape} at {t0} do not fit {self.shape}")
+        self._file.seek(self.offset + t0 * self.frame_bytes)
+        self._file.write(frames.tobytes())
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+        self._atomic.__exit__(*exc)
