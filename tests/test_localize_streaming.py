@@ -269,12 +269,15 @@ def test_simulate_streams_the_same_frames_as_in_memory(setup, tmp_path):
     from deepsmlm.steps.simulate import simulate, simulate_to_disk
 
     exp = load_experiment(setup / "exp.yaml")
-    truth = simulate_to_disk(exp, 23, tmp_path / "disk", seed=4, chunk_frames=5)
+    n = simulate_to_disk(exp, 23, tmp_path / "disk", seed=4, chunk_frames=5)
     movie = simulate(exp, 23, seed=4, chunk_frames=5)
     stack = read_stack(tmp_path / "disk" / "frames.tif")
     assert stack.memory_mapped and stack.pixel_size_nm == pytest.approx(100.0)
     np.testing.assert_array_equal(np.asarray(stack.data), movie.frames_adu)
-    assert len(truth) == len(movie.emitters)
+    truth = read_csv(tmp_path / "disk" / "truth.csv")
+    assert n == len(truth) == len(movie.emitters) > 0
+    np.testing.assert_array_equal(truth.frame.numpy(), movie.emitters.frame.numpy())
+    np.testing.assert_allclose(truth.xyz_nm.numpy(), movie.emitters.xyz_nm.numpy(), atol=1e-3)
     assert tifffile.TiffFile(tmp_path / "disk" / "frames.tif").series[0].axes == "TYX"
 
 

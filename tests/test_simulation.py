@@ -7,6 +7,7 @@ import torch
 from deepsmlm.api import simulate
 from deepsmlm.build import build_simulator, sample_emitters
 from deepsmlm.config import load_experiment
+from deepsmlm.emitters import EmitterSet
 from deepsmlm.simulation.background import ConstantBackground, SmoothBackground
 from deepsmlm.simulation.emission import PhotonDistribution
 from deepsmlm.simulation.simulator import gaussian_blur
@@ -70,10 +71,18 @@ def test_density_and_counts():
     assert -300 <= float(em.xyz_nm[:, 2].min()) and float(em.xyz_nm[:, 2].max()) <= 700
 
 
-def test_blinking_stationary_density_and_persistence():
+@pytest.mark.parametrize("chunk_frames", [2000, 7])
+def test_blinking_stationary_density_and_persistence(chunk_frames):
+    """Also drawn in chunks of 7 frames (``simulate`` streams): the Markov chain carries
+    over, so on-runs still last 4 frames across chunk boundaries."""
+    from deepsmlm.build import emitter_stream
+
     exp = make_experiment(**SMALL, emitters={"density_per_um2": 3.0, "blinking": {
         "mean_on_frames": 4.0, "duty_cycle": 0.1}})
-    em = sample_emitters(exp, 2000, torch.Generator().manual_seed(0))
+    stream = emitter_stream(exp, torch.Generator().manual_seed(0))
+    em = EmitterSet.cat([stream.take(min(chunk_frames, 2000 - t0))
+                         for t0 in range(0, 2000, chunk_frames)])
+    assert int(em.frame.max()) == 1999
     assert len(em) / 2000 == pytest.approx(3.0 * 5.76, rel=0.05)
     # the same fluorophore sits at the same place in consecutive frames; on-runs ≈ 4 frames
     ids, frames = em.id.numpy(), em.frame.numpy()

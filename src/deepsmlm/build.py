@@ -134,18 +134,24 @@ def photon_distribution(exp: Experiment) -> emission.PhotonDistribution:
 def sample_emitters(exp: Experiment, n_frames: int, generator: torch.Generator | None = None,
                     structure: emission.Structure | None = None) -> EmitterSet:
     """Draw a structure (unless given) and the emitters of ``n_frames`` frames on it."""
+    return emitter_stream(exp, generator, structure).take(n_frames)
+
+
+def emitter_stream(exp: Experiment, generator: torch.Generator | None = None,
+                   structure: emission.Structure | None = None):
+    """The experiment's emitters as a stream: ``take(n)`` gives the next n frames (memory
+    bounded by what is taken; the first ``take(T)`` equals ``sample_emitters(exp, T)``)."""
     e = exp.emitters
     structure = structure or build_structure(exp, generator)
     photons = photon_distribution(exp)
     w, h = field_nm(exp)
     mean_active = (e.density_per_um2 or 0.0) * w * h * 1e-6
     if e.blinking is not None:
-        return emission.emit_blinking(structure, n_frames, mean_active,
-                                      e.blinking.mean_on_frames, e.blinking.duty_cycle,
-                                      photons, generator)
-    counts = emission.draw_counts(n_frames, mean_active,
-                                  tuple(e.n_per_frame) if e.n_per_frame else None, generator)
-    return emission.emit_independent(structure, n_frames, counts, photons, generator)
+        return emission.BlinkingStream(structure, mean_active, e.blinking.mean_on_frames,
+                                       e.blinking.duty_cycle, photons, generator)
+    return emission.IndependentStream(structure, photons, mean_active,
+                                      tuple(e.n_per_frame) if e.n_per_frame else None,
+                                      generator)
 
 
 def build_background(exp: Experiment):

@@ -41,11 +41,11 @@ def cmd_simulate(args) -> None:
     from deepsmlm.steps.simulate import run_simulate
 
     t0 = time.perf_counter()
-    truth = run_simulate(args.experiment, args.frames, args.out, args.seed,
-                         progress=not args.quiet)
+    n_emitters = run_simulate(args.experiment, args.frames, args.out, args.seed,
+                              progress=not args.quiet)
     dt = time.perf_counter() - t0
     print(f"wrote {args.out}/frames.tif ({args.frames} frames), truth.csv "
-          f"({len(truth)} emitters), experiment.yaml in {dt:.1f} s")
+          f"({n_emitters} emitters), experiment.yaml in {dt:.1f} s")
 
 
 def cmd_psf(args) -> None:

@@ -74,18 +74,58 @@ def emit_blinking(structure: Structure, n_frames: int, mean_active: float,
     p_on = duty·p_off/(1 − duty), so the stationary on-fraction is ``duty_cycle`` and the
     mean number of active emitters per frame is ``mean_active``. ``id`` is the fluorophore.
     """
-    pool = max(1, round(mean_active / duty_cycle))
-    p_off = 1.0 / mean_on_frames
-    p_on = min(1.0, duty_cycle * p_off / (1.0 - duty_cycle))
-    xyz = structure.sample(pool, generator).float()
-    state = torch.rand(pool, generator=generator) < duty_cycle
-    frames, ids = [], []
-    for t in range(n_frames):
-        on = state.nonzero().squeeze(1)
-        frames.append(torch.full((len(on),), t, dtype=torch.long))
-        ids.append(on)
-        u = torch.rand(pool, generator=generator)
-        state = torch.where(state, u >= p_off, u < p_on)
-    frame = torch.cat(frames)
-    idx = torch.cat(ids)
-    return EmitterSet(xyz[idx], photons.sample(len(idx), generator).float(), frame, idx)
+    return BlinkingStream(structure, mean_active, mean_on_frames, duty_cycle, photons,
+                          generator).take(n_frames)
+
+
+class IndependentStream:
+    """Independent frames drawn a chunk at a time (``take(n)``: the next n frames, numbered
+    on; ids go on too). One ``take(T)`` draws exactly what ``emit_independent`` with
+    ``draw_counts`` does."""
+
+    def __init__(self, structure: Structure, photons: PhotonDistribution,
+                 mean: float | None, lo_hi: tuple[int, int] | None,
+                 generator: torch.Generator | None = None):
+        self.structure, self.photons, self.generator = structure, photons, generator
+        self.mean, self.lo_hi = mean, lo_hi
+        self.t = self.n = 0
+
+    def take(self, n_frames: int) -> EmitterSet:
+        counts = draw_counts(n_frames, self.mean, self.lo_hi, self.generator)
+        em = emit_independent(self.structure, n_frames, counts, self.photons, self.generator)
+        em.frame += self.t
+        em.id += self.n
+        self.t += n_frames
+        self.n += len(em)
+        return em
+
+
+class BlinkingStream:
+    """The blinking pool of ``emit_blinking``, its Markov chain carried from one
+    ``take(n)`` to the next (memory: the pool, not the movie)."""
+
+    def __init__(self, structure: Structure, mean_active: float, mean_on_frames: float,
+                 duty_cycle: float, photons: PhotonDistribution,
+                 generator: torch.Generator | None = None):
+        pool = max(1, round(mean_active / duty_cycle))
+        self.p_off = 1.0 / mean_on_frames
+        self.p_on = min(1.0, duty_cycle * self.p_off / (1.0 - duty_cycle))
+        self.photons, self.generator = photons, generator
+        self.xyz = structure.sample(pool, generator).float()
+        self.state = torch.rand(pool, generator=generator) < duty_cycle
+        self.t = 0
+
+    def take(self, n_frames: int) -> EmitterSet:
+        pool = len(self.state)
+        frames, ids = [], []
+        for t in range(self.t, self.t + n_frames):
+            on = self.state.nonzero().squeeze(1)
+            frames.append(torch.full((len(on),), t, dtype=torch.long))
+            ids.append(on)
+            u = torch.rand(pool, generator=self.generator)
+            self.state = torch.where(self.state, u >= self.p_off, u < self.p_on)
+        self.t += n_frames
+        frame = torch.cat(frames)
+        idx = torch.cat(ids)
+        return EmitterSet(self.xyz[idx], self.photons.sample(len(idx), self.generator).float(),
+                          frame, idx)

@@ -24,42 +24,32 @@ class Movie:
 
 def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 64,
              device: str | torch.device = "cpu") -> Movie:
-    """Simulate ``n_frames`` frames of the experiment, in memory. Same seed, same result
-    (per device); ``simulate_to_disk`` gives the same frames streamed to a file.
-
-    Emitters are drawn for the whole movie (blinking spans frames); frames are rendered in
-    chunks of ``chunk_frames``."""
-    emitters, gen = draw_emitters(exp, n_frames, seed)
+    """Simulate ``n_frames`` frames of the experiment, in memory. Same seed and chunking,
+    same result (per device); ``simulate_to_disk`` streams the same frames to a file."""
     frames = np.empty((n_frames, exp.frame.height_px, exp.frame.width_px),
                       dtype=frame_dtype(exp))
-    for t0, block in render_chunks(exp, emitters, n_frames, gen, seed, chunk_frames, device):
+    truth = []
+    for t0, block, emitters in render_chunks(exp, n_frames, seed, chunk_frames, device):
         frames[t0:t0 + len(block)] = block
-    return Movie(frames, emitters, exp)
-
-
-def draw_emitters(exp: Experiment, n_frames: int, seed: int = 0
-                  ) -> tuple[EmitterSet, torch.Generator]:
-    """The ground truth of a movie (the first draws of the seed's generator), and the
-    generator that goes on to render its frames (``render_chunks``)."""
-    from deepsmlm.build import sample_emitters
-
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    gen = torch.Generator().manual_seed(int(seed))
-    return sample_emitters(exp, n_frames, gen), gen
+        truth.append(emitters)
+    return Movie(frames, EmitterSet.cat(truth), exp)
 
 
 def frame_dtype(exp: Experiment):
     return np.uint16 if exp.camera.bit_depth <= 16 else np.uint32
 
 
-def render_chunks(exp: Experiment, emitters: EmitterSet, n_frames: int,
-                  gen: torch.Generator, seed: int = 0, chunk_frames: int = 64,
+def render_chunks(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 64,
                   device: str | torch.device = "cpu"):
-    """Yield ``(t0, frames in ADU)`` chunk by chunk, drawing from ``gen`` (on a GPU, from a
-    device generator seeded ``seed + 1``)."""
-    from deepsmlm.build import build_simulator
+    """Yield ``(t0, frames in ADU, their emitters)`` chunk by chunk: the emitters of a
+    chunk are drawn from the experiment's stream (blinking carries over), then rendered.
+    Memory is bounded by a chunk, whatever ``n_frames``."""
+    from deepsmlm.build import build_simulator, emitter_stream
 
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    gen = torch.Generator().manual_seed(int(seed))
+    stream = emitter_stream(exp, gen)
     sim = build_simulator(exp)
     sim.psf.to(device)
     dev_gen = gen if torch.device(device).type == "cpu" else \
@@ -68,11 +58,10 @@ def render_chunks(exp: Experiment, emitters: EmitterSet, n_frames: int,
     with torch.no_grad():
         for t0 in range(0, n_frames, chunk_frames):
             t1 = min(n_frames, t0 + chunk_frames)
-            sel = (emitters.frame >= t0) & (emitters.frame < t1)
-            part = emitters.subset(sel)
-            part = EmitterSet(part.xyz_nm.to(device), part.photons.to(device),
-                              (part.frame - t0).to(device), part.id)
-            yield t0, sim(part, t1 - t0, dev_gen).cpu().numpy().astype(dtype)
+            em = stream.take(t1 - t0)
+            part = EmitterSet(em.xyz_nm.to(device), em.photons.to(device),
+                              (em.frame - t0).to(device), em.id)
+            yield t0, sim(part, t1 - t0, dev_gen).cpu().numpy().astype(dtype), em
 
 
 def write_movie(movie: Movie, out: str | os.PathLike) -> None:
@@ -88,34 +77,40 @@ def write_movie(movie: Movie, out: str | os.PathLike) -> None:
 
 def simulate_to_disk(exp: Experiment, n_frames: int, out: str | os.PathLike, seed: int = 0,
                      chunk_frames: int = 64, device: str | torch.device = "cpu",
-                     progress: bool = False) -> EmitterSet:
+                     progress: bool = False) -> int:
     """``write_movie(simulate(...))`` without the movie in memory: frames are rendered and
-    written chunk by chunk (``io.frames.StackWriter``), so memory is bounded by a chunk
-    and the ground truth. Returns the ground truth."""
+    written chunk by chunk with their ground truth (``io.frames.StackWriter``, a CSV
+    appended per chunk), so memory is bounded by a chunk, whatever ``n_frames``. Returns
+    the number of emitters."""
     from tqdm import tqdm
 
+    from deepsmlm.io.atomic import atomic_path
     from deepsmlm.io.frames import StackWriter
-    from deepsmlm.io.localizations import write_csv
+    from deepsmlm.io.localizations import CsvAppender, write_csv
 
     out = out_dir(out)
-    emitters, gen = draw_emitters(exp, n_frames, seed)
     shape = (exp.frame.height_px, exp.frame.width_px)
+    n_emitters = 0
     with StackWriter(out / "frames.tif", n_frames, shape, frame_dtype(exp),
-                     exp.optics.pixel_size_nm) as writer, \
+                     exp.optics.pixel_size_nm) as writer, atomic_path(out / "truth.csv") as tmp, \
             tqdm(total=n_frames, disable=not progress, unit="frame", desc="simulate") as bar:
-        for t0, block in render_chunks(exp, emitters, n_frames, gen, seed, chunk_frames,
-                                       device):
+        truth = CsvAppender(tmp)
+        for t0, block, emitters in render_chunks(exp, n_frames, seed, chunk_frames, device):
             writer.write(t0, block)
+            truth.append(emitters)
+            n_emitters += len(emitters)
             bar.update(len(block))
-    write_csv(emitters, out / "truth.csv")
+        if not truth.size_bytes:
+            write_csv(EmitterSet.empty(), tmp)
+        truth.close()
     exp.save(out / "experiment.yaml")
-    return emitters
+    return n_emitters
 
 
 def run_simulate(experiment, n_frames: int, out, seed: int = 0, progress: bool = False
-                 ) -> EmitterSet:
+                 ) -> int:
     """``deepsmlm simulate``: the movie streamed to ``out`` (one run per folder at a time);
-    returns the ground truth."""
+    returns the number of emitters."""
     from deepsmlm.io.lock import folder_lock
 
     exp = as_experiment(experiment)
