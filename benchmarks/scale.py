@@ -29,8 +29,8 @@ DEEPSMLM = [sys.executable, "-m", "deepsmlm.cli"]
 # The RSS movie: 256×256 px, EMCCD, a Gaussian PSF (the model is small and the point is the
 # memory, not the accuracy), about 30 emitters per frame.
 FRAME = {"height_px": 256, "width_px": 256}
-TINY_TRAINING = {"model": "fastloc", "width": 8, "patch_px": 32, "batch_size": 8,
-                 "steps_per_epoch": 40, "max_epochs": 3, "val_frames": 16}
+TINY_TRAINING = {"model": "fastloc", "width": 8, "patch_px": 32, "batch_size": 16,
+                 "steps_per_epoch": 100, "max_epochs": 8, "val_frames": 64}
 
 
 def measured(cmd: list[str], env: dict | None = None) -> dict:
@@ -73,7 +73,9 @@ def cmd_rss(args) -> None:
         sim = measured([*DEEPSMLM, "simulate", str(exp), "--frames", str(n), "--out",
                         str(movie), "--seed", "1", "--quiet"])
         loc = measured([*DEEPSMLM, "localize", str(model), str(movie / "frames.tif"),
-                        "--out", str(out / f"loc_{n}"), "--quiet"])
+                        "--out", str(out / f"loc_{n}"), "--quiet",
+                        *([] if args.threshold is None else ["--threshold",
+                                                              str(args.threshold)])])
         summary = json.loads((out / f"loc_{n}" / "localize.json").read_text())
         rows.append({"frames": n, "movie_gb": (movie / "frames.tif").stat().st_size / 1e9,
                      "simulate_peak_rss_mb": sim["peak_rss_mb"],
@@ -136,6 +138,8 @@ def main() -> None:
     s.add_argument("--out", default=str(ROOT / "bench_out" / "scale"))
     s.add_argument("--frames", type=int, nargs="+", default=[2000, 20000])
     s.add_argument("--keep-movies", action="store_true")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold (default: the model's tuned one)")
     s.add_argument("--json", default=str(ROOT / "bench_out" / "scale_rss.json"))
     s.set_defaults(func=cmd_rss)
     s = sub.add_parser("dask")

@@ -22,7 +22,7 @@ class Movie:
     experiment: Experiment
 
 
-def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 64,
+def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int | None = None,
              device: str | torch.device = "cpu") -> Movie:
     """Simulate ``n_frames`` frames of the experiment, in memory. Same seed and chunking,
     same result (per device); ``simulate_to_disk`` streams the same frames to a file."""
@@ -35,12 +35,18 @@ def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 
     return Movie(frames, EmitterSet.cat(truth), exp)
 
 
+def default_chunk_frames(exp: Experiment) -> int:
+    """Frames rendered at a time: 64, fewer for large frames (about 2²⁰ pixels a chunk, so
+    the camera's noise draws stay near 100 MB whatever the frame size)."""
+    return max(1, min(64, 2**20 // (exp.frame.height_px * exp.frame.width_px)))
+
+
 def frame_dtype(exp: Experiment):
     return np.uint16 if exp.camera.bit_depth <= 16 else np.uint32
 
 
-def render_chunks(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 64,
-                  device: str | torch.device = "cpu"):
+def render_chunks(exp: Experiment, n_frames: int, seed: int = 0,
+                  chunk_frames: int | None = None, device: str | torch.device = "cpu"):
     """Yield ``(t0, frames in ADU, their emitters)`` chunk by chunk: the emitters of a
     chunk are drawn from the experiment's stream (blinking carries over), then rendered.
     Memory is bounded by a chunk, whatever ``n_frames``."""
@@ -48,6 +54,7 @@ def render_chunks(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: i
 
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    chunk_frames = chunk_frames or default_chunk_frames(exp)
     gen = torch.Generator().manual_seed(int(seed))
     stream = emitter_stream(exp, gen)
     sim = build_simulator(exp)
@@ -76,7 +83,7 @@ def write_movie(movie: Movie, out: str | os.PathLike) -> None:
 
 
 def simulate_to_disk(exp: Experiment, n_frames: int, out: str | os.PathLike, seed: int = 0,
-                     chunk_frames: int = 64, device: str | torch.device = "cpu",
+                     chunk_frames: int | None = None, device: str | torch.device = "cpu",
                      progress: bool = False) -> int:
     """``write_movie(simulate(...))`` without the movie in memory: frames are rendered and
     written chunk by chunk with their ground truth (``io.frames.StackWriter``, a CSV
