@@ -297,3 +297,21 @@ def test_an_interrupted_simulate_leaves_no_movie(setup, tmp_path, monkeypatch):
     assert main(["simulate", str(setup / "exp.yaml"), "--frames", "400", "--out", str(out),
                  "--quiet"]) == 130
     assert [p.name for p in out.iterdir() if not p.name.startswith(".deepsmlm")] == []
+
+
+def test_a_memory_mapped_movie_is_read_without_the_map(tmp_path):
+    """Stack.read of a memory-mapped TIFF returns the frames (also big-endian, also a
+    squeezed 4D file) by plain reads: pages touched through a map would stay resident."""
+    from deepsmlm.io.frames import read_stack
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 60000, (9, 12, 10)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "le.tif", data, imagej=True)
+    tifffile.imwrite(tmp_path / "be.tif", data.astype(">u2"), byteorder=">")
+    tifffile.imwrite(tmp_path / "4d.tif", data[:, None], imagej=True,
+                     metadata={"axes": "TZYX"})
+    for name in ("le.tif", "be.tif", "4d.tif"):
+        stack = read_stack(tmp_path / name)
+        assert stack.memory_mapped, name
+        np.testing.assert_array_equal(stack.read(2, 7), data[2:7].astype(np.float32))
+        np.testing.assert_array_equal(stack.read(7, 20), data[7:].astype(np.float32))

@@ -30,12 +30,26 @@ class Stack:
         return self.data.shape[0]
 
     def read(self, t0: int, t1: int) -> np.ndarray:
-        """Frames ``t0``..``t1 - 1`` as float32; NaN/inf is an error."""
-        block = np.asarray(self.data[t0:t1], dtype=np.float32)
+        """Frames ``t0``..``t1 - 1`` as float32; NaN/inf is an error.
+
+        A memory-mapped file is read with plain reads, not through the map: pages touched
+        through a map stay resident and count against the process, so a long movie read
+        that way would grow its memory to the movie's size."""
+        block = np.asarray(self._raw(t0, t1), dtype=np.float32)
         if not np.all(np.isfinite(block)):
             raise UserError(f"{self.path}: frames {t0}..{t0 + len(block) - 1} contain "
                             "NaN or inf")
         return block
+
+    def _raw(self, t0: int, t1: int) -> np.ndarray:
+        data = self.data
+        if not (isinstance(data, np.memmap) and data.flags.c_contiguous):
+            return data[t0:t1]
+        t0, t1 = max(0, t0), min(len(self), t1)
+        frame = int(np.prod(data.shape[1:]))
+        return np.fromfile(self.path, dtype=data.dtype, count=max(t1 - t0, 0) * frame,
+                           offset=int(data.offset) + t0 * frame * data.dtype.itemsize
+                           ).reshape(-1, *data.shape[1:])
 
     def chunks(self, size: int):
         """Yield (t0, frames as float32) in chunks of ``size`` frames; NaN/inf is an error."""

@@ -123,7 +123,7 @@ class TiffSeries:
         try:
             try:
                 data = tifffile.memmap(f, mode="r")
-                block = np.asarray(data.reshape(-1, *self.shape[1:])[a:b])
+                block = np.array(data.reshape(-1, *self.shape[1:])[a:b])  # a copy: unmap
                 del data
                 return block
             except (ValueError, OSError):
