@@ -120,9 +120,8 @@ def _train(exp, out, ctx: distributed.Context, *, max_minutes, resume: bool, pro
     t = exp.training
     device = ctx.device
     method = build_method(exp)
-    gen = torch.Generator().manual_seed(distributed.rank_seed(t.seed, ctx.rank))
     camera = build_camera(exp)
-    next_batch, val, probe = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
+    gen, next_batch, val, probe = rank_data(exp, ctx, stack)
     if ctx.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)  # only once the data can be made
     if resume:
@@ -164,6 +163,16 @@ def _train(exp, out, ctx: distributed.Context, *, max_minutes, resume: bool, pro
         folder.write_curves(state.history)
     ctx.barrier()
     return card if ctx.is_main else folder.read_card()
+
+
+def rank_data(exp, ctx: distributed.Context = distributed.SINGLE,
+              stack: tuple[np.ndarray, EmitterSet] | None = None):
+    """(training generator, next_batch, validation batches, normalisation probe) of this
+    rank: its own training draws (generator seeded ``rank_seed(seed, rank)``), the same
+    validation batches and probe on every rank."""
+    gen = torch.Generator().manual_seed(distributed.rank_seed(exp.training.seed, ctx.rank))
+    data = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
+    return (gen, *data)
 
 
 def _simulated_data(exp):
