@@ -67,14 +67,15 @@ def curves(folder: Path) -> list[dict]:
 def test_kill_9_at_a_random_step_then_resume_repeats_the_uninterrupted_run(tmp_path):
     exp = write_tiny(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
-    kill_after = random.Random(17).randrange(3, TOTAL_STEPS - 20)  # steps; seeded
+    # killed once a checkpoint inside an epoch is at least this many steps in (seeded)
+    kill_after = random.Random(17).randrange(3, TOTAL_STEPS - 20)
     proc = subprocess.Popen(cli("train", str(exp), "--out", str(a), "--quiet"), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while True:
             fit = checkpoint_fit(a)
-            if fit is not None and fit["steps"] >= kill_after:
+            if fit is not None and fit["steps"] >= kill_after and fit["step"] > 0:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
@@ -85,7 +86,8 @@ def test_kill_9_at_a_random_step_then_resume_repeats_the_uninterrupted_run(tmp_p
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = checkpoint_fit(a)
-    assert kill_after <= killed_at["steps"] < TOTAL_STEPS  # it died mid-run
+    assert kill_after <= killed_at["steps"] < TOTAL_STEPS  # it died mid-run,
+    assert killed_at["step"] > 0  # in the middle of an epoch (the next save is 3 steps on)
     assert not (a / "model.json").is_file() or json.loads(
         (a / "model.json").read_text())["threshold"] is None  # and never finished
 
