@@ -43,7 +43,7 @@ def run(config: Path, out: Path, ranks: int, minutes: float, threads: int) -> di
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", str(ranks), "-m", "deepsmlm.cli", *args]
-    t0 = time.perf_counter()
+    t0, load_before = time.perf_counter(), os.getloadavg()[0]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     card = json.loads((out / "model.json").read_text())
@@ -56,7 +56,9 @@ def run(config: Path, out: Path, ranks: int, minutes: float, threads: int) -> di
             "samples": t["samples"], "training_seconds": t["seconds"],
             "steps_per_s": steps / t["seconds"], "samples_per_s": t["samples"] / t["seconds"],
             "epochs": t["epochs"], "best_val_loss": t["best_val_loss"],
-            "wall_seconds": wall, "command": " ".join(cmd[1:])}
+            "wall_seconds": wall, "command": " ".join(cmd[1:]),
+            # other work on the machine slows every rank: the 1-min load before and after
+            "load_average_1min": [load_before, os.getloadavg()[0]]}
 
 
 def main() -> None:
