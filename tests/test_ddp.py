@@ -118,3 +118,13 @@ def test_context_from_torchrun_environment(monkeypatch):
     ctx = from_env("cuda")
     assert (ctx.rank, ctx.world_size, ctx.device, ctx.is_main) == (3, 4, "cuda:1", False)
     assert from_env("cpu").device == "cpu"
+
+
+def test_design_under_torchrun_is_refused(monkeypatch, tmp_path):
+    from deepsmlm.errors import UserError
+    from deepsmlm.steps.design import run_design
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match="one process"):
+        run_design(None, tmp_path / "d")
