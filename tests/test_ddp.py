@@ -39,7 +39,7 @@ def torchrun(*args: str, ranks: int = 2) -> subprocess.CompletedProcess:
            "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", str(ranks), "-m", "deepsmlm.cli", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=90)
 
 
 def val_losses(folder: Path) -> list[float]:
@@ -86,6 +86,20 @@ def test_torchrun_two_ranks_trains_one_model_that_localizes_and_resumes(tmp_path
     one = tmp_path / "one"
     assert main(["train", str(tmp_path / "three.yaml"), "--out", str(one), "--quiet"]) == 0
     assert val_losses(one) != val_losses(out)
+
+
+def test_torchrun_time_budget_stops_every_rank_at_the_same_step(tmp_path):
+    # rank 0's clock decides and is broadcast: a rank going on alone would wait forever in
+    # the gradient all-reduce (the run would time out instead of ending)
+    cfg = json.loads(json.dumps(TINY))
+    cfg["training"].update(steps_per_epoch=1000, max_epochs=3)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    run = torchrun("train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "d"),
+                   "--max-minutes", "0.005", "--quiet")
+    assert run.returncode == 0, run.stderr[-3000:]
+    t = json.loads((tmp_path / "d" / "model.json").read_text())["training"]
+    assert t["stopped"] == "time budget" and t["epochs"] == 1
+    assert 0 < t["samples"] < 1000 * 4 * 2
 
 
 def test_ranks_draw_their_own_training_batches_and_the_same_validation_batches():
