@@ -220,7 +220,8 @@ def fit(model: nn.Module, loss_fn: Callable, next_batch: Callable[[torch.Generat
         while state.epoch < max_epochs and not state.stopped:
             t0 = time.perf_counter()
             bar = tqdm(range(state.step, steps_per_epoch), disable=not progress, leave=False,
-                       desc=f"epoch {state.epoch + 1}/{max_epochs}", unit="step")
+                       desc=f"epoch {state.epoch + 1}/{max_epochs}", unit="step",
+                       initial=state.step, total=steps_per_epoch)
             for _ in bar:
                 loss = loss_fn(net, next_batch(generator))
                 opt.zero_grad(set_to_none=True)
