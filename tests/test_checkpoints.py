@@ -168,7 +168,7 @@ def test_mid_epoch_checkpoint_resumes_at_its_step_and_repeats_the_run(tmp_path, 
 
 
 def test_a_format_1_checkpoint_still_resumes(tmp_path):
-    """deepsmlm ≤ 0.2 wrote last.safetensors (tensors, rng) and state.json (the rest)."""
+    """Format 1 (deepsmlm 0.1.0) was last.safetensors (tensors, rng) + state.json (the rest)."""
     from safetensors import safe_open
 
     from deepsmlm.io.tensors import save_tensors, write_json

@@ -7,7 +7,7 @@ name, then ``os.replace``): the weights, the optimiser's tensors, every rank's g
 state and the best weights so far as tensors; the fit state (epoch, step within the epoch,
 running losses, history), the optimiser's scalars and the scheduler as JSON in the file's
 safetensors metadata. A crash at any moment leaves either the previous checkpoint or the new
-one, never a mixed pair. (Checkpoints of deepsmlm ≤ 0.2 — ``last.safetensors`` beside
+one, never a mixed pair. (Checkpoints of format 1 — ``last.safetensors`` beside
 ``state.json`` — are still read.)
 """
 
