@@ -116,6 +116,8 @@ def test_a_checkpoint_cut_in_half_is_a_clear_error_on_resume(tmp_path, capsys):
     exp = write_tiny(tmp_path, steps_per_epoch=3, max_epochs=1)
     out = tmp_path / "m"
     assert main(["train", str(exp), "--out", str(out), "--quiet"]) == 0
+    # the checkpoint is one file (no JSON beside it that a crash could leave out of step)
+    assert [p.name for p in (out / "checkpoint").iterdir()] == ["last.safetensors"]
     path = out / "checkpoint" / "last.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
