@@ -105,9 +105,12 @@ def cmd_frc(args) -> None:
 
 def cmd_train(args) -> None:
     from deepsmlm.steps.train import run_train
+    from deepsmlm.training.distributed import is_main_process
 
     card = run_train(args.experiment, args.out, args.max_minutes, args.resume, args.device,
                      args.stack, args.truth, progress=not args.quiet)
+    if not is_main_process():  # under torchrun: rank 0 speaks for all
+        return
     v, t = card.validation, card.training
     print(f"trained {t['epochs']} epochs ({t['stopped']}) in {t['seconds'] / 60:.1f} min; "
           f"validation Jaccard {v['jaccard']:.1f} %, RMSE {v['rmse_xy_nm']:.1f} nm at threshold "

@@ -174,7 +174,7 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
                 lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
                 early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
                 resume=resume, progress=progress, param_groups=groups,
-                schedule=t.lr_schedule)
+                schedule=t.lr_schedule, checkpoint_every=t.checkpoint_every_steps)
     model.load_state_dict(load_tensors(ckpt.best_path))
     folder.write_curves(state.history)
     summary = {"objective": "end-to-end", "parameterization": d.parameterization,

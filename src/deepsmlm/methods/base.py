@@ -46,6 +46,10 @@ class TrainingSection(Strict):
     normalization: Literal["photons", "per-frame"] = "photons"
     density_range_per_um2: tuple[PosFloat, PosFloat] | None = None
     val_frames: Annotated[int, Field(ge=1)] = 64
+    # the resumable checkpoint (checkpoint/last.safetensors) is written at the end of every
+    # epoch, and also every this many optimiser steps when set (a kill -9 loses at most
+    # that many steps; --resume continues the epoch at its step)
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
     # real microscopes never match the simulation: each training batch is rendered with
     # random aberrations (Noll 5–15) of this total RMS [rad] added to the pupil (pupil PSF)

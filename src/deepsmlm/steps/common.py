@@ -88,7 +88,8 @@ def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder
     the one saved there; a new one needs ``experiment`` and a folder without a run."""
     out = Path(out)
     if resume:
-        if not (out / "checkpoint" / "state.json").is_file():
+        ckpt = out / "checkpoint"  # last.safetensors (format 1: + state.json)
+        if not ((ckpt / "last.safetensors").is_file() or (ckpt / "state.json").is_file()):
             raise UserError(f"--resume: no checkpoint in {out}")
         return load_experiment(out / "experiment.yaml")
     if experiment is None:

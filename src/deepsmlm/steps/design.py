@@ -18,8 +18,11 @@ def run_design(experiment, out, objective: str = "end-to-end",
     from deepsmlm.build import pupil_grid
     from deepsmlm.design import end_to_end, outputs
     from deepsmlm.io.tensors import write_json
+    from deepsmlm.training.distributed import from_env
 
     check_minutes(max_minutes)
+    if from_env().enabled:  # every rank would write the same folder
+        raise UserError("design runs in one process; torchrun (DDP) is for deepsmlm train")
     out = Path(out)
     if objective not in ("end-to-end", "crlb"):
         raise UserError(f"--objective must be end-to-end or crlb, got {objective!r}")

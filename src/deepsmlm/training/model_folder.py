@@ -4,7 +4,8 @@
                          tuned threshold, the method's settings, training summary, versions
     experiment.yaml      the validated experiment the model was trained for
     weights.safetensors  the best weights (lowest validation loss)
-    checkpoint/          last.safetensors (weights, optimiser, RNG state) + state.json
+    checkpoint/          last.safetensors: weights, optimiser, every rank's RNG state, best
+                         weights, and the fit state as JSON metadata (one atomic file)
     curves.csv, curves.png
 
 ``model.json`` carries ``format_version``. Version 1 (deepsmlm 0.1.0, before methods had a

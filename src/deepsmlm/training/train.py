@@ -19,6 +19,7 @@ from deepsmlm.data.datasets import Batch, batches_from_stack, fixed_batches, to_
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.models.deepstorm import count_weights
+from deepsmlm.training import distributed
 from deepsmlm.training.loop import Checkpoints, fit
 from deepsmlm.training.model_folder import ModelCard, ModelFolder, versions
 
@@ -102,23 +103,36 @@ def train(exp, out: str | Path, *, max_minutes=None, resume: bool = False,
           device: str = "cpu", progress: bool = True,
           stack: tuple[np.ndarray, EmitterSet] | None = None) -> ModelCard:
     """Train the method of ``exp.training.model`` into the model folder ``out`` (a new
-    run, or the run there continued with ``resume``); returns the final card."""
+    run, or the run there continued with ``resume``); returns the final card.
+
+    Started by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), every process runs this: the
+    network trains under DistributedDataParallel, each rank on its own simulated data, and
+    rank 0 writes the folder (``training/distributed.py``)."""
+    with distributed.session(device) as ctx:
+        return _train(exp, out, ctx, max_minutes=max_minutes, resume=resume,
+                      progress=progress and ctx.is_main, stack=stack)
+
+
+def _train(exp, out, ctx: distributed.Context, *, max_minutes, resume: bool, progress: bool,
+           stack) -> ModelCard:
     folder = ModelFolder(out)
     ckpt = Checkpoints(folder.path)
     t = exp.training
+    device = ctx.device
     method = build_method(exp)
-    gen = torch.Generator().manual_seed(t.seed)
     camera = build_camera(exp)
-    next_batch, val, probe = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
-    folder.path.mkdir(parents=True, exist_ok=True)  # only once the data can be made
+    gen, next_batch, val, probe = rank_data(exp, ctx, stack)
+    if ctx.is_main:
+        folder.path.mkdir(parents=True, exist_ok=True)  # only once the data can be made
     if resume:
         card = folder.read_card()
         normalizer = Normalizer.from_dict(card.normalization)
-    else:
+    else:  # the same on every rank (the probe is seeded): rank 0 writes it
         normalizer = Normalizer.fit(t.normalization, camera, probe)
         card = new_card(exp, normalizer)
-        folder.write_experiment(exp)
-        folder.write_card(card)
+        if ctx.is_main:
+            folder.write_experiment(exp)
+            folder.write_card(card)
     model = new_network(card, t.seed).to(device)
     card.weights = count_weights(model)
 
@@ -132,17 +146,33 @@ def train(exp, out: str | Path, *, max_minutes=None, resume: bool = False,
                 steps_per_epoch=t.steps_per_epoch, max_epochs=t.max_epochs,
                 lr_patience=t.lr_patience_epochs, min_lr=t.min_learning_rate,
                 early_stop=t.early_stop_epochs, max_minutes=max_minutes, generator=gen,
-                resume=resume, progress=progress, schedule=t.lr_schedule)
-    model.load_state_dict(folder.read_weights())
-    tuned = tune_threshold(model, normalizer, val, card, device)
-    card.threshold, card.validation = tuned["threshold"], tuned
-    card.training = {"epochs": state.epoch, "stopped": state.stopped,
-                     "seconds": state.seconds, "best_val_loss": state.best_val,
-                     "samples": sum(h["steps"] for h in state.history) * t.batch_size,
-                     "device": str(device), "session_seconds": time.perf_counter() - t0}
-    folder.write_card(card)
-    folder.write_curves(state.history)
-    return card
+                resume=resume, progress=progress, schedule=t.lr_schedule,
+                checkpoint_every=t.checkpoint_every_steps, ctx=ctx)
+    if ctx.is_main:  # the threshold is tuned once; the other ranks wait
+        model.load_state_dict(folder.read_weights())
+        tuned = tune_threshold(model, normalizer, val, card, device)
+        card.threshold, card.validation = tuned["threshold"], tuned
+        card.training = {"epochs": state.epoch, "stopped": state.stopped,
+                         "seconds": state.seconds, "best_val_loss": state.best_val,
+                         "samples": sum(h["steps"] for h in state.history) * t.batch_size
+                         * ctx.world_size,
+                         "world_size": ctx.world_size,
+                         "effective_batch_size": t.batch_size * ctx.world_size,
+                         "device": str(device), "session_seconds": time.perf_counter() - t0}
+        folder.write_card(card)
+        folder.write_curves(state.history)
+    ctx.barrier()
+    return card  # on the other ranks: as trained, threshold not tuned (they write nothing)
+
+
+def rank_data(exp, ctx: distributed.Context = distributed.SINGLE,
+              stack: tuple[np.ndarray, EmitterSet] | None = None):
+    """(training generator, next_batch, validation batches, normalisation probe) of this
+    rank: its own training draws (generator seeded ``rank_seed(seed, rank)``), the same
+    validation batches and probe on every rank."""
+    gen = torch.Generator().manual_seed(distributed.rank_seed(exp.training.seed, ctx.rank))
+    data = _simulated_data(exp) if stack is None else _stack_data(exp, stack)
+    return (gen, *data)
 
 
 def _simulated_data(exp):
