@@ -315,3 +315,16 @@ def test_a_memory_mapped_movie_is_read_without_the_map(tmp_path):
         assert stack.memory_mapped, name
         np.testing.assert_array_equal(stack.read(2, 7), data[2:7].astype(np.float32))
         np.testing.assert_array_equal(stack.read(7, 20), data[7:].astype(np.float32))
+
+
+def test_two_trainings_into_one_folder_cannot_both_run(setup, tmp_path, capsys):
+    """The lock of train: a second `train` into a folder in use is refused at once (the
+    first one here is simulated by holding the lock, as a running train does)."""
+    from deepsmlm.io.lock import folder_lock
+
+    out = tmp_path / "model"
+    out.mkdir()
+    with folder_lock(out, "train"):
+        assert main(["train", str(setup / "exp.yaml"), "--out", str(out), "--quiet"]) == 2
+    assert "in use by `deepsmlm train`" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [".deepsmlm.lock"]  # nothing else written

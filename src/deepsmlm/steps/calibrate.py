@@ -114,15 +114,17 @@ def run_calibrate(stack_path, experiment, out, z_step_nm: float, *, crop_px: int
         raise UserError(f"{stack_path}: {err}; check the camera settings (photons per "
                         "count) and the crop, or fit fewer modes") from None
 
-    out = out_dir(out)
-    summary = _write(out, exp, grid, fit, beads, skipped, bad, crops, weights,
-                     n_planes, z_step_nm, settings, stack_path)
-    summary["seconds"] = time.perf_counter() - t_start
     import json
 
     from deepsmlm.io.atomic import atomic_write_text
+    from deepsmlm.io.lock import folder_lock
 
-    atomic_write_text(out / "calibration.json", json.dumps(json_safe(summary), indent=2))
+    out = out_dir(out)
+    with folder_lock(out, "calibrate"):  # one writer at a time
+        summary = _write(out, exp, grid, fit, beads, skipped, bad, crops, weights,
+                         n_planes, z_step_nm, settings, stack_path)
+        summary["seconds"] = time.perf_counter() - t_start
+        atomic_write_text(out / "calibration.json", json.dumps(json_safe(summary), indent=2))
     return summary
 
 

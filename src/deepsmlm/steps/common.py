@@ -100,6 +100,29 @@ def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder
     return as_experiment(experiment)
 
 
+def locked_run(experiment, out: str | os.PathLike, resume: bool, what: str,
+               folder_word: str, holds: str):
+    """``open_run`` under the output folder's lock (``io.lock``): the folder is created
+    once the run is known to be valid, then locked — by rank 0 alone under torchrun — and
+    checked again, so two runs started together cannot both take it. Use as
+    ``with locked_run(...) as exp:``."""
+    import contextlib
+
+    from deepsmlm.io.lock import folder_lock
+    from deepsmlm.training.distributed import is_main_process
+
+    exp = open_run(experiment, out, resume, what, folder_word, holds)
+    if not is_main_process():
+        return contextlib.nullcontext(exp)
+
+    @contextlib.contextmanager
+    def held():
+        with folder_lock(out_dir(out), what):
+            yield open_run(exp, out, resume, what, folder_word, holds)
+
+    return held()
+
+
 def check_minutes(max_minutes: float | None) -> None:
     if max_minutes is not None and max_minutes <= 0:
         raise UserError(f"--max-minutes must be > 0, got {max_minutes}")

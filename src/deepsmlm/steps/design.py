@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import check_minutes, open_run
+from deepsmlm.steps.common import check_minutes, locked_run
 
 
 def run_design(experiment, out, objective: str = "end-to-end",
@@ -30,27 +30,27 @@ def run_design(experiment, out, objective: str = "end-to-end",
         raise UserError("--init-model starts a new end-to-end design (not crlb, not --resume)")
     if resume and objective != "end-to-end":
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
-    exp = open_run(experiment, out, resume, "design", "DIR", "a design")
-    if objective == "crlb":
-        res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
-    else:
-        res = end_to_end.design_end_to_end(exp, out, max_minutes=max_minutes, resume=resume,
-                                           init_model=init_model, progress=progress)
-    grid = pupil_grid(exp.optics)
-    phase, start = res.pop("phase"), res.pop("start_phase")
-    if objective == "end-to-end":
-        from deepsmlm.build import build_camera, build_psf, crlb_operating_point
-        from deepsmlm.design.fisher import mean_crlb_nm
+    with locked_run(experiment, out, resume, "design", "DIR", "a design") as exp:
+        if objective == "crlb":
+            res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
+        else:
+            res = end_to_end.design_end_to_end(exp, out, max_minutes=max_minutes, resume=resume,
+                                               init_model=init_model, progress=progress)
+        grid = pupil_grid(exp.optics)
+        phase, start = res.pop("phase"), res.pop("start_phase")
+        if objective == "end-to-end":
+            from deepsmlm.build import build_camera, build_psf, crlb_operating_point
+            from deepsmlm.design.fisher import mean_crlb_nm
 
-        psf = build_psf(exp)
-        z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
-        photons, bg = crlb_operating_point(exp)
-        with torch.no_grad():
-            for name, p in (("start", start), ("learned", phase)):
-                psf.set_mask_phase(p)
-                res[f"mean_crlb_{name}_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
-                                                                 build_camera(exp)))
-    outputs.write_mask(phase, grid, out, {"objective": objective})
-    outputs.write_figures(exp, grid, phase, start, out)
-    write_json(out / "design.json", res)
+            psf = build_psf(exp)
+            z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
+            photons, bg = crlb_operating_point(exp)
+            with torch.no_grad():
+                for name, p in (("start", start), ("learned", phase)):
+                    psf.set_mask_phase(p)
+                    res[f"mean_crlb_{name}_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
+                                                                     build_camera(exp)))
+        outputs.write_mask(phase, grid, out, {"objective": objective})
+        outputs.write_figures(exp, grid, phase, start, out)
+        write_json(out / "design.json", res)
     return res

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import check_minutes, open_run
+from deepsmlm.steps.common import check_minutes, locked_run
 
 
 def run_train(experiment, out, max_minutes: float | None = None, resume: bool = False,
@@ -26,6 +26,6 @@ def run_train(experiment, out, max_minutes: float | None = None, resume: bool = 
 
         frames = np.asarray(read_stack(stack).data)
         data = (frames, read_localizations(truth))
-    exp = open_run(experiment, out, resume, "train", "MODEL", "a model")
-    return train(exp, out, max_minutes=max_minutes, resume=resume, device=device,
-                 progress=progress, stack=data)
+    with locked_run(experiment, out, resume, "train", "MODEL", "a model") as exp:
+        return train(exp, out, max_minutes=max_minutes, resume=resume, device=device,
+                     progress=progress, stack=data)
