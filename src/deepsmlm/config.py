@@ -373,14 +373,20 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read and validate an experiment YAML file."""
     import yaml
 
+    from deepsmlm.io.text import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"experiment file not found: {path}")
+    text = read_text(path, "experiment file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
-    return experiment_from_dict(data or {}, source=str(path), base_dir=path.parent)
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
+    if data is None:  # never simulate or train on hidden defaults
+        raise UserError(f"{path}: empty experiment file (no sections); start from an "
+                        "example in configs/ or the skeleton of `deepsmlm estimate`")
+    return experiment_from_dict(data, source=str(path), base_dir=path.parent)
 
 
 def save_experiment(exp: Experiment, path: str | os.PathLike) -> None:

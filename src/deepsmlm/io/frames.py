@@ -39,27 +39,44 @@ class Stack:
             yield t0, block
 
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Stack:
     """Open a TIFF / OME-TIFF / ImageJ stack (T, H, W); memory-mapped where possible.
 
-    Errors (``UserError``): missing file, not a TIFF, not a stack (a single 2D image unless
-    ``allow_single_frame``; more than 3 dimensions), unsupported dtype, NaN in a float stack
-    (checked here for small stacks and per chunk by ``Stack.chunks``).
+    Errors (``UserError``): missing file, an empty file, not a TIFF, a truncated or corrupt
+    TIFF (fewer frames or bytes than its ImageJ/OME metadata and tags promise), not a stack
+    (a single 2D image unless ``allow_single_frame``; more than 3 dimensions), unsupported
+    dtype, NaN in a float stack (checked here for small stacks and per chunk by
+    ``Stack.chunks``).
     """
     import tifffile
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"movie not found: {path}")
-    try:
+    _check_tiff_file(path)
+    with _tifffile_quiet() as log:
         try:
-            data = tifffile.memmap(path, mode="r")
-            mapped = True
-        except (ValueError, OSError):
-            data = tifffile.imread(path)
-            mapped = False
-    except (tifffile.TiffFileError, ValueError, OSError) as err:
-        raise UserError(f"{path}: cannot read as TIFF ({err})") from None
+            with tifffile.TiffFile(path) as tif:
+                _check_complete(tif, path)
+                damage = log.damage()
+                if damage:
+                    raise UserError(f"{path}: truncated or corrupt TIFF "
+                                    f"({' '.join(damage.split())[:160]})")
+            try:
+                data = tifffile.memmap(path, mode="r")
+                mapped = True
+            except (ValueError, OSError):
+                data = tifffile.imread(path)
+                mapped = False
+        except UserError:
+            raise
+        except MemoryError:
+            raise UserError(f"{path}: corrupt TIFF (its tags ask for more memory than "
+                            "there is)") from None
+        except Exception as err:  # noqa: BLE001 — tifffile raises many types on bad bytes
+            raise UserError(f"{path}: truncated or corrupt TIFF ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:160]})") from None
     data = np.squeeze(data) if data.ndim > 3 else data
     if data.ndim == 2:
         if not allow_single_frame:
@@ -76,6 +93,89 @@ def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Sta
     if data.dtype.kind == "f" and data.nbytes < 512 * 2**20 and not np.all(np.isfinite(data)):
         raise UserError(f"{path}: contains NaN or inf")
     return Stack(data, read_pixel_size_nm(path), path, mapped)
+
+
+def _check_tiff_file(path: Path) -> None:
+    """A UserError unless ``path`` is a file that starts like a TIFF."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a movie (a TIFF file)")
+    if not path.is_file():
+        raise UserError(f"movie not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    if not head:
+        raise UserError(f"{path}: an empty file (0 bytes), not a TIFF")
+    if head not in TIFF_MAGIC:
+        raise UserError(f"{path}: not a TIFF file (it starts with {head!r})")
+
+
+def _check_complete(tif, path: Path) -> None:
+    """A UserError when the file holds fewer frames or bytes than it promises: the frames
+    its ImageJ or OME metadata counts, the bytes its image tags point at."""
+    import re
+
+    series = tif.series[0]
+    frames = int(np.prod(series.shape[:-2])) if len(series.shape) > 2 else 1
+    promised = None
+    if tif.imagej_metadata and isinstance(tif.imagej_metadata.get("images"), int):
+        promised = tif.imagej_metadata["images"]
+    elif tif.ome_metadata:
+        sizes = [re.search(rf'Size{a}="(\d+)"', tif.ome_metadata) for a in "TZC"]
+        promised = int(np.prod([int(m.group(1)) for m in sizes if m]))
+    if series.shape and series.shape[-1] in (3, 4) and len(series.shape) > 2:
+        promised = None  # RGB(A) samples: the counts do not compare
+    size = path.stat().st_size
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes
+    else:
+        pages = list(series.pages)
+        if any(p is None for p in pages):
+            raise UserError(f"{path}: truncated or corrupt TIFF (pages missing)")
+        end = max((o + c for p in pages for o, c in zip(p.dataoffsets, p.databytecounts)),
+                  default=0)
+    if promised is not None and frames < promised:
+        raise UserError(f"{path}: truncated or corrupt TIFF: its metadata promises "
+                        f"{promised} frames, only {frames} found ({size} bytes)")
+    if end > size:
+        raise UserError(f"{path}: truncated TIFF: the image data needs {end} bytes, the "
+                        f"file has {size}")
+
+
+class _tifffile_quiet:
+    """Keep tifffile's log warnings off the terminal (a corrupt file is reported once, as a
+    UserError); ``messages`` collects them."""
+
+    def __enter__(self):
+        import logging
+
+        quiet = self
+
+        class Collect(logging.Handler):
+            def emit(self, record):
+                quiet.messages.append(record.getMessage())
+
+        self.messages: list[str] = []
+        self._log = logging.getLogger("tifffile")
+        self._saved = (self._log.propagate, self._log.level)
+        self._handler = Collect()
+        self._log.addHandler(self._handler)
+        self._log.propagate = False
+        self._log.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc):
+        self._log.removeHandler(self._handler)
+        self._log.propagate, level = self._saved
+        self._log.setLevel(level)
+        return False
+
+    def damage(self) -> str | None:
+        """The first warning that says the file is cut short or corrupt, else None."""
+        words = ("invalid page offset", "invalid value offset", "corrupt", "truncat")
+        return next((m for m in self.messages if any(w in m for w in words)), None)
 
 
 def write_stack(path: str | os.PathLike, stack: np.ndarray, pixel_size_nm: float,
@@ -98,7 +198,7 @@ def read_pixel_size_nm(path: str | os.PathLike) -> float | None:
     """Pixel size from a TIFF's resolution tags (ImageJ µm or cm units), None if absent."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
         if tif.ome_metadata:
             size = _ome_pixel_size_nm(tif.ome_metadata)
             if size is not None:

@@ -10,7 +10,7 @@ import torch
 
 from deepsmlm.config import Experiment
 from deepsmlm.emitters import EmitterSet
-from deepsmlm.steps.common import as_experiment, out_dir
+from deepsmlm.steps.common import as_experiment, check_array_bytes, out_dir
 
 
 @dataclass
@@ -33,6 +33,7 @@ def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 
 
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    check_movie_bytes(exp, n_frames)
     gen = torch.Generator().manual_seed(int(seed))
     emitters = sample_emitters(exp, n_frames, gen)
     sim = build_simulator(exp)
@@ -50,6 +51,15 @@ def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int = 
                               (part.frame - t0).to(device), part.id)
             frames[t0:t1] = sim(part, t1 - t0, dev_gen).cpu().numpy().astype(dtype)
     return Movie(frames, emitters, exp)
+
+
+def check_movie_bytes(exp: Experiment, n_frames: int) -> None:
+    """A UserError, before anything is drawn, when the movie would not fit in memory."""
+    itemsize = 2 if exp.camera.bit_depth <= 16 else 4
+    h, w = exp.frame.height_px, exp.frame.width_px
+    check_array_bytes(float(n_frames) * h * w * itemsize,
+                      f"--frames {n_frames} of {h}×{w} px",
+                      "simulate fewer frames (several runs with different --seed)")
 
 
 def write_movie(movie: Movie, out: str | os.PathLike) -> None:
