@@ -175,6 +175,17 @@ def check_device(text: str) -> str:
     return name
 
 
+def check_movie_fits_model(stack, card, tolerance: float = 0.02) -> None:
+    """A UserError when the movie's pixel size (TIFF metadata, when present) differs from
+    the model's by more than ``tolerance`` (relative): the model would localize on the
+    wrong scale."""
+    px, movie_px = card.pixel_size_nm, stack.pixel_size_nm
+    if movie_px is not None and abs(movie_px - px) > tolerance * px:
+        raise UserError(f"{stack.path}: pixel size {movie_px:.1f} nm (TIFF metadata) but the "
+                        f"model was trained for {px:.1f} nm; train a model for this pixel "
+                        "size, or correct the TIFF's metadata if it is wrong")
+
+
 # Refuse, up front, arrays that would not fit: the limit and what would be needed are named.
 MAX_ARRAY_BYTES = 32 * 2**30
 MAX_PSF_SIZE_PX = 4096

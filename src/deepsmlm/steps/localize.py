@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from deepsmlm.steps.common import out_dir
+from deepsmlm.steps.common import check_movie_fits_model, out_dir
 
 
 def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int = 16,
@@ -26,9 +26,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int = 256, batch_size: int
         pred.card.threshold = float(threshold)
     stack = read_stack(movie)
     px = pred.card.pixel_size_nm
-    if stack.pixel_size_nm is not None and abs(stack.pixel_size_nm - px) > 0.02 * px:
-        print(f"warning: the movie's pixel size {stack.pixel_size_nm:.1f} nm differs from the "
-              f"model's {px:.1f} nm; using the model's")
+    check_movie_fits_model(stack, pred.card)  # issue 17: a pixel-size mismatch is an error
     out = out_dir(out)
     t0 = time.perf_counter()
     em, sr, wf = localize_stack(pred, stack, chunk_frames, batch_size, progress)
