@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as err:
-        print(f"deepsmlm: error: {err}", file=sys.stderr)
+        print(f"deepsmlm: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepsmlm: interrupted (training keeps a checkpoint: continue with --resume)",

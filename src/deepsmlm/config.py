@@ -326,13 +326,14 @@ def _is_default(method: str, key: str, value) -> bool:
 def _format_error(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
-        raw = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        raw = [str(p) if str(p).isprintable() and str(p).strip() == str(p) and str(p)
+               else repr(str(p)) for p in e["loc"] if not str(p).startswith("function-after")]
         if len(raw) > 1 and raw[0] == "training" and raw[1] in methods.names():
             method, raw = raw[1], [raw[0], *raw[2:]]  # drop the union's tag from the path
         else:
             method = None
         loc = ".".join(raw)
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = " ".join(e["msg"].removeprefix("Value error, ").split())
         if e["type"] == "extra_forbidden":
             owners = [n for n in methods.names() if method and n != method
                       and raw[-1] in methods.get(n).section.model_fields]

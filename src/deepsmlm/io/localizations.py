@@ -230,13 +230,18 @@ def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: 
         tmp.write_text(yaml.safe_dump_all(info, sort_keys=False))
 
 
+# What h5py raises on a damaged file (its C library's errors arrive as these types).
+HDF5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError,
+               RecursionError)
+
+
 def _open_hdf5(path: Path):
     """``h5py.File(path, "r")``; a file that is not HDF5 is a UserError."""
     import h5py
 
     try:
         return h5py.File(path, "r")
-    except (OSError, ValueError) as err:
+    except HDF5_ERRORS as err:
         raise UserError(f"{path}: cannot read as HDF5 "
                         f"({' '.join(str(err).split())[:160]})") from None
 
@@ -259,19 +264,19 @@ def read_picasso_info(path: str | os.PathLike) -> list[dict]:
             raise UserError(f"{side}: not valid YAML "
                             f"({' '.join(str(err).split())[:160]})") from None
         return [d for d in docs if isinstance(d, dict)]
-    with _open_hdf5(path) as f:
-        if "metadata" not in f:
-            return []
-        try:
+    try:
+        with _open_hdf5(path) as f:
+            if "metadata" not in f:
+                return []
             raw = f["metadata"][()]
-            text = decode_text(raw, f"{path}:/metadata", "JSON text") \
-                if isinstance(raw, bytes) else str(raw)
-            info = json.loads(text)
-        except UserError:
-            raise
-        except (ValueError, TypeError, OSError, RecursionError) as err:
-            raise UserError(f"{path}: unreadable /metadata "
-                            f"({' '.join(str(err).split())[:160]})") from None
+        text = decode_text(raw, f"{path}:/metadata", "JSON text") \
+            if isinstance(raw, bytes) else str(raw)
+        info = json.loads(text)
+    except UserError:
+        raise
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path}: unreadable /metadata "
+                        f"({' '.join(str(err).split())[:160]})") from None
     info = info if isinstance(info, list) else [info]
     return [d for d in info if isinstance(d, dict)]
 
@@ -290,14 +295,17 @@ def read_picasso(path: str | os.PathLike, pixel_size_nm: float | None = None) ->
                 or not math.isfinite(pixel_size_nm) or pixel_size_nm <= 0):
             raise UserError(f"{path}: Pixelsize in its metadata must be a number > 0, got "
                             f"{pixel_size_nm!r}")
-    with _open_hdf5(path) as f:
-        if "locs" not in f:
-            raise UserError(f"{path}: no /locs dataset (not a Picasso localization file)")
-        try:
+    try:
+        with _open_hdf5(path) as f:
+            if "locs" not in f:
+                raise UserError(f"{path}: no /locs dataset (not a Picasso localization "
+                                "file)")
             locs = np.asarray(f["locs"][()])
-        except (OSError, TypeError, ValueError, KeyError) as err:
-            raise UserError(f"{path}: cannot read /locs "
-                            f"({' '.join(str(err).split())[:160]})") from None
+    except UserError:
+        raise
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path}: cannot read /locs "
+                        f"({' '.join(str(err).split())[:160]})") from None
     names = locs.dtype.names or ()
     if locs.ndim != 1:
         raise UserError(f"{path}: /locs must be a table (1D), got shape {locs.shape}")
