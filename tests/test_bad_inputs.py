@@ -194,6 +194,17 @@ def _read_only_out(mp, tmp: Path) -> None:
     (tmp / "ro").chmod(0o555)
 
 
+def _no_write_permission(mp, tmp: Path) -> None:
+    """Creating any file is refused, as in a folder without write permission (this works
+    for root too, where chmod does not)."""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    mp.setattr(tempfile, "mkstemp", refuse)
+
+
 def _existing_file(name: str):
     def setup(mp, tmp: Path) -> None:
         (tmp / name).write_text("precious\n")
@@ -272,10 +283,12 @@ CASES = [
       "disk full writing", _disk_full("tiff")),
     C("output folder not writable", "simulate {exp} --frames 2 --out ro",
       "permission denied", _read_only_out, _as_root),
+    C("no permission to write (simulated)", "simulate {exp} --frames 2 --out out",
+      "permission denied", _no_write_permission),
     C("psf --size-px huge", "psf {exp} --out out --size-px 1000000", "too large"),
     C("psf planes × size too large", "psf {exp} --out out --size-px 4096 --z-nm 0:2000:1",
       "would need"),
-    C("--z-nm malformed", "psf {exp} --out out --z-nm a:b", "must be a:b:step"),
+    C("--z-nm malformed", "psf {exp} --out out --z-nm a:b", "expected a:b:step"),
     C("--z-nm reversed", "psf {exp} --out out --z-nm 5:1:1", "a <= b"),
     C("--z-nm too many planes", "psf {exp} --out out --z-nm 0:1000000:1",
       "more than 10000 planes"),

@@ -19,11 +19,11 @@ def _z_range(text: str) -> tuple[float, float, float]:
     try:
         a, b, step = (float(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--z-nm must be a:b:step in nm, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a:b:step in nm, got {text!r}") from None
     if step <= 0 or b < a:
-        raise argparse.ArgumentTypeError(f"--z-nm needs a <= b and step > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"needs a <= b and step > 0, got {text!r}")
     if (b - a) / step > 10000:
-        raise argparse.ArgumentTypeError(f"--z-nm gives more than 10000 planes: {text!r}")
+        raise argparse.ArgumentTypeError(f"gives more than 10000 planes: {text!r}")
     return a, b, step
 
 

@@ -381,7 +381,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     except RecursionError:
         raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
     if data is None:  # never simulate or train on hidden defaults

@@ -86,8 +86,8 @@ def _load_table(path: Path, header: list[str], nan_ok: tuple[str, ...] = ()) -> 
             warnings.simplefilter("ignore", UserWarning)  # an empty table is fine
             data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte at offset {err.start} of a line); "
-                        "save the CSV file as UTF-8") from None
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} after "
+                        "the header); save the CSV file as UTF-8") from None
     except ValueError as err:
         raise UserError(f"{path}: not a numeric table "
                         f"({' '.join(str(err).split())[:200]})") from None
