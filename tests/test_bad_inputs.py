@@ -80,7 +80,7 @@ def build_world(root: Path) -> dict[str, str]:
 
     # experiment files
     texts = {
-        "empty.yaml": b"", "comments.yaml": b"# only a comment\n\n",
+        "empty.yaml": b"", "comments.yaml": b"# only a comment\n\n", "braces.yaml": b"{}\n",
         "latin1.yaml": "optics: {na: 1.4}\n# café\n".encode("latin-1"),
         "binary.yaml": bytes(range(256)) * 4, "notyaml.yaml": b"optics: [1, 2\n",
         "list.yaml": b"- optics\n- camera\n", "unknownkey.yaml": b"camera: {gain: 3}\n",
@@ -251,6 +251,8 @@ CASES = [
       "empty experiment file"),
     C("experiment file only comments", "simulate {comments_yaml} --frames 2 --out out",
       "empty experiment file"),
+    C("experiment file an empty mapping {}", "simulate {braces_yaml} --frames 2 --out out",
+      "empty experiment file"),
     C("experiment file Latin-1", "simulate {latin1_yaml} --frames 2 --out out",
       "not UTF-8"),
     C("experiment file binary", "simulate {binary_yaml} --frames 2 --out out",
@@ -273,6 +275,9 @@ CASES = [
     C("--frames not a number", "simulate {exp} --frames many --out out", "positive integer"),
     C("--frames too many for memory", "simulate {exp} --frames 100000000000 --out out",
       "would need"),
+    C("--seed too large", "simulate {exp} --frames 2 --out out --seed 99999999999999999999",
+      "seed below 2**63"),
+    C("--seed negative", "simulate {exp} --frames 2 --out out --seed -1", "integer >= 0"),
     C("--out missing", "simulate {exp} --frames 2", "required: --out"),
     C("unknown command", "frobnicate {exp}", "invalid choice"),
     C("unknown option", "simulate {exp} --frames 2 --out out --colour red",

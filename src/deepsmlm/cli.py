@@ -100,6 +100,14 @@ def _non_negative_int(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    """A random seed: a whole number in 0 … 2⁶³ − 1."""
+    v = _non_negative_int(text)
+    if v >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {text!r}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -275,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment", type=Path, help="experiment YAML")
     s.add_argument("--frames", type=_positive_int, required=True, help="number of frames")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("psf", help="PSF z-stack of the experiment (one photon)")
@@ -394,14 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--saturation-adu", type=_finite, default=None,
                    help="pixels at or above are excluded (default: the dtype's maximum)")
     s.add_argument("--no-blur", action="store_true", help="do not fit the bead blur")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("demo", help="the main job on built-in data")
     s.add_argument("--out", type=Path, default=Path("demo_out"))
     s.add_argument("--frames", type=_positive_int, default=200)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--train-minutes", type=_positive, default=5.0)
     s.set_defaults(func=cmd_demo)
     return p

@@ -384,7 +384,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     except RecursionError:
         raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
-    if data is None:  # never simulate or train on hidden defaults
+    if data is None or data == {}:  # never simulate or train on hidden defaults
         raise UserError(f"{path}: empty experiment file (no sections); start from an "
                         "example in configs/ or the skeleton of `deepsmlm estimate`")
     return experiment_from_dict(data, source=str(path), base_dir=path.parent)
