@@ -493,3 +493,64 @@ def test_evaluate_json_creates_missing_folders(world, tmp_path, monkeypatch):
         assert main(["evaluate", world["truth"], world["truth"], "--json",
                      "new/deeper/m.json"]) == 0
     assert json.loads((tmp_path / "new/deeper/m.json").read_text())["jaccard"] == 100.0
+
+
+# ---------------------------------------------------------------- the library's own checks
+def test_atomic_write_disk_full_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC while writing: a UserError naming the file, the temporary file removed,
+    nothing under the final name (and an older file of that name untouched)."""
+    from deepsmlm.errors import UserError
+    from deepsmlm.io.atomic import atomic_write_text
+
+    original = Path.write_text
+
+    def full(self, data, *args, **kwargs):
+        original(self, data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(UserError, match=r"disk full writing .*new\.json"):
+        atomic_write_text(tmp_path / "new.json", "{}" * 100)
+    (tmp_path / "old.json").write_bytes(b"kept")
+    with pytest.raises(UserError, match="disk full"):
+        atomic_write_text(tmp_path / "old.json", "{}" * 100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+    assert (tmp_path / "old.json").read_bytes() == b"kept"
+
+
+def test_check_device_names_the_device_and_why():
+    import torch
+
+    from deepsmlm.errors import UserError
+    from deepsmlm.steps.common import check_device
+
+    assert check_device("cpu") == "cpu"
+    for bad in ("banana", "cuda:x", ""):
+        with pytest.raises(UserError, match="device"):
+            check_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="'cuda:0'"):
+            check_device("cuda:0")
+    else:
+        with pytest.raises(UserError, match="only"):
+            check_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_localize_options_checked_for_the_python_api():
+    """``check_localize_options``: what the CLI's types check, for run_localize callers."""
+    from deepsmlm.errors import UserError
+    from deepsmlm.steps.common import check_localize_options
+
+    check_localize_options(0.5, {"baseline_adu": -3.0, "em_gain": None, "qe": 1.0})
+    for threshold, camera, option in [
+            (float("nan"), {}, "--threshold"), (None, {"em_gain": 0.0}, "--camera-em-gain"),
+            (None, {"qe": 1.2}, "--camera-qe"), (None, {"e_per_adu": -1}, "--camera-e-per-adu"),
+            (None, {"baseline_adu": float("inf")}, "--camera-baseline-adu")]:
+        with pytest.raises(UserError, match=option):
+            check_localize_options(threshold, camera)
+
+
+def test_help_and_version_still_exit_0(capsys):
+    assert main(["--version"]) == 0
+    assert main(["simulate", "--help"]) == 0
+    assert "--frames" in capsys.readouterr().out
