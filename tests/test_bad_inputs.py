@@ -89,6 +89,9 @@ def build_world(root: Path) -> dict[str, str]:
         "nomask.yaml": b"optics: {mask: {kind: file, path: nowhere.npy, "
                        b"pupil_radius_px: 10}}\n",
     }
+    (root / "garbage.npy").write_bytes(b"\x93NUMPY" + bytes(range(40)))
+    texts["badmask.yaml"] = (b"optics: {mask: {kind: file, path: garbage.npy, "
+                             b"pupil_radius_px: 10}}\n")
     for name, data in texts.items():
         (root / name).write_bytes(data)
         w[name.replace(".", "_")] = root / name
@@ -269,6 +272,8 @@ CASES = [
     C("config: impossible value", "simulate {impossible_yaml} --frames 2 --out out",
       "optics.na must be <"),
     C("config: mask file missing", "psf {nomask_yaml} --out out", "mask file not found"),
+    C("config: mask file corrupt", "psf {badmask_yaml} --out out",
+      "cannot read the mask file"),
     # simulate / psf arguments and sizes
     C("--frames negative", "simulate {exp} --frames -3 --out out", "--frames"),
     C("--frames zero", "simulate {exp} --frames 0 --out out", "positive integer"),

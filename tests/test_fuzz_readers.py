@@ -312,6 +312,18 @@ def test_read_stack_every_truncation_is_named(tmp_path, valid):
             _write(tmp_path, "whole.tif", full)).data).tobytes()
 
 
+# ---------------------------------------------------------------- mask files
+@pytest.mark.parametrize("suffix", [".npy", ".mat", ".tif"])
+@FUZZ
+@given(data=st.binary(max_size=400))
+def test_mask_file_random_bytes(tmp_path, suffix, data):
+    from deepsmlm.optics.masks import load_phase_array
+
+    headers = {".npy": b"\x93NUMPY\x01\x00", ".mat": b"MATLAB 5.0 MAT-file", ".tif": b"II*\x00"}
+    only_user_errors(load_phase_array, _write(tmp_path, "m" + suffix, data))
+    only_user_errors(load_phase_array, _write(tmp_path, "m" + suffix, headers[suffix] + data))
+
+
 # ---------------------------------------------------------------- model.json
 @FUZZ
 @given(data=st.binary(max_size=300) | text_lines().map(lambda t: t.encode("utf-8",
