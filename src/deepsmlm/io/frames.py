@@ -92,7 +92,13 @@ def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Sta
         raise UserError(f"{path}: empty or tiny frames, shape {data.shape}")
     if data.dtype.kind == "f" and data.nbytes < 512 * 2**20 and not np.all(np.isfinite(data)):
         raise UserError(f"{path}: contains NaN or inf")
-    return Stack(data, read_pixel_size_nm(path), path, mapped)
+    try:
+        with _tifffile_quiet():
+            pixel_size_nm = read_pixel_size_nm(path)
+    except Exception as err:  # noqa: BLE001 — damaged tags: the file is corrupt
+        raise UserError(f"{path}: corrupt TIFF tags ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:160]})") from None
+    return Stack(data, pixel_size_nm, path, mapped)
 
 
 def _check_tiff_file(path: Path) -> None:
@@ -207,10 +213,13 @@ def read_pixel_size_nm(path: str | os.PathLike) -> float | None:
         tag = page.tags.get("XResolution")
         if tag is None:
             return None
-        num, den = tag.value
-        if num == 0:
+        try:
+            num, den = tag.value
+            per_unit = num / den
+        except (TypeError, ValueError, ZeroDivisionError):
             return None
-        per_unit = num / den
+        if not (np.isfinite(per_unit) and per_unit > 0):
+            return None
         unit = (tif.imagej_metadata or {}).get("unit", "")
         if unit in ("um", "micron", "µm", "\\u00B5m"):
             return 1000.0 / per_unit
@@ -229,4 +238,8 @@ def _ome_pixel_size_nm(xml: str) -> float | None:
         return None
     unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
     scale = {"nm": 1.0, "µm": 1000.0, "um": 1000.0, "mm": 1e6}.get(unit.group(1) if unit else "µm")
-    return float(m.group(1)) * scale if scale else None
+    try:
+        size = float(m.group(1)) * scale if scale else None
+    except ValueError:
+        return None
+    return size if size is not None and np.isfinite(size) and size > 0 else None
