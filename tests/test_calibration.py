@@ -223,8 +223,8 @@ def test_calibrate_rejects_a_2d_image_with_exit_status_2(tmp_path, bead_experime
 
 @pytest.mark.parametrize("args, message", [
     (["missing.tif", "--z-step-nm", "100"], "bead stack not found"),
-    (["STACK", "--z-step-nm", "abc"], "invalid float value"),
-    (["STACK", "--z-step-nm", "-5"], "--z-step-nm must be a positive number"),
+    (["STACK", "--z-step-nm", "abc"], "--z-step-nm: expected a number, got 'abc'"),
+    (["STACK", "--z-step-nm", "-5"], "--z-step-nm: expected a number > 0, got '-5'"),
 ])
 def test_calibrate_bad_arguments_exit_2_with_one_message(args, message, bead_experiment,
                                                          tmp_path, capsys):

@@ -84,7 +84,8 @@ def test_frc_command(sim, capsys):
 @pytest.mark.parametrize("args, needle", [
     (["evaluate", "nope.csv", "nope.csv"], "not found"),
     (["render", "BADCSV", "--out", "x.tif"], "unrecognised CSV header"),
-    (["crlb", "EXP", "--photons", "-1", "--background", "1", "--out", "o"], "--photons > 0"),
+    (["crlb", "EXP", "--photons", "-1", "--background", "1", "--out", "o"],
+     "--photons: expected a number > 0"),
 ])
 def test_measure_errors_exit_2(tmp_path, args, needle):
     (tmp_path / "BADCSV").write_text("a,b\n1,2\n")

@@ -275,7 +275,7 @@ def test_stack_errors(tmp_path):
     with pytest.raises(UserError, match="NaN"):
         read_stack(tmp_path / "n.tif")
     (tmp_path / "t.tif").write_text("not a tiff")
-    with pytest.raises(UserError, match="cannot read as TIFF"):
+    with pytest.raises(UserError, match="not a TIFF"):
         read_stack(tmp_path / "t.tif")
     with pytest.raises(UserError, match="movie not found"):
         read_stack(tmp_path / "none.tif")

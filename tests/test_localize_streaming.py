@@ -228,9 +228,13 @@ def test_the_movie_pixel_size_is_read_and_checked_against_the_model(setup, tmp_p
     ome = tmp_path / "movie.ome.tif"
     tifffile.imwrite(ome, data, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.16})
     assert open_movie(ome).pixel_size_nm == pytest.approx(160.0)
-    assert localize(setup, tmp_path / "out", movie=ome) == 0
-    assert "pixel size 160.0 nm (from its metadata) differs from the model's 100.0" in \
-        capsys.readouterr().err
+    assert localize(setup, tmp_path / "out", movie=ome) == 2
+    err = capsys.readouterr().err
+    assert "pixel size 160.0 nm (its metadata) but the model was trained for 100.0" in err
+    assert "--pixel-size-nm" in err
+    # metadata known to be wrong: the user states the true size
+    assert localize(setup, tmp_path / "out", "--pixel-size-nm", "100", movie=ome) == 0
+    assert localize(setup, tmp_path / "out2", "--pixel-size-nm", "130", movie=ome) == 2
 
 
 def test_series_with_mismatched_frames_and_empty_folders_are_named(setup, tmp_path, capsys):
@@ -296,7 +300,7 @@ def test_an_interrupted_simulate_leaves_no_movie(setup, tmp_path, monkeypatch):
     out = tmp_path / "sim"
     assert main(["simulate", str(setup / "exp.yaml"), "--frames", "400", "--out", str(out),
                  "--quiet"]) == 130
-    assert [p.name for p in out.iterdir() if not p.name.startswith(".deepsmlm")] == []
+    assert list(out.iterdir()) == []  # no movie, no temporary file, no lock note
 
 
 def test_a_memory_mapped_movie_is_read_without_the_map(tmp_path):
@@ -327,4 +331,4 @@ def test_two_trainings_into_one_folder_cannot_both_run(setup, tmp_path, capsys):
     with folder_lock(out, "train"):
         assert main(["train", str(setup / "exp.yaml"), "--out", str(out), "--quiet"]) == 2
     assert "in use by `deepsmlm train`" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == [".deepsmlm.lock"]  # nothing else written
+    assert [p.name for p in out.iterdir()] == []  # nothing written (the note went with the lock)

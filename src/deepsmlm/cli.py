@@ -6,6 +6,7 @@ Expected errors (bad files, bad values) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,12 +19,93 @@ def _z_range(text: str) -> tuple[float, float, float]:
     try:
         a, b, step = (float(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--z-nm must be a:b:step in nm, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a:b:step in nm, got {text!r}") from None
     if step <= 0 or b < a:
-        raise argparse.ArgumentTypeError(f"--z-nm needs a <= b and step > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"needs a <= b and step > 0, got {text!r}")
     if (b - a) / step > 10000:
-        raise argparse.ArgumentTypeError(f"--z-nm gives more than 10000 planes: {text!r}")
+        raise argparse.ArgumentTypeError(f"gives more than 10000 planes: {text!r}")
     return a, b, step
+
+
+def _number(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _finite(text: str) -> float:
+    """Any finite number (NaN and inf are refused)."""
+    return _number(text)
+
+
+def _positive(text: str) -> float:
+    """A finite number > 0."""
+    v = _number(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    """A finite number ≥ 0."""
+    v = _number(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    """A quantum efficiency: 0 < value ≤ 1."""
+    v = _number(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return v
+
+
+def _device(text: str) -> str:
+    """A torch device this build can use (``steps.common.check_device``)."""
+    from deepsmlm.steps.common import check_device
+
+    try:
+        return check_device(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, ``deepsmlm: error: …``, exit 2."""
+
+    def error(self, message: str):
+        sub = self.prog.removeprefix("deepsmlm").strip()
+        if message.startswith("argument "):  # "argument --frames: …" → "simulate --frames: …"
+            message = message.removeprefix("argument ")
+            where = f"{sub} " if sub else ""
+        else:
+            where = f"{sub}: " if sub else ""
+        print(f"deepsmlm: error: {where}{' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    """A random seed: a whole number in 0 … 2⁶³ − 1."""
+    v = _non_negative_int(text)
+    if v >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {text!r}")
+    return v
 
 
 def _positive_int(text: str) -> int:
@@ -137,7 +219,7 @@ def cmd_localize(args) -> None:
               "em_gain": args.camera_em_gain, "qe": args.camera_qe}
     r = run_localize(args.model, args.movie, args.out, args.chunk_frames, args.batch_size,
                      args.device, camera, args.threshold, progress=not args.quiet,
-                     resume=args.resume, dask=args.dask)
+                     resume=args.resume, dask=args.dask, pixel_size_nm=args.pixel_size_nm)
     print(f"{r['localizations']} localizations in {r['frames']} frames, "
           f"{r['frames_per_s']:.1f} frames/s → {r['out']}/localizations.csv, .hdf5, sr.tif, "
           "sr.png, localize.json")
@@ -181,30 +263,33 @@ def cmd_calibrate(args) -> None:
 
 def _float(text: str, name: str) -> float:
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise UserError(f"{name} must be a number or 'precision', got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise UserError(f"{name} must be a number of nm > 0 or 'precision', got {text!r}")
+    return v
 
 
 def _locs_context(s: argparse.ArgumentParser) -> None:
     """Options that tell a localization file's field of view and pixel size."""
     s.add_argument("--experiment", type=Path, default=None,
                    help="experiment file for the field of view (default: one beside the file)")
-    s.add_argument("--pixel-size-nm", type=float, default=None,
+    s.add_argument("--pixel-size-nm", type=_positive, default=None,
                    help="camera pixel size for Picasso files without metadata")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepsmlm",
+    p = _Parser(prog="deepsmlm",
                                 description="Deep-learning SMLM at high emitter density.")
     p.add_argument("--version", action="version", version=_version())
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("simulate", help="simulate a movie and its ground truth")
     s.add_argument("experiment", type=Path, help="experiment YAML")
     s.add_argument("--frames", type=_positive_int, required=True, help="number of frames")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
 
@@ -220,10 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="match localizations to the truth; Jaccard, RMSE, ...")
     s.add_argument("pred", type=Path, help="predicted localizations (CSV or Picasso .hdf5)")
     s.add_argument("truth", type=Path, help="ground truth (any supported format)")
-    s.add_argument("--tol-xy-nm", type=float, default=250.0)
-    s.add_argument("--tol-z-nm", type=float, default=500.0)
+    s.add_argument("--tol-xy-nm", type=_positive, default=250.0)
+    s.add_argument("--tol-z-nm", type=_positive, default=500.0)
     s.add_argument("--method", choices=["greedy", "hungarian"], default="greedy")
-    s.add_argument("--border-nm", type=float, default=0.0,
+    s.add_argument("--border-nm", type=_non_negative, default=0.0,
                    help="exclude a band at the frame edges (needs the field of view)")
     _locs_context(s)
     s.add_argument("--json", type=Path, default=None, help="write every metric as JSON")
@@ -231,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("render", help="super-resolution image of localizations")
     s.add_argument("locs", type=Path)
-    s.add_argument("--pixel-nm", type=float, default=10.0)
+    s.add_argument("--pixel-nm", type=_positive, default=10.0)
     s.add_argument("--out", type=Path, required=True, help="IMG.tif (+ IMG.png)")
     s.add_argument("--sigma", default=None,
                    help="Gaussian σ in nm, or 'precision' (per localization); default histogram")
@@ -240,15 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("crlb", help="Cramér–Rao bound of the experiment's PSF and camera")
     s.add_argument("experiment", type=Path)
-    s.add_argument("--photons", type=float, required=True)
-    s.add_argument("--background", type=float, required=True, help="photons per pixel")
+    s.add_argument("--photons", type=_positive, required=True)
+    s.add_argument("--background", type=_non_negative, required=True, help="photons per pixel")
     s.add_argument("--z-nm", type=_z_range, default=None)
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_crlb)
 
     s = sub.add_parser("frc", help="Fourier ring correlation resolution")
     s.add_argument("locs", type=Path)
-    s.add_argument("--pixel-nm", type=float, default=5.0)
+    s.add_argument("--pixel-nm", type=_positive, default=5.0)
     s.add_argument("--block-frames", type=_positive_int, default=None)
     s.add_argument("--out", type=Path, default=None, help="folder for the curve")
     _locs_context(s)
@@ -258,9 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment", type=Path, nargs="?", default=None,
                    help="experiment YAML (omit with --resume)")
     s.add_argument("--out", type=Path, required=True, help="model folder")
-    s.add_argument("--max-minutes", type=float, default=None, help="time budget")
+    s.add_argument("--max-minutes", type=_positive, default=None, help="time budget")
     s.add_argument("--resume", action="store_true", help="continue the model in --out")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", type=_device, default="cpu")
     s.add_argument("--stack", type=Path, default=None,
                    help="train on your own simulated stack (with --truth) instead")
     s.add_argument("--truth", type=Path, default=None, help="ground truth of --stack")
@@ -272,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiment YAML (omit with --resume)")
     s.add_argument("--out", type=Path, required=True, help="design folder")
     s.add_argument("--objective", choices=["end-to-end", "crlb"], default="end-to-end")
-    s.add_argument("--max-minutes", type=float, default=None, help="time budget")
+    s.add_argument("--max-minutes", type=_positive, default=None, help="time budget")
     s.add_argument("--resume", action="store_true", help="continue the design in --out")
     s.add_argument("--init-model", type=Path, default=None,
                    help="start the network from this trained model folder (same architecture)")
@@ -294,29 +379,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dask", default=None, metavar="local:N|tcp://HOST:PORT",
                    help="run the chunks on a Dask cluster: a local one of N worker "
                         "processes, or a running scheduler")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--threshold", type=float, default=None,
+    s.add_argument("--pixel-size-nm", type=_positive, default=None,
+                   help="the movie's pixel size when its metadata is wrong (must be the "
+                        "model's)")
+    s.add_argument("--device", type=_device, default="cpu")
+    s.add_argument("--threshold", type=_finite, default=None,
                    help="override the tuned one (in the units of model.json's score)")
-    s.add_argument("--camera-baseline-adu", type=float, default=None)
-    s.add_argument("--camera-e-per-adu", type=float, default=None)
-    s.add_argument("--camera-em-gain", type=float, default=None)
-    s.add_argument("--camera-qe", type=float, default=None)
+    s.add_argument("--camera-baseline-adu", type=_finite, default=None)
+    s.add_argument("--camera-e-per-adu", type=_positive, default=None)
+    s.add_argument("--camera-em-gain", type=_positive, default=None)
+    s.add_argument("--camera-qe", type=_fraction, default=None)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_localize)
 
     s = sub.add_parser("estimate", help="measure a raw movie; print an experiment skeleton")
     s.add_argument("movie", type=Path)
-    s.add_argument("--pixel-size-nm", type=float, default=None)
-    s.add_argument("--baseline-adu", type=float, default=None)
-    s.add_argument("--e-per-adu", type=float, default=None)
-    s.add_argument("--em-gain", type=float, default=None)
-    s.add_argument("--qe", type=float, default=None)
+    s.add_argument("--pixel-size-nm", type=_positive, default=None)
+    s.add_argument("--baseline-adu", type=_finite, default=None)
+    s.add_argument("--e-per-adu", type=_positive, default=None)
+    s.add_argument("--em-gain", type=_positive, default=None)
+    s.add_argument("--qe", type=_fraction, default=None)
     s.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("calibrate", help="retrieve the pupil (PSF) from a bead z-stack")
     s.add_argument("beads", type=Path, help="bead z-stack, TIFF (planes × rows × columns)")
     s.add_argument("experiment", type=Path, help="experiment YAML of the microscope")
-    s.add_argument("--z-step-nm", type=float, required=True,
+    s.add_argument("--z-step-nm", type=_positive, required=True,
                    help="stage step between planes")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--z-direction", choices=("up", "down"), default="up",
@@ -328,20 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=150, help="Adam steps per stage")
     s.add_argument("--zernike-max", type=_positive_int, default=45,
                    help="highest Noll index fitted")
-    s.add_argument("--pixel-map-steps", type=int, default=0,
+    s.add_argument("--pixel-map-steps", type=_non_negative_int, default=0,
                    help="> 0: refine with a smooth pixel map after the Zernike stages")
-    s.add_argument("--saturation-adu", type=float, default=None,
+    s.add_argument("--saturation-adu", type=_finite, default=None,
                    help="pixels at or above are excluded (default: the dtype's maximum)")
     s.add_argument("--no-blur", action="store_true", help="do not fit the bead blur")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("demo", help="the main job on built-in data")
     s.add_argument("--out", type=Path, default=Path("demo_out"))
     s.add_argument("--frames", type=_positive_int, default=200)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--train-minutes", type=float, default=5.0)
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--train-minutes", type=_positive, default=5.0)
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -367,11 +455,14 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(_join_negative_values(list(argv)))
+    try:
+        args = build_parser().parse_args(_join_negative_values(list(argv)))
+    except SystemExit as stop:  # --help, --version (0) or a bad argument (2, one line)
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         args.func(args)
     except UserError as err:
-        print(f"deepsmlm: error: {err}", file=sys.stderr)
+        print(f"deepsmlm: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepsmlm: interrupted (train, design and localize keep their progress: "

@@ -326,13 +326,14 @@ def _is_default(method: str, key: str, value) -> bool:
 def _format_error(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
-        raw = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        raw = [str(p) if str(p).isprintable() and str(p).strip() == str(p) and str(p)
+               else repr(str(p)) for p in e["loc"] if not str(p).startswith("function-after")]
         if len(raw) > 1 and raw[0] == "training" and raw[1] in methods.names():
             method, raw = raw[1], [raw[0], *raw[2:]]  # drop the union's tag from the path
         else:
             method = None
         loc = ".".join(raw)
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = " ".join(e["msg"].removeprefix("Value error, ").split())
         if e["type"] == "extra_forbidden":
             owners = [n for n in methods.names() if method and n != method
                       and raw[-1] in methods.get(n).section.model_fields]
@@ -373,14 +374,20 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read and validate an experiment YAML file."""
     import yaml
 
+    from deepsmlm.io.text import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"experiment file not found: {path}")
+    text = read_text(path, "experiment file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
-    return experiment_from_dict(data or {}, source=str(path), base_dir=path.parent)
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
+    if data is None or data == {}:  # never simulate or train on hidden defaults
+        raise UserError(f"{path}: empty experiment file (no sections); start from an "
+                        "example in configs/ or the skeleton of `deepsmlm estimate`")
+    return experiment_from_dict(data, source=str(path), base_dir=path.parent)
 
 
 def save_experiment(exp: Experiment, path: str | os.PathLike) -> None:

@@ -57,27 +57,44 @@ class Stack:
             yield t0, self.read(t0, t0 + size)
 
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Stack:
     """Open a TIFF / OME-TIFF / ImageJ stack (T, H, W); memory-mapped where possible.
 
-    Errors (``UserError``): missing file, not a TIFF, not a stack (a single 2D image unless
-    ``allow_single_frame``; more than 3 dimensions), unsupported dtype, NaN in a float stack
-    (checked here for small stacks and per chunk by ``Stack.chunks``).
+    Errors (``UserError``): missing file, an empty file, not a TIFF, a truncated or corrupt
+    TIFF (fewer frames or bytes than its ImageJ/OME metadata and tags promise), not a stack
+    (a single 2D image unless ``allow_single_frame``; more than 3 dimensions), unsupported
+    dtype, NaN in a float stack (checked here for small stacks and per chunk by
+    ``Stack.chunks``).
     """
     import tifffile
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"movie not found: {path}")
-    try:
+    _check_tiff_file(path)
+    with _tifffile_quiet() as log:
         try:
-            data = tifffile.memmap(path, mode="r")
-            mapped = True
-        except (ValueError, OSError):
-            data = tifffile.imread(path)
-            mapped = False
-    except (tifffile.TiffFileError, ValueError, OSError) as err:
-        raise UserError(f"{path}: cannot read as TIFF ({err})") from None
+            with tifffile.TiffFile(path) as tif:
+                _check_complete(tif, path)
+                damage = log.damage()
+                if damage:
+                    raise UserError(f"{path}: truncated or corrupt TIFF "
+                                    f"({' '.join(damage.split())[:160]})")
+            try:
+                data = tifffile.memmap(path, mode="r")
+                mapped = True
+            except (ValueError, OSError):
+                data = tifffile.imread(path)
+                mapped = False
+        except UserError:
+            raise
+        except MemoryError:
+            raise UserError(f"{path}: corrupt TIFF (its tags ask for more memory than "
+                            "there is)") from None
+        except Exception as err:  # noqa: BLE001 — tifffile raises many types on bad bytes
+            raise UserError(f"{path}: truncated or corrupt TIFF ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:160]})") from None
     data = np.squeeze(data) if data.ndim > 3 else data
     if data.ndim == 2:
         if not allow_single_frame:
@@ -93,7 +110,96 @@ def read_stack(path: str | os.PathLike, allow_single_frame: bool = False) -> Sta
         raise UserError(f"{path}: empty or tiny frames, shape {data.shape}")
     if data.dtype.kind == "f" and data.nbytes < 512 * 2**20 and not np.all(np.isfinite(data)):
         raise UserError(f"{path}: contains NaN or inf")
-    return Stack(data, read_pixel_size_nm(path), path, mapped)
+    try:
+        with _tifffile_quiet():
+            pixel_size_nm = read_pixel_size_nm(path)
+    except Exception as err:  # noqa: BLE001 — damaged tags: the file is corrupt
+        raise UserError(f"{path}: corrupt TIFF tags ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:160]})") from None
+    return Stack(data, pixel_size_nm, path, mapped)
+
+
+def _check_tiff_file(path: Path) -> None:
+    """A UserError unless ``path`` is a file that starts like a TIFF."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a movie (a TIFF file)")
+    if not path.is_file():
+        raise UserError(f"movie not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    if not head:
+        raise UserError(f"{path}: an empty file (0 bytes), not a TIFF")
+    if head not in TIFF_MAGIC:
+        raise UserError(f"{path}: not a TIFF file (it starts with {head!r})")
+
+
+def _check_complete(tif, path: Path) -> None:
+    """A UserError when the file holds fewer frames or bytes than it promises: the frames
+    its ImageJ or OME metadata counts, the bytes its image tags point at."""
+    import re
+
+    series = tif.series[0]
+    frames = int(np.prod(series.shape[:-2])) if len(series.shape) > 2 else 1
+    promised = None
+    if tif.imagej_metadata and isinstance(tif.imagej_metadata.get("images"), int):
+        promised = tif.imagej_metadata["images"]
+    elif tif.ome_metadata:
+        sizes = [re.search(rf'Size{a}="(\d+)"', tif.ome_metadata) for a in "TZC"]
+        promised = int(np.prod([int(m.group(1)) for m in sizes if m]))
+    if series.shape and series.shape[-1] in (3, 4) and len(series.shape) > 2:
+        promised = None  # RGB(A) samples: the counts do not compare
+    size = path.stat().st_size
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes
+    else:
+        pages = list(series.pages)
+        if any(p is None for p in pages):
+            raise UserError(f"{path}: truncated or corrupt TIFF (pages missing)")
+        end = max((o + c for p in pages for o, c in zip(p.dataoffsets, p.databytecounts)),
+                  default=0)
+    if promised is not None and frames < promised:
+        raise UserError(f"{path}: truncated or corrupt TIFF: its metadata promises "
+                        f"{promised} frames, only {frames} found ({size} bytes)")
+    if end > size:
+        raise UserError(f"{path}: truncated TIFF: the image data needs {end} bytes, the "
+                        f"file has {size}")
+
+
+class _tifffile_quiet:
+    """Keep tifffile's log warnings off the terminal (a corrupt file is reported once, as a
+    UserError); ``messages`` collects them."""
+
+    def __enter__(self):
+        import logging
+
+        quiet = self
+
+        class Collect(logging.Handler):
+            def emit(self, record):
+                quiet.messages.append(record.getMessage())
+
+        self.messages: list[str] = []
+        self._log = logging.getLogger("tifffile")
+        self._saved = (self._log.propagate, self._log.level)
+        self._handler = Collect()
+        self._log.addHandler(self._handler)
+        self._log.propagate = False
+        self._log.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc):
+        self._log.removeHandler(self._handler)
+        self._log.propagate, level = self._saved
+        self._log.setLevel(level)
+        return False
+
+    def damage(self) -> str | None:
+        """The first warning that says the file is cut short or corrupt, else None."""
+        words = ("invalid page offset", "invalid value offset", "corrupt", "truncat")
+        return next((m for m in self.messages if any(w in m for w in words)), None)
 
 
 def write_stack(path: str | os.PathLike, stack: np.ndarray, pixel_size_nm: float,
@@ -116,7 +222,7 @@ def read_pixel_size_nm(path: str | os.PathLike) -> float | None:
     """Pixel size from a TIFF's resolution tags (ImageJ µm or cm units), None if absent."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
         if tif.ome_metadata:
             size = _ome_pixel_size_nm(tif.ome_metadata)
             if size is not None:
@@ -125,10 +231,13 @@ def read_pixel_size_nm(path: str | os.PathLike) -> float | None:
         tag = page.tags.get("XResolution")
         if tag is None:
             return None
-        num, den = tag.value
-        if num == 0:
+        try:
+            num, den = tag.value
+            per_unit = num / den
+        except (TypeError, ValueError, ZeroDivisionError):
             return None
-        per_unit = num / den
+        if not (np.isfinite(per_unit) and per_unit > 0):
+            return None
         unit = (tif.imagej_metadata or {}).get("unit", "")
         if unit in ("um", "micron", "µm", "\\u00B5m"):
             return 1000.0 / per_unit
@@ -147,7 +256,11 @@ def _ome_pixel_size_nm(xml: str) -> float | None:
         return None
     unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
     scale = {"nm": 1.0, "µm": 1000.0, "um": 1000.0, "mm": 1e6}.get(unit.group(1) if unit else "µm")
-    return float(m.group(1)) * scale if scale else None
+    try:
+        size = float(m.group(1)) * scale if scale else None
+    except ValueError:
+        return None
+    return size if size is not None and np.isfinite(size) and size > 0 else None
 
 
 class StackWriter:
@@ -173,13 +286,17 @@ class StackWriter:
 
         self._atomic = atomic_path(self.path)
         self.tmp = self._atomic.__enter__()
-        per_um = 1000.0 / self.pixel_size_nm
-        mm = tifffile.memmap(self.tmp, shape=self.shape, dtype=self.dtype, imagej=True,
-                             resolution=(per_um, per_um),
-                             metadata={"axes": "TYX", "unit": "um"})
-        self.offset = int(mm.offset)
-        del mm
-        self._file = open(self.tmp, "r+b")
+        try:
+            per_um = 1000.0 / self.pixel_size_nm
+            mm = tifffile.memmap(self.tmp, shape=self.shape, dtype=self.dtype, imagej=True,
+                                 resolution=(per_um, per_um),
+                                 metadata={"axes": "TYX", "unit": "um"})
+            self.offset = int(mm.offset)
+            del mm
+            self._file = open(self.tmp, "r+b")
+        except BaseException as err:  # disk full, ...: as a failed atomic write
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
         self.frame_bytes = self.shape[1] * self.shape[2] * self.dtype.itemsize
         return self
 

@@ -125,8 +125,30 @@ class CsvAppender:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="") as f:
-        return [h.strip().strip('"') for h in next(csv.reader(f), [])]
+    """The header of a CSV file; binary, non-UTF-8 or unreadable files are a UserError."""
+    from deepsmlm.io.text import decode_text
+
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    text = decode_text(first, path, "CSV file")
+    try:
+        row = next(csv.reader([text.rstrip("\r\n")]), [])
+    except csv.Error as err:
+        raise UserError(f"{path}: not a CSV header ({err})") from None
+    return [h.strip().strip('"') for h in row]
+
+
+def _frames_1_based(path: Path, values: np.ndarray, column: str) -> np.ndarray:
+    """A 1-based frame (or id) column as 0-based int64; anything else is a UserError."""
+    bad = ~((values >= 1) & (values < 2**31) & (values == np.round(values)))
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise UserError(f"{path}: {column!r} must hold whole numbers >= 1, row {i + 2} has "
+                        f"{values[i]:g}")
+    return values.astype(np.int64) - 1
 
 
 def _load_table(path: Path, header: list[str], nan_ok: tuple[str, ...] = ()) -> np.ndarray:
@@ -136,8 +158,12 @@ def _load_table(path: Path, header: list[str], nan_ok: tuple[str, ...] = ()) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # an empty table is fine
             data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} after "
+                        "the header); save the CSV file as UTF-8") from None
     except ValueError as err:
-        raise UserError(f"{path}: not a numeric table ({err})") from None
+        raise UserError(f"{path}: not a numeric table "
+                        f"({' '.join(str(err).split())[:200]})") from None
     if data.size and data.shape[1] != len(header):
         raise UserError(f"{path}: {data.shape[1]} values per row but {len(header)} columns")
     if data.size:
@@ -166,7 +192,7 @@ def read_csv(path: str | os.PathLike) -> EmitterSet:
     if missing:
         raise UserError(f"{path}: missing columns {missing}; header is {header}")
     data = _load_table(path, header, (*UNCERTAINTY_COLUMNS, *LATERAL_UNCERTAINTY_COLUMNS))
-    return _emitters_from_table(header, data)
+    return _emitters_from_table(path, header, data)
 
 
 def iter_csv(path: str | os.PathLike, rows: int = 200_000):
@@ -189,10 +215,10 @@ def iter_csv(path: str | os.PathLike, rows: int = 200_000):
             if data.shape[1] != len(header):
                 raise UserError(f"{path}: {data.shape[1]} values per row but {len(header)} "
                                 "columns")
-            yield _emitters_from_table(header, data)
+            yield _emitters_from_table(path, header, data)
 
 
-def _emitters_from_table(header: list[str], data: np.ndarray) -> EmitterSet:
+def _emitters_from_table(path: Path, header: list[str], data: np.ndarray) -> EmitterSet:
     col = {name: i for i, name in enumerate(header)}
     n = len(data)
 
@@ -207,9 +233,12 @@ def _emitters_from_table(header: list[str], data: np.ndarray) -> EmitterSet:
                                get(UNCERTAINTY_COLUMNS[1], lateral),
                                get(UNCERTAINTY_COLUMNS[2], nan)]).reshape(n, 3)
     xyz = np.column_stack([get("x [nm]", None), get("y [nm]", None), get("z [nm]", np.zeros(n))])
+    ids = get("id", np.arange(n))
+    if "id" in col and not np.all((np.abs(ids) < 2**62) & (ids == np.round(ids))):
+        raise UserError(f"{path}: 'id' must hold whole numbers")
     return EmitterSet.from_numpy(xyz, get("intensity [photon]", np.ones(n)),
-                                 get("frame", None).astype(np.int64) - 1,
-                                 get("id", np.arange(n)).astype(np.int64), unc)
+                                 _frames_1_based(path, get("frame", None), "frame"),
+                                 ids.astype(np.int64), unc)
 
 
 # ------------------------------------------------------------------ SMLM Challenge 2016
@@ -228,8 +257,9 @@ def read_smlm(path: str | os.PathLike) -> EmitterSet:
     if header[:6] != SMLM_COLUMNS:
         raise UserError(f"{path}: expected the SMLM Challenge header {SMLM_COLUMNS}")
     data = _load_table(path, header)
-    return EmitterSet.from_numpy(data[:, 2:5], data[:, 5], data[:, 1].astype(np.int64) - 1,
-                                 data[:, 0].astype(np.int64) - 1)
+    return EmitterSet.from_numpy(data[:, 2:5], data[:, 5],
+                                 _frames_1_based(path, data[:, 1], "frame"),
+                                 _frames_1_based(path, data[:, 0], "Ground-truth"))
 
 
 # ------------------------------------------------------------------ Picasso HDF5
@@ -338,58 +368,118 @@ def _picasso_rows(a: dict, dtype, px: float, sigma_nm, background_photons: float
     return locs, int(nominal_xy.sum()), nominal_z
 
 
+# What h5py raises on a damaged file (its C library's errors arrive as these types).
+HDF5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError,
+               RecursionError)
+
+
+def _open_hdf5(path: Path):
+    """``h5py.File(path, "r")``; a file that is not HDF5 is a UserError."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path}: cannot read as HDF5 "
+                        f"({' '.join(str(err).split())[:160]})") from None
+
+
 def read_picasso_info(path: str | os.PathLike) -> list[dict]:
-    """Picasso metadata: the ``.yaml`` sidecar, else the embedded ``/metadata`` JSON."""
+    """Picasso metadata: the ``.yaml`` sidecar, else the embedded ``/metadata`` JSON.
+    Only the mappings are kept; unreadable metadata is a UserError naming the file."""
+    import json
+
     import yaml
+
+    from deepsmlm.io.text import decode_text, read_text
 
     path = Path(path)
     side = path.with_suffix(".yaml")
     if side.is_file():
-        return [d for d in yaml.safe_load_all(side.read_text()) if d]
-    import json
-
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if "metadata" in f:
+        try:
+            docs = list(yaml.safe_load_all(read_text(side, "Picasso metadata file")))
+        except (yaml.YAMLError, RecursionError) as err:
+            raise UserError(f"{side}: not valid YAML "
+                            f"({' '.join(str(err).split())[:160]})") from None
+        return [d for d in docs if isinstance(d, dict)]
+    try:
+        with _open_hdf5(path) as f:
+            if "metadata" not in f:
+                return []
             raw = f["metadata"][()]
-            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    return []
+        text = decode_text(raw, f"{path}:/metadata", "JSON text") \
+            if isinstance(raw, bytes) else str(raw)
+        info = json.loads(text)
+    except UserError:
+        raise
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path}: unreadable /metadata "
+                        f"({' '.join(str(err).split())[:160]})") from None
+    info = info if isinstance(info, list) else [info]
+    return [d for d in info if isinstance(d, dict)]
 
 
 def read_picasso(path: str | os.PathLike, pixel_size_nm: float | None = None) -> EmitterSet:
     """Read a Picasso HDF5 file; the pixel size comes from its metadata unless given."""
-    import h5py
+    import math
 
     path = Path(path)
     if pixel_size_nm is None:
         sizes = [d["Pixelsize"] for d in read_picasso_info(path) if "Pixelsize" in d]
         if not sizes:
             raise UserError(f"{path}: no Pixelsize in its metadata; give the pixel size")
-        pixel_size_nm = float(sizes[-1])
+        pixel_size_nm = sizes[-1]
+        if (isinstance(pixel_size_nm, bool) or not isinstance(pixel_size_nm, (int, float))
+                or not math.isfinite(pixel_size_nm) or pixel_size_nm <= 0):
+            raise UserError(f"{path}: Pixelsize in its metadata must be a number > 0, got "
+                            f"{pixel_size_nm!r}")
     try:
-        with h5py.File(path, "r") as f:
+        with _open_hdf5(path) as f:
             if "locs" not in f:
-                raise UserError(f"{path}: no /locs dataset (not a Picasso localization file)")
-            locs = f["locs"][()]
-    except OSError as err:
-        raise UserError(f"{path}: cannot read as HDF5 ({err})") from None
+                raise UserError(f"{path}: no /locs dataset (not a Picasso localization "
+                                "file)")
+            locs = np.asarray(f["locs"][()])
+    except UserError:
+        raise
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path}: cannot read /locs "
+                        f"({' '.join(str(err).split())[:160]})") from None
     names = locs.dtype.names or ()
+    if locs.ndim != 1:
+        raise UserError(f"{path}: /locs must be a table (1D), got shape {locs.shape}")
     for need in ("frame", "x", "y"):
         if need not in names:
             raise UserError(f"{path}: /locs lacks the field {need!r}")
-    px = pixel_size_nm
+    try:
+        return _picasso_to_emitters(path, locs, float(pixel_size_nm))
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{path}: /locs has fields of the wrong type ({err})") from None
+
+
+def _picasso_to_emitters(path: Path, locs: np.ndarray, px: float) -> EmitterSet:
+    names = locs.dtype.names
     n = len(locs)
-    z = locs["z"].astype(float) if "z" in names else np.zeros(n)
-    xyz = np.column_stack([(locs["x"] + PICASSO_OFFSET_PX) * px,
-                           (locs["y"] + PICASSO_OFFSET_PX) * px, z])
+
+    def column(name: str) -> np.ndarray:
+        values = np.asarray(locs[name], dtype=np.float64)
+        if values.ndim != 1:
+            raise UserError(f"{path}: /locs field {name!r} is not a scalar per localization")
+        return values
+
+    frame = column("frame")
+    if not np.all((frame >= 0) & (frame < 2**31) & (frame == np.round(frame))):
+        raise UserError(f"{path}: /locs 'frame' must hold whole numbers >= 0")
+    z = column("z") if "z" in names else np.zeros(n)
+    xyz = np.column_stack([(column("x") + PICASSO_OFFSET_PX) * px,
+                           (column("y") + PICASSO_OFFSET_PX) * px, z])
+    if not np.all(np.isfinite(xyz)):
+        raise UserError(f"{path}: /locs contains NaN or inf in x, y or z")
     unc = None
     if "lpx" in names and "lpy" in names:  # lpx, lpy in camera pixels, lpz in nm
-        lpz = locs["lpz"].astype(float) if "lpz" in names else np.full(n, np.nan)
-        unc = np.column_stack([locs["lpx"].astype(float) * px, locs["lpy"].astype(float) * px,
-                               lpz]).reshape(n, 3)
-    photons = locs["photons"] if "photons" in names else np.ones(n)
-    return EmitterSet.from_numpy(xyz, photons, locs["frame"].astype(np.int64), None, unc)
+        lpz = column("lpz") if "lpz" in names else np.full(n, np.nan)
+        unc = np.column_stack([column("lpx") * px, column("lpy") * px, lpz]).reshape(n, 3)
+    photons = column("photons") if "photons" in names else np.ones(n)
+    return EmitterSet.from_numpy(xyz, photons, frame.astype(np.int64), None, unc)
 
 
 # ------------------------------------------------------------------ any format

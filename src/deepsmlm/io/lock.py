@@ -1,10 +1,11 @@
 """One run per output folder: an advisory lock held for the life of a command.
 
-``folder_lock(out, "localize")`` takes an exclusive ``flock`` on ``out/.deepsmlm.lock``;
-a second command into the same folder fails at once with a ``UserError`` naming the run
-that holds it. The operating system drops the lock when the process ends — Ctrl-C, a crash
-or ``kill -9`` — so a lock is never left stale. The lock file itself stays (it is empty of
-meaning once unlocked; its text names the last holder, for the message).
+``folder_lock(out, "localize")`` takes an exclusive ``flock`` on the folder itself; a
+second command into the same folder fails at once with a ``UserError`` naming the run that
+holds it (from the note ``out/.deepsmlm.lock``, written while the lock is held and removed
+with it). The operating system drops the lock when the process ends — Ctrl-C, a crash or
+``kill -9`` — so a lock is never left stale (after ``kill -9`` only the note stays, and the
+next run replaces it).
 """
 
 from __future__ import annotations
@@ -18,28 +19,32 @@ from pathlib import Path
 
 from deepsmlm.errors import UserError
 
-LOCK_NAME = ".deepsmlm.lock"
+NOTE_NAME = ".deepsmlm.lock"
 
 
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
     """Hold ``folder``'s lock while the block runs (the folder must exist)."""
     folder = Path(folder)
-    path = folder / LOCK_NAME
+    note = folder / NOTE_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(folder, os.O_RDONLY)
     except OSError as err:
-        raise UserError(f"cannot write in {folder}: {err.strerror}") from None
+        raise UserError(f"cannot use the folder {folder}: {err.strerror}") from None
     try:
         if not _try_lock(fd):
-            holder = _read(fd) or "another deepsmlm run"
+            holder = _read(note) or "another deepsmlm run"
             raise UserError(f"{folder} is in use by {holder}; wait for it to end or choose "
                             "another --out")
-        note = (f"`deepsmlm {command}` (pid {os.getpid()} on {socket.gethostname()}, since "
+        text = (f"`deepsmlm {command}` (pid {os.getpid()} on {socket.gethostname()}, since "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode(), 0)
-        yield folder
+        with contextlib.suppress(OSError):  # the note only serves the message above
+            note.write_text(text)
+        try:
+            yield folder
+        finally:
+            with contextlib.suppress(OSError):
+                note.unlink()
     finally:
         os.close(fd)  # closing drops the lock
 
@@ -58,8 +63,8 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _read(fd: int) -> str:
+def _read(path: Path) -> str:
     try:
-        return os.pread(fd, 512, 0).decode(errors="replace").strip()
+        return path.read_text(errors="replace").strip()[:300]
     except OSError:
         return ""

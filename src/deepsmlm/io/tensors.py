@@ -68,10 +68,14 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict:
+    from deepsmlm.io.text import read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"missing {path.name} in {path.parent} (not a deepsmlm model folder?)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path, "JSON file"))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None

@@ -40,9 +40,31 @@ def load_phase_array(path: str | Path, key: str | None = None) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"mask file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".mat", ".tif", ".tiff"):
+        raise UserError(f"{path}: mask must be .npy, .mat or .tif, not {suffix!r}")
+    try:
+        arr = _read_array(path, suffix, key)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 — numpy/scipy/tifffile raise many types on bad bytes
+        raise UserError(f"{path}: cannot read the mask file ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:160]})") from None
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise UserError(f"{path}: mask must be a 2D numeric phase map, got {arr.dtype} "
+                        f"values of shape {arr.shape}")
+    if arr.ndim != 2:
+        raise UserError(f"{path}: mask must be a 2D numeric phase map, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"{path}: mask contains NaN or inf")
+    return arr
+
+
+def _read_array(path: Path, suffix: str, key: str | None):
     if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    elif suffix == ".mat":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".mat":
         from scipy.io import loadmat
 
         data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
@@ -52,20 +74,10 @@ def load_phase_array(path: str | Path, key: str | None = None) -> np.ndarray:
             key = next(iter(data))
         if key not in data:
             raise UserError(f"{path}: no key {key!r}; it holds {sorted(data)}")
-        arr = data[key]
-    elif suffix in (".tif", ".tiff"):
-        import tifffile
+        return data[key]
+    import tifffile
 
-        arr = tifffile.imread(path)
-    else:
-        raise UserError(f"{path}: mask must be .npy, .mat or .tif, not {suffix!r}")
-    arr = np.asarray(arr)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise UserError(f"{path}: mask must be a 2D numeric phase map, got shape {arr.shape}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"{path}: mask contains NaN or inf")
-    return arr
+    return tifffile.imread(path)
 
 
 def sidecar_pupil_radius_px(path: str | Path) -> float | None:

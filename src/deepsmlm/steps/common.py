@@ -87,6 +87,8 @@ def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder
     """The experiment of a run in ``out`` (``what``: train or design): a resumed run takes
     the one saved there; a new one needs ``experiment`` and a folder without a run."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
     if resume:
         ckpt = out / "checkpoint"  # last.safetensors (format 1: + state.json)
         if not ((ckpt / "last.safetensors").is_file() or (ckpt / "state.json").is_file()):
@@ -124,5 +126,111 @@ def locked_run(experiment, out: str | os.PathLike, resume: bool, what: str,
 
 
 def check_minutes(max_minutes: float | None) -> None:
-    if max_minutes is not None and max_minutes <= 0:
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise UserError(f"--max-minutes must be > 0, got {max_minutes}")
+
+
+def check_number(name: str, value: float | None, *, above: float | None = None,
+                 at_least: float | None = None, at_most: float | None = None) -> None:
+    """A UserError naming option ``name`` unless ``value`` (None: not given) is a finite
+    number within the bounds (``above`` exclusive, ``at_least``/``at_most`` inclusive)."""
+    if value is None:
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    rules = [f"> {above:g}" if above is not None else "",
+             f">= {at_least:g}" if at_least is not None else "",
+             f"<= {at_most:g}" if at_most is not None else ""]
+    ok = (math.isfinite(v) and (above is None or v > above)
+          and (at_least is None or v >= at_least) and (at_most is None or v <= at_most))
+    if not ok:
+        rule = " and ".join(r for r in rules if r)
+        raise UserError(f"{name} must be a finite number{' ' + rule if rule else ''}, "
+                        f"got {value!r}")
+
+
+def check_camera(values: dict[str, float | None], names: dict[str, str] | None = None) -> None:
+    """Camera values given by the user (None = not given): baseline_adu any finite
+    number, e_per_adu and em_gain > 0, 0 < qe <= 1. ``names`` maps a key to the option
+    that set it (default ``--KEY``)."""
+    names = names or {}
+    bounds = {"baseline_adu": {}, "e_per_adu": {"above": 0.0}, "em_gain": {"above": 0.0},
+              "qe": {"above": 0.0, "at_most": 1.0}, "read_noise_e": {"at_least": 0.0}}
+    for key, value in values.items():
+        option = names.get(key, "--" + key.replace("_", "-"))
+        check_number(option, value, **bounds.get(key, {}))
+
+
+def check_localize_options(threshold: float | None, camera: dict | None) -> None:
+    """``localize``'s numbers: a finite threshold; camera overrides as ``check_camera``."""
+    check_number("--threshold", threshold)
+    check_camera(camera or {}, {k: "--camera-" + k.replace("_", "-") for k in camera or {}})
+
+
+def check_device(text: str) -> str:
+    """``text`` as a torch device this build and machine can use (cpu, cuda, cuda:N, mps);
+    a UserError names the device and why not."""
+    name = str(text).strip()
+    if name == "cpu":
+        return name
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {text!r} (expected cpu, cuda, cuda:N or mps)"
+                        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise UserError(f"device {text!r}: {why} (torch {torch.__version__}); "
+                            "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {text!r}: there are only "
+                            f"{torch.cuda.device_count()} CUDA devices")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"device {text!r}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise UserError(f"unsupported device {text!r} (expected cpu, cuda, cuda:N or mps)")
+    return name
+
+
+def check_movie_fits_model(stack, card, tolerance: float = 0.02) -> None:
+    """A UserError when the movie's pixel size (TIFF metadata, when present) differs from
+    the model's by more than ``tolerance`` (relative): the model would localize on the
+    wrong scale."""
+    px, movie_px = card.pixel_size_nm, stack.pixel_size_nm
+    if movie_px is not None and abs(movie_px - px) > tolerance * px:
+        raise UserError(f"{stack.path}: pixel size {movie_px:.1f} nm (its metadata) but the "
+                        f"model was trained for {px:.1f} nm; train a model for this pixel "
+                        "size, or, if the metadata is wrong, give the true one with "
+                        "--pixel-size-nm")
+
+
+# Refuse, up front, arrays that would not fit: the limit and what would be needed are named.
+MAX_ARRAY_BYTES = 32 * 2**30
+MAX_PSF_SIZE_PX = 4096
+
+
+def gigabytes(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def check_array_bytes(n_bytes: float, what: str, hint: str) -> None:
+    """A UserError when an array of ``n_bytes`` would exceed the in-memory limit."""
+    limit = min(MAX_ARRAY_BYTES, _memory_bytes() // 2 or MAX_ARRAY_BYTES)
+    if n_bytes > limit:
+        raise UserError(f"{what} would need {gigabytes(n_bytes)} of memory (limit "
+                        f"{gigabytes(limit)}); {hint}")
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from deepsmlm.config import Experiment
-from deepsmlm.errors import UserError
 from deepsmlm.io.atomic import atomic_write_text
-from deepsmlm.steps.common import as_experiment, out_dir, z_planes
+from deepsmlm.steps.common import as_experiment, check_number, out_dir, z_planes
 
 
 def crlb_table(exp: Experiment, photons: float, background: float, z_nm: np.ndarray) -> dict:
@@ -22,9 +21,9 @@ def run_crlb(experiment, photons: float, background: float, out,
     """``out/crlb.csv`` (z [nm], crlb_x/y/z [nm]) and ``out/crlb.png``."""
     from deepsmlm.plotting import crlb_plot
 
+    check_number("--photons", photons, above=0.0)
+    check_number("--background", background, at_least=0.0)
     exp = as_experiment(experiment)
-    if photons <= 0 or background < 0:
-        raise UserError(f"need --photons > 0 and --background >= 0, got {photons}, {background}")
     if z_range is None and exp.optics.psf == "gaussian":
         z = np.array([exp.optics.focus_nm])
     else:

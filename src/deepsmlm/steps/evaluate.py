@@ -8,7 +8,7 @@ import math
 from deepsmlm.errors import UserError
 from deepsmlm.io.atomic import atomic_write_text
 from deepsmlm.io.localizations import read_localizations
-from deepsmlm.steps.common import field_of, json_safe
+from deepsmlm.steps.common import check_number, field_of, json_safe
 
 
 def run_evaluate(pred_path, truth_path, tol_xy_nm: float = 250.0, tol_z_nm: float = 500.0,
@@ -17,6 +17,12 @@ def run_evaluate(pred_path, truth_path, tol_xy_nm: float = 250.0, tol_z_nm: floa
     """Match PRED to TRUTH and compute every metric; optionally write JSON."""
     from deepsmlm.evaluation.metrics import evaluate
 
+    check_number("--tol-xy-nm", tol_xy_nm, above=0.0)
+    check_number("--tol-z-nm", tol_z_nm, above=0.0)
+    check_number("--border-nm", border_nm, at_least=0.0)
+    check_number("--pixel-size-nm", pixel_size_nm, above=0.0)
+    if method not in ("greedy", "hungarian"):
+        raise UserError(f"--method must be greedy or hungarian, got {method!r}")
     pred = read_localizations(pred_path, pixel_size_nm).numpy()
     truth = read_localizations(truth_path, pixel_size_nm).numpy()
     field = field_of(truth_path, experiment) or field_of(pred_path, experiment)

@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import out_dir
+from deepsmlm.steps.common import (
+    check_device,
+    check_localize_options,
+    check_movie_fits_model,
+    out_dir,
+)
 
 PARTIAL_CSV = "localizations.partial.csv"
 PARTIAL_STATE = "localize.partial.safetensors"
@@ -38,8 +43,8 @@ PREVIEW_MAX_LOCALIZATIONS = 200_000
 def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                  batch_size: int | None = None, device: str = "cpu",
                  camera: dict | None = None, threshold: float | None = None,
-                 progress: bool = True, resume: bool = False, dask: str | None = None
-                 ) -> dict:
+                 progress: bool = True, resume: bool = False, dask: str | None = None,
+                 pixel_size_nm: float | None = None) -> dict:
     """Localize a movie; writes localizations.csv/.hdf5, sr.tif, sr.png, localize.json;
     returns a summary.
 
@@ -48,18 +53,20 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     DeepSTORM3D: its z projection; fastloc: the detection probability); sr.png is the
     method's preview beside the widefield sum. ``resume`` continues an interrupted run in
     ``out`` (same model and movie; its chunking, threshold and camera). ``dask``:
-    ``local:N`` or a scheduler address (``tcp://HOST:PORT``)."""
+    ``local:N`` or a scheduler address (``tcp://HOST:PORT``). ``pixel_size_nm``: the
+    movie's pixel size, overriding its metadata (which must otherwise agree with the
+    model's within 2 %)."""
     from deepsmlm.inference import Predictor
     from deepsmlm.io.lock import folder_lock
     from deepsmlm.io.movies import movie_identity, open_movie
 
+    device = check_device(device)
     pred = Predictor.load(model_dir, device, camera)
+    check_localize_options(threshold, camera)
     stack = open_movie(movie)
-    px = pred.card.pixel_size_nm
-    if stack.pixel_size_nm is not None and abs(stack.pixel_size_nm - px) > 0.02 * px:
-        print(f"warning: the movie's pixel size {stack.pixel_size_nm:.1f} nm (from its "
-              f"metadata) differs from the model's {px:.1f} nm; localizing with the model's",
-              file=sys.stderr)
+    if pixel_size_nm is not None:
+        stack.pixel_size_nm = float(pixel_size_nm)
+    check_movie_fits_model(stack, pred.card)
     out = out_dir(out)
     settings = {"model": _model_identity(model_dir), "movie": movie_identity(stack),
                 "threshold": float(pred.card.threshold if threshold is None else threshold),

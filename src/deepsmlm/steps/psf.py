@@ -6,7 +6,15 @@ import numpy as np
 import torch
 
 from deepsmlm.config import Experiment
-from deepsmlm.steps.common import as_experiment, out_dir, z_planes
+from deepsmlm.errors import UserError
+from deepsmlm.steps.common import (
+    MAX_PSF_SIZE_PX,
+    as_experiment,
+    check_array_bytes,
+    gigabytes,
+    out_dir,
+    z_planes,
+)
 
 
 def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None) -> np.ndarray:
@@ -16,6 +24,14 @@ def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None) -> 
     """
     from deepsmlm.build import build_psf
 
+    if size_px is not None and size_px > MAX_PSF_SIZE_PX:
+        raise UserError(f"--size-px {size_px} is too large (at most {MAX_PSF_SIZE_PX}); "
+                        f"{len(z_nm)} planes would need "
+                        f"{gigabytes(4.0 * len(z_nm) * size_px**2)}")
+    if size_px is not None:
+        check_array_bytes(4.0 * len(z_nm) * size_px**2,
+                          f"{len(z_nm)} planes of {size_px}×{size_px} px",
+                          "use fewer planes (--z-nm) or a smaller --size-px")
     psf = build_psf(exp)
     size = size_px or psf.patch_px
     px = exp.optics.pixel_size_nm

@@ -9,7 +9,7 @@ import numpy as np
 
 from deepsmlm.errors import UserError
 from deepsmlm.io.localizations import read_localizations
-from deepsmlm.steps.common import field_of
+from deepsmlm.steps.common import check_number, field_of
 
 
 def run_render(locs_path, pixel_nm: float, out, sigma_nm: float | None = None,
@@ -20,8 +20,15 @@ def run_render(locs_path, pixel_nm: float, out, sigma_nm: float | None = None,
     from deepsmlm.plotting import image_preview
     from deepsmlm.render import render_gaussian, render_histogram
 
-    if pixel_nm <= 0:
-        raise UserError(f"--pixel-nm must be > 0, got {pixel_nm}")
+    check_number("--pixel-nm", pixel_nm, above=0.0)
+    check_number("--sigma", sigma_nm, above=0.0)
+    check_number("--pixel-size-nm", pixel_size_nm, above=0.0)
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give an image file name, e.g. "
+                        f"{out / 'sr.tif'}")
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise UserError(f"--out {out}: the image is a TIFF; give a name ending in .tif")
     locs = read_localizations(locs_path, pixel_size_nm).numpy()
     xy = locs["xyz_nm"][:, :2]
     field = field_of(locs_path, experiment)
@@ -46,7 +53,6 @@ def run_render(locs_path, pixel_nm: float, out, sigma_nm: float | None = None,
         img = render_gaussian(xy, pixel_nm, field, sigma_nm)
     else:
         img = render_histogram(xy, pixel_nm, field)
-    out = Path(out)
     write_stack(out, img[None], pixel_nm, axes="ZYX")
     image_preview(img, pixel_nm, out.with_suffix(".png"),
                   f"{len(xy)} localizations, {pixel_nm:g} nm pixels")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from deepsmlm.config import Experiment
 from deepsmlm.emitters import EmitterSet
-from deepsmlm.steps.common import as_experiment, out_dir
+from deepsmlm.errors import UserError
+from deepsmlm.steps.common import as_experiment, check_array_bytes, gigabytes, out_dir
 
 
 @dataclass
@@ -26,6 +28,7 @@ def simulate(exp: Experiment, n_frames: int, seed: int = 0, chunk_frames: int | 
              device: str | torch.device = "cpu") -> Movie:
     """Simulate ``n_frames`` frames of the experiment, in memory. Same seed and chunking,
     same result (per device); ``simulate_to_disk`` streams the same frames to a file."""
+    check_movie_bytes(exp, n_frames)
     frames = np.empty((n_frames, exp.frame.height_px, exp.frame.width_px),
                       dtype=frame_dtype(exp))
     truth = []
@@ -71,6 +74,33 @@ def render_chunks(exp: Experiment, n_frames: int, seed: int = 0,
             yield t0, sim(part, t1 - t0, dev_gen).cpu().numpy().astype(dtype), em
 
 
+def movie_bytes(exp: Experiment, n_frames: int) -> float:
+    h, w = exp.frame.height_px, exp.frame.width_px
+    return float(n_frames) * h * w * np.dtype(frame_dtype(exp)).itemsize
+
+
+def check_movie_bytes(exp: Experiment, n_frames: int) -> None:
+    """A UserError, before anything is drawn, when the movie would not fit in memory
+    (``simulate``, in memory)."""
+    h, w = exp.frame.height_px, exp.frame.width_px
+    check_array_bytes(movie_bytes(exp, n_frames), f"--frames {n_frames} of {h}×{w} px",
+                      "simulate fewer frames, or stream them to disk (simulate_to_disk)")
+
+
+def check_disk_bytes(exp: Experiment, n_frames: int, out: Path) -> None:
+    """A UserError, before anything is drawn, when the movie would not fit on the disk of
+    ``out`` (``simulate_to_disk``; the ground truth adds a few percent)."""
+    import shutil
+
+    need = movie_bytes(exp, n_frames)
+    free = shutil.disk_usage(out).free
+    if need > free:
+        h, w = exp.frame.height_px, exp.frame.width_px
+        raise UserError(f"--frames {n_frames} of {h}×{w} px would need {gigabytes(need)} "
+                        f"on disk, {gigabytes(free)} free in {out}; simulate fewer frames "
+                        "or write elsewhere")
+
+
 def write_movie(movie: Movie, out: str | os.PathLike) -> None:
     """``out/frames.tif`` (uint16 ADU, T×H×W), ``truth.csv``, ``experiment.yaml``."""
     from deepsmlm.io.frames import write_stack
@@ -96,6 +126,7 @@ def simulate_to_disk(exp: Experiment, n_frames: int, out: str | os.PathLike, see
     from deepsmlm.io.localizations import CsvAppender, write_csv
 
     out = out_dir(out)
+    check_disk_bytes(exp, n_frames, out)
     shape = (exp.frame.height_px, exp.frame.width_px)
     n_emitters = 0
     with StackWriter(out / "frames.tif", n_frames, shape, frame_dtype(exp),

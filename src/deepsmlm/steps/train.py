@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import check_minutes, locked_run
+from deepsmlm.steps.common import check_device, check_minutes, locked_run
 
 
 def run_train(experiment, out, max_minutes: float | None = None, resume: bool = False,
@@ -17,6 +17,7 @@ def run_train(experiment, out, max_minutes: float | None = None, resume: bool = 
     from deepsmlm.training.train import train
 
     check_minutes(max_minutes)
+    device = check_device(device)
     data = None
     if stack is not None or truth is not None:
         if stack is None or truth is None:

@@ -63,11 +63,18 @@ class ModelCard:
         if not isinstance(d, dict):
             raise UserError(f"{source}: expected a JSON object")
         version = d.get("format_version", 1)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            written = (d.get("versions") or {}).get("deepsmlm", "a newer release")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise UserError(f"{source}: format_version must be a whole number >= 1, got "
+                            f"{version!r}")
+        if version > FORMAT_VERSION:
+            from deepsmlm._version import __version__
+
+            by = d.get("versions")
+            written = by.get("deepsmlm") if isinstance(by, dict) else None
             raise UserError(f"{source}: model format version {version} (written by deepsmlm "
-                            f"{written}) needs a deepsmlm that reads format {version}; this "
-                            f"one reads formats 1–{FORMAT_VERSION}: upgrade deepsmlm")
+                            f"{written or 'a newer release'}) needs a deepsmlm that reads "
+                            f"format {version}; the installed deepsmlm {__version__} reads "
+                            f"formats 1–{FORMAT_VERSION}: upgrade deepsmlm")
         if version == 1:
             d = _from_version_1(d)
         unknown = sorted(set(d) - set(_COMMON))
@@ -77,7 +84,36 @@ class ModelCard:
             raise UserError(f"{source}: " + "; ".join(
                 ([f"unknown keys {unknown}"] if unknown else [])
                 + ([f"missing keys {missing}"] if missing else [])))
+        _check_types(d, source)
         return cls(**{**d, "settings": dict(d.get("settings") or {})})
+
+
+def _check_types(d: dict, source: str) -> None:
+    """Each key of a model card has the type its readers expect (a UserError otherwise)."""
+    import math
+
+    def number(v) -> bool:
+        return (isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v))
+
+    checks = {
+        "method": (lambda v: isinstance(v, str), "a method name"),
+        "pixel_size_nm": (lambda v: number(v) and v > 0, "a number > 0"),
+        "upsampling": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                       "a whole number >= 1"),
+        "normalization": (lambda v: isinstance(v, dict)
+                          and isinstance(v.get("camera"), dict), "an object with 'camera'"),
+        "settings": (lambda v: v is None or isinstance(v, dict), "an object"),
+        "threshold": (lambda v: v is None or number(v), "a number or null"),
+        "weights": (lambda v: v is None or isinstance(v, int), "a whole number or null"),
+        "validation": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+        "training": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+        "init_model": (lambda v: v is None or isinstance(v, str), "a path or null"),
+        "versions": (lambda v: isinstance(v, dict), "an object"),
+    }
+    for key, (ok, what) in checks.items():
+        if key in d and not ok(d[key]):
+            raise UserError(f"{source}: {key!r} must be {what}, got {d[key]!r:.80}")
 
 
 def _from_version_1(d: dict) -> dict:
@@ -145,11 +181,12 @@ class ModelFolder:
         from deepsmlm import methods
 
         net = methods.get(card.method).build_network(card)
-        try:
-            net.load_state_dict(self.read_weights())
-        except RuntimeError as err:
-            raise UserError(f"{self.path}: weights do not fit the model settings ({err})"
-                            ) from None
+        weights = self.read_weights()
+        problem = _state_dict_mismatch(net.state_dict(), weights)
+        if problem:
+            raise UserError(f"{self.weights_path}: the weights do not fit the network that "
+                            f"model.json describes ({problem})")
+        net.load_state_dict(weights)
         return net
 
     def normalizer(self, card: ModelCard, camera_overrides: dict | None = None):
@@ -168,6 +205,25 @@ class ModelFolder:
     def write_curves(self, history: list[dict]) -> None:
         """``curves.csv`` (one row per epoch) and ``curves.png``."""
         write_curves(history, self.path)
+
+
+def _state_dict_mismatch(expected: dict, found: dict) -> str:
+    """One line on how ``found`` differs from ``expected`` (names and shapes), or ''."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found
+              and tuple(expected[k].shape) != tuple(found[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, first {missing[0]!r}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, first {unexpected[0]!r}")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape, first {k!r}: "
+                     f"{tuple(found[k].shape)} in the file, {tuple(expected[k].shape)} "
+                     "expected")
+    return "; ".join(parts)
 
 
 def write_curves(history: list[dict], out: Path) -> None:
