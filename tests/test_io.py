@@ -279,3 +279,19 @@ def test_stack_errors(tmp_path):
         read_stack(tmp_path / "t.tif")
     with pytest.raises(UserError, match="movie not found"):
         read_stack(tmp_path / "none.tif")
+
+
+def test_atomic_writes_get_the_permissions_of_an_ordinary_file(tmp_path):
+    """A result must be readable by the lab, as a file made by open() is (mkstemp alone
+    would leave it 0600)."""
+    import os
+    import stat
+
+    from deepsmlm.io.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
