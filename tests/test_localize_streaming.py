@@ -332,3 +332,18 @@ def test_two_trainings_into_one_folder_cannot_both_run(setup, tmp_path, capsys):
         assert main(["train", str(setup / "exp.yaml"), "--out", str(out), "--quiet"]) == 2
     assert "in use by `deepsmlm train`" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == []  # nothing written (the note went with the lock)
+
+
+def test_dask_scheduler_address_of_a_running_cluster(setup, reference):
+    """`--dask tcp://HOST:PORT`: a scheduler started elsewhere (here a LocalCluster of one
+    worker process, by address) gives the same table; the cluster is left running."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        out = setup / "dask_address"
+        assert cluster.scheduler_address.startswith("tcp://")
+        assert localize(setup, out, "--chunk-frames", "8", "--dask",
+                        cluster.scheduler_address) == 0
+        assert table(out) == table(reference)
+        with distributed.Client(cluster) as client:  # still up for its other users
+            assert len(client.scheduler_info()["workers"]) == 1
