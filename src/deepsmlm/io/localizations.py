@@ -195,7 +195,7 @@ def read_csv(path: str | os.PathLike) -> EmitterSet:
     return _emitters_from_table(path, header, data)
 
 
-def iter_csv(path: str | os.PathLike, rows: int = 200_000):
+def iter_csv(path: str | os.PathLike, rows: int = 50_000):
     """Our CSV (as ``read_csv``) in blocks of at most ``rows`` localizations: memory bounded
     by the block, whatever the file's length."""
     import itertools
