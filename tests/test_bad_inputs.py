@@ -279,7 +279,7 @@ CASES = [
     C("--frames negative", "simulate {exp} --frames -3 --out out", "--frames"),
     C("--frames zero", "simulate {exp} --frames 0 --out out", "positive integer"),
     C("--frames not a number", "simulate {exp} --frames many --out out", "positive integer"),
-    C("--frames too many for memory", "simulate {exp} --frames 100000000000 --out out",
+    C("--frames too many for the disk", "simulate {exp} --frames 100000000000 --out out",
       "would need"),
     C("--seed too large", "simulate {exp} --frames 2 --out out --seed 99999999999999999999",
       "seed below 2**63"),
