@@ -108,6 +108,8 @@ def test_ctrl_c_leaves_a_valid_partial_result_and_resume_finishes_it_identically
     # resume with other settings is refused, with the same ones it finishes
     assert localize(setup, out, "--resume", "--chunk-frames", "5") == 2
     assert "--chunk-frames 8" in capsys.readouterr().err
+    assert localize(setup, out, "--resume", "--threshold", "0.9") == 2
+    assert "used --threshold" in capsys.readouterr().err
     assert localize(setup, out, "--resume") == 0
     assert table(out) == table(reference)
     assert not (out / "localize.progress.json").exists()

@@ -67,9 +67,12 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     if pixel_size_nm is not None:
         stack.pixel_size_nm = float(pixel_size_nm)
     check_movie_fits_model(stack, pred.card)
+    if resume and not (Path(out) / PARTIAL_STATE).is_file():
+        raise UserError(f"--resume: no interrupted localize in {out}")
     out = out_dir(out)
     settings = {"model": _model_identity(model_dir), "movie": movie_identity(stack),
                 "threshold": float(pred.card.threshold if threshold is None else threshold),
+                "threshold_given": threshold is not None,
                 "camera": {k: v for k, v in (camera or {}).items() if v is not None},
                 "chunk_frames": chunk_frames, "batch_size": batch_size}
     with folder_lock(out, "localize"):
@@ -144,6 +147,9 @@ def _start(out: Path, settings: dict, resume: bool) -> dict:
         if settings[key] is not None and settings[key] != saved[key]:
             raise UserError(f"--resume: the interrupted run used {flag} {saved[key]}; give "
                             "the same or leave it out")
+    if settings["threshold_given"] and settings["threshold"] != saved["threshold"]:
+        raise UserError(f"--resume: the interrupted run used --threshold "
+                        f"{saved['threshold']:g}; give the same or leave it out")
     if settings["camera"] and settings["camera"] != saved["camera"]:
         raise UserError(f"--resume: the interrupted run used the camera values "
                         f"{saved['camera'] or 'of the model'}; give the same or leave them out")
