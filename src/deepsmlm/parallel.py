@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from deepsmlm.errors import UserError
 
-_PREDICTORS: dict = {}  # per worker process: (model, device, camera) → Predictor
+_PREDICTORS: dict = {}  # per worker process: (model, its weights, device, camera) → Predictor
 
 
 def localize_on_dask(address: str, model_dir, movie, n_frames: int, chunk_frames: int,
@@ -89,7 +89,12 @@ def _localize_task(model_dir: str, movie: str, device: str, camera: dict,
         torch.set_num_threads(max(1, get_worker().state.nthreads))
     except (ImportError, ValueError, AttributeError):
         pass
-    key = (model_dir, device, tuple(sorted(camera.items())))
+    from pathlib import Path
+
+    weights = Path(model_dir) / "weights.safetensors"
+    stamp = (weights.stat().st_mtime_ns, weights.stat().st_size) if weights.is_file() else None
+    # a long-lived cluster may see the folder retrained: the stamp keys the cache too
+    key = (model_dir, stamp, device, tuple(sorted(camera.items())))
     pred = _PREDICTORS.get(key)
     if pred is None:
         pred = _PREDICTORS[key] = Predictor.load(model_dir, device, camera)
