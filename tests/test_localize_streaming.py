@@ -364,3 +364,16 @@ def test_dask_scheduler_address_of_a_running_cluster(setup, reference_1_thread):
         assert table(out) == table(reference_1_thread)
         with distributed.Client(cluster) as client:  # still up for its other users
             assert len(client.scheduler_info()["workers"]) == 1
+
+
+def test_estimate_takes_any_movie(setup, tmp_path, capsys):
+    """estimate (and train --stack) open a movie as localize does (a TIFF series
+    here, as a folder of single frames)."""
+    data = frames(setup)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for t in range(len(data)):
+        tifffile.imwrite(folder / f"f_{t}.tif", data[t])
+    assert main(["estimate", str(folder), "--pixel-size-nm", "100", "--baseline-adu", "100",
+                 "--e-per-adu", "45", "--em-gain", "300", "--qe", "0.9"]) == 0
+    assert "frames analysed        40" in capsys.readouterr().out

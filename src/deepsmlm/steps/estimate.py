@@ -12,13 +12,13 @@ def run_estimate(movie, pixel_size_nm=None, baseline_adu=None, e_per_adu=None,
                  em_gain=None, qe=None, max_frames: int = 500) -> tuple[dict, str]:
     """Measure a raw movie; returns the numbers and an experiment skeleton (YAML)."""
     from deepsmlm.calibration.movie import estimate_movie, experiment_skeleton
-    from deepsmlm.io.frames import read_stack
+    from deepsmlm.io.movies import open_movie
 
     check_number("--pixel-size-nm", pixel_size_nm, above=0.0)
     check_camera({"baseline_adu": baseline_adu, "e_per_adu": e_per_adu, "em_gain": em_gain,
                   "qe": qe})
-    stack = read_stack(movie)
-    frames = np.asarray(stack.data[:max_frames], dtype=np.float64)
+    stack = open_movie(movie)  # a TIFF, a TIFF series or a Zarr array
+    frames = np.asarray(stack.read(0, max_frames), dtype=np.float64)
     lo, hi = float(frames.min()), float(frames.max())
     if lo == hi:
         raise UserError(f"{movie}: a flat movie (every pixel of the first {len(frames)} "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from deepsmlm.errors import UserError
 from deepsmlm.steps.common import check_device, check_minutes, locked_run
 
@@ -22,10 +20,11 @@ def run_train(experiment, out, max_minutes: float | None = None, resume: bool = 
     if stack is not None or truth is not None:
         if stack is None or truth is None:
             raise UserError("training from a stack needs both --stack and --truth")
-        from deepsmlm.io.frames import read_stack
         from deepsmlm.io.localizations import read_localizations
+        from deepsmlm.io.movies import open_movie
 
-        frames = np.asarray(read_stack(stack).data)
+        movie = open_movie(stack)  # a TIFF, a TIFF series or a Zarr array
+        frames = movie.read(0, len(movie))
         data = (frames, read_localizations(truth))
     with locked_run(experiment, out, resume, "train", "MODEL", "a model") as exp:
         return train(exp, out, max_minutes=max_minutes, resume=resume, device=device,
