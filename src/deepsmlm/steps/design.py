@@ -13,11 +13,6 @@ def run_design(experiment, out, objective: str = "end-to-end",
                max_minutes: float | None = None, resume: bool = False,
                init_model=None, progress: bool = True) -> dict:
     """Design a mask into ``out``; returns design.json's content."""
-    import torch
-
-    from deepsmlm.build import pupil_grid
-    from deepsmlm.design import end_to_end, outputs
-    from deepsmlm.io.tensors import write_json
     from deepsmlm.training.distributed import from_env
 
     check_minutes(max_minutes)
@@ -31,26 +26,38 @@ def run_design(experiment, out, objective: str = "end-to-end",
     if resume and objective != "end-to-end":
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
     with locked_run(experiment, out, resume, "design", "DIR", "a design") as exp:
-        if objective == "crlb":
-            res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
-        else:
-            res = end_to_end.design_end_to_end(exp, out, max_minutes=max_minutes, resume=resume,
-                                               init_model=init_model, progress=progress)
-        grid = pupil_grid(exp.optics)
-        phase, start = res.pop("phase"), res.pop("start_phase")
-        if objective == "end-to-end":
-            from deepsmlm.build import build_camera, build_psf, crlb_operating_point
-            from deepsmlm.design.fisher import mean_crlb_nm
+        return _design(exp, out, objective, max_minutes, resume, init_model, progress)
 
-            psf = build_psf(exp)
-            z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
-            photons, bg = crlb_operating_point(exp)
-            with torch.no_grad():
-                for name, p in (("start", start), ("learned", phase)):
-                    psf.set_mask_phase(p)
-                    res[f"mean_crlb_{name}_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
-                                                                     build_camera(exp)))
-        outputs.write_mask(phase, grid, out, {"objective": objective})
-        outputs.write_figures(exp, grid, phase, start, out)
-        write_json(out / "design.json", res)
+
+def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_model,
+            progress: bool) -> dict:
+    """The design itself, in a folder this run holds; returns design.json's content."""
+    import torch
+
+    from deepsmlm.build import pupil_grid
+    from deepsmlm.design import end_to_end, outputs
+    from deepsmlm.io.tensors import write_json
+
+    if objective == "crlb":
+        res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
+    else:
+        res = end_to_end.design_end_to_end(exp, out, max_minutes=max_minutes, resume=resume,
+                                           init_model=init_model, progress=progress)
+    grid = pupil_grid(exp.optics)
+    phase, start = res.pop("phase"), res.pop("start_phase")
+    if objective == "end-to-end":
+        from deepsmlm.build import build_camera, build_psf, crlb_operating_point
+        from deepsmlm.design.fisher import mean_crlb_nm
+
+        psf = build_psf(exp)
+        z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
+        photons, bg = crlb_operating_point(exp)
+        with torch.no_grad():
+            for name, p in (("start", start), ("learned", phase)):
+                psf.set_mask_phase(p)
+                res[f"mean_crlb_{name}_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
+                                                                 build_camera(exp)))
+    outputs.write_mask(phase, grid, out, {"objective": objective})
+    outputs.write_figures(exp, grid, phase, start, out)
+    write_json(out / "design.json", res)
     return res
