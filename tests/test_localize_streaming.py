@@ -377,3 +377,81 @@ def test_estimate_takes_any_movie(setup, tmp_path, capsys):
     assert main(["estimate", str(folder), "--pixel-size-nm", "100", "--baseline-adu", "100",
                  "--e-per-adu", "45", "--em-gain", "300", "--qe", "0.9"]) == 0
     assert "frames analysed        40" in capsys.readouterr().out
+
+
+def test_resume_keeps_the_interrupted_runs_camera_values(setup, reference, tmp_path,
+                                                          monkeypatch):
+    """Camera overrides given to the first run apply to the chunks after --resume too (the
+    resumed command need not repeat them)."""
+    from deepsmlm.steps import localize as step
+
+    cam = ["--camera-baseline-adu", "90", "--chunk-frames", "8"]
+    assert localize(setup, tmp_path / "full", *cam) == 0
+    commit = step._Run.commit
+    calls = {"n": 0}
+
+    def stop_after_two(self, t0, r):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        commit(self, t0, r)
+
+    monkeypatch.setattr(step._Run, "commit", stop_after_two)
+    assert localize(setup, tmp_path / "cut", *cam) == 130
+    monkeypatch.setattr(step._Run, "commit", commit)
+    assert localize(setup, tmp_path / "cut", "--resume") == 0
+    assert table(tmp_path / "cut") == table(tmp_path / "full")
+    assert table(tmp_path / "full") != table(reference)  # the camera value matters
+
+
+def test_movies_that_are_not_a_frame_stack_are_named(tmp_path):
+    from deepsmlm.errors import UserError
+    from deepsmlm.io.movies import open_movie
+
+    zarr = pytest.importorskip("zarr")
+    z = zarr.open(str(tmp_path / "image.zarr"), mode="w", shape=(16, 12), dtype="u2")
+    z[:] = 1
+    with pytest.raises(UserError, match="a single image is not a movie"):
+        open_movie(tmp_path / "image.zarr")
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for _ in range(3):  # pages appended one by one: three series in one file
+        tifffile.imwrite(folder / "a.tif", np.zeros((8, 8), np.uint16), append=True)
+    with pytest.raises(UserError, match="3 image series in one file"):
+        open_movie(folder)
+
+
+def test_dask_keeps_at_most_the_bound_of_chunks_in_flight_or_waiting(monkeypatch):
+    """A slow first chunk must not let the others pile up on the client: chunks submitted
+    but not yet handed on stay within workers × in_flight_per_worker."""
+    distributed = pytest.importorskip("distributed")
+    from deepsmlm import parallel
+
+    def fake_task(model_dir, movie, device, camera, threshold, batch, t0, t1):
+        import time
+
+        time.sleep(0.5 if t0 == 0 else 0.01)
+        return t0, t1
+
+    monkeypatch.setattr(parallel, "_localize_task", fake_task)
+    submitted = {"n": 0}
+    real_as_completed = distributed.as_completed
+
+    class Counting(real_as_completed):
+        def add(self, future):
+            submitted["n"] += 1
+            super().add(future)
+
+    monkeypatch.setattr(distributed, "as_completed", Counting)
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                       dashboard_address=None)
+    got, most = [], 0
+    try:
+        for t0, _ in parallel.localize_on_dask(cluster.scheduler_address, "m", "v", 200, 10,
+                                               4, "cpu", {}, 0.5, in_flight_per_worker=3):
+            most = max(most, submitted["n"] - len(got))
+            got.append(t0)
+    finally:
+        cluster.close()
+    assert got == list(range(0, 200, 10))  # in frame order
+    assert most <= 3

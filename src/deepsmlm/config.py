@@ -138,7 +138,8 @@ class CameraConfig(_Strict):
     spurious_charge: NonNegFloat | None = None
     e_per_adu: PosFloat | None = None
     baseline_adu: NonNegFloat | None = None
-    bit_depth: Annotated[int, Field(ge=8, le=32)] | None = None
+    # ≤ 16: movies are uint16 ImageJ TIFFs (sCMOS and EMCCD cameras digitise to 11–16 bits)
+    bit_depth: Annotated[int, Field(ge=8, le=16)] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> CameraConfig:

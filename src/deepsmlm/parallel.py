@@ -53,22 +53,27 @@ def localize_on_dask(address: str, model_dir, movie, n_frames: int, chunk_frames
         waiting: dict[int, object] = {}
         next_t0 = start_frame
 
-        def submit_one() -> None:
-            t0 = next(queue, None)
-            if t0 is not None:
+        bound = workers * in_flight_per_worker
+
+        def top_up() -> None:
+            """Submit chunks while fewer than ``bound`` are running or done but waiting
+            for an earlier one (so a slow chunk cannot make results pile up)."""
+            while pending.count() + len(waiting) < bound:
+                t0 = next(queue, None)
+                if t0 is None:
+                    return
                 pending.add(client.submit(_localize_task, *args, t0,
                                           min(t0 + chunk_frames, n_frames), pure=False))
 
-        for _ in range(workers * in_flight_per_worker):
-            submit_one()
+        top_up()
         for future in pending:
             t0, result = future.result()
             future.release()
             waiting[t0] = result
-            submit_one()
             while next_t0 in waiting:
                 yield next_t0, waiting.pop(next_t0)
                 next_t0 += chunk_frames
+            top_up()
     finally:
         client.close()
         if cluster is not None:

@@ -59,13 +59,13 @@ def movie_identity(stack: Stack) -> dict:
     and the size and modification time of its (first and last) files."""
     files = getattr(stack.data, "files", None) or [stack.path]
     stats = []
-    for f in {files[0], files[-1]}:
+    for f in {Path(files[0]).resolve(), Path(files[-1]).resolve()}:
         try:
-            st = Path(f).stat()
+            st = f.stat()
             stats.append([str(f), st.st_size, int(st.st_mtime)])
         except OSError:
             stats.append([str(f), None, None])
-    return {"path": str(stack.path), "shape": list(stack.data.shape),
+    return {"path": str(Path(stack.path).resolve()), "shape": list(stack.data.shape),
             "dtype": str(stack.data.dtype), "files": sorted(stats)}
 
 
@@ -83,6 +83,9 @@ class TiffSeries:
         for f in files:
             try:
                 with tifffile.TiffFile(f, is_ome=False) as tif:  # a file alone, not its OME set
+                    if len(tif.series) != 1:
+                        raise UserError(f"{f}: {len(tif.series)} image series in one file; a "
+                                        "movie file holds one T×H×W series")
                     s = tif.series[0]
                     fshape, fdtype = tuple(d for d in s.shape if d != 1) or (1,), s.dtype
             except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
@@ -126,10 +129,11 @@ class TiffSeries:
                 block = np.array(data.reshape(-1, *self.shape[1:])[a:b])  # a copy: unmap
                 del data
                 return block
-            except (ValueError, OSError):
-                pages = tifffile.imread(f, key=range(a, b), is_ome=False)
-                return np.asarray(pages).reshape(b - a, *self.shape[1:])
-        except (tifffile.TiffFileError, ValueError, OSError) as err:
+            except (ValueError, OSError):  # compressed or scattered: read the series
+                with tifffile.TiffFile(f, is_ome=False) as tif:
+                    data = tif.series[0].asarray()
+                return np.asarray(data).reshape(-1, *self.shape[1:])[a:b]
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
             raise UserError(f"{f}: cannot read frames {a}..{b - 1} ({err})") from None
 
 
@@ -186,6 +190,9 @@ class _ZarrFrames:
     ndim = 3
 
     def __init__(self, array):
+        if array.ndim < 3:
+            raise UserError(f"Zarr array of shape {array.shape}: expected T×H×W frames "
+                            "(a single image is not a movie)")
         keep = [i for i, d in enumerate(array.shape) if d != 1]
         if len(keep) == 2:
             keep = [array.ndim - 3, *keep]

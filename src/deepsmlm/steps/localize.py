@@ -77,6 +77,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                 "chunk_frames": chunk_frames, "batch_size": batch_size}
     with folder_lock(out, "localize"):
         state = _start(out, settings, resume)
+        if state["settings"]["camera"] != settings["camera"]:  # a resumed run's own camera
+            pred = Predictor.load(model_dir, device, state["settings"]["camera"])
         pred.card.threshold = state["settings"]["threshold"]
         run = _Run(out, pred, stack, state, progress)
         chunks, batch = state["settings"]["chunk_frames"], state["settings"]["batch_size"]
@@ -95,9 +97,10 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                 run.commit(t0, r)
         except KeyboardInterrupt:
             run.close()
+            held = (f"{out / PARTIAL_CSV} holds their {run.n_localizations} localizations"
+                    if run.n_localizations else "no localizations yet")
             print(f"deepsmlm: localize interrupted after {run.frames_done} of {len(stack)} "
-                  f"frames; {out / PARTIAL_CSV} holds their {run.n_localizations} "
-                  f"localizations. Continue with --resume.", file=sys.stderr)
+                  f"frames; {held}. Continue with --resume.", file=sys.stderr)
             raise
         run.close()
         return run.finish(str(movie), bool(dask))
@@ -247,7 +250,6 @@ class _Run:
         shown = "" if len(sample) == total else f" (preview: {len(sample)})"
         self.pred.method.preview(card, self.wf_sum, self.sr_sum, sample, out / "sr.png",
                                  f"{n} frames, {total} localizations{shown}")
-        os.replace(csv_path, out / "localizations.csv")
         seconds = self.state["seconds"]
         summary = {"frames": n, "localizations": self.n_localizations, "seconds": seconds,
                    "frames_per_s": n / seconds if seconds > 0 else float("nan"),
@@ -256,8 +258,11 @@ class _Run:
         from deepsmlm.steps.common import json_safe
 
         atomic_write_text(out / "localize.json", json.dumps(json_safe(summary), indent=1) + "\n")
+        # the progress goes before the rename: a kill in between leaves a folder that a new
+        # run simply replaces, never one that neither a new run nor --resume accepts
         for f in (PARTIAL_STATE, PROGRESS_JSON):
             (out / f).unlink(missing_ok=True)
+        os.replace(csv_path, out / "localizations.csv")
         return summary
 
 
