@@ -48,6 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _sync(tmp_path)  # on disk before it takes the name: a power cut leaves old or new
         os.replace(tmp_path, path)
     except OSError as err:  # disk full, permissions, ...: never a half-written file
         raise write_error(path, err) from None
@@ -65,3 +66,11 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
