@@ -455,3 +455,16 @@ def test_dask_keeps_at_most_the_bound_of_chunks_in_flight_or_waiting(monkeypatch
         cluster.close()
     assert got == list(range(0, 200, 10))  # in frame order
     assert most <= 3
+
+
+def test_a_new_simulate_clears_what_a_killed_one_left(setup, tmp_path):
+    """kill -9 during simulate leaves its temporary movie (as large as the movie); the next
+    run into the folder removes it, and only it."""
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / ".frames.tif.abc123.tmp").write_bytes(b"\0" * 1000)
+    (out / "notes.txt").write_text("mine")
+    assert main(["simulate", str(setup / "exp.yaml"), "--frames", "3", "--out", str(out),
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["experiment.yaml", "frames.tif",
+                                                      "notes.txt", "truth.csv"]

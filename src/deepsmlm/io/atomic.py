@@ -74,3 +74,16 @@ def _sync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Remove what ``atomic_path`` left in ``folder`` when a process was killed before its
+    rename (``.NAME.XXXX.tmp``; a streamed movie's may be as large as the movie). Call it
+    only while holding the folder's lock (``io.lock``), when no other run can be writing."""
+    removed = []
+    for f in Path(folder).glob(".*.tmp"):
+        if f.is_file():
+            with contextlib.suppress(OSError):
+                f.unlink()
+                removed.append(f.name)
+    return removed

@@ -57,6 +57,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     movie's pixel size, overriding its metadata (which must otherwise agree with the
     model's within 2 %)."""
     from deepsmlm.inference import Predictor
+    from deepsmlm.io.atomic import remove_stale_temporaries
     from deepsmlm.io.lock import folder_lock
     from deepsmlm.io.movies import movie_identity, open_movie
 
@@ -76,6 +77,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                 "camera": {k: v for k, v in (camera or {}).items() if v is not None},
                 "chunk_frames": chunk_frames, "batch_size": batch_size}
     with folder_lock(out, "localize"):
+        remove_stale_temporaries(out)  # of a run killed in the middle of a write
         state = _start(out, settings, resume)
         if state["settings"]["camera"] != settings["camera"]:  # a resumed run's own camera
             pred = Predictor.load(model_dir, device, state["settings"]["camera"])

@@ -149,9 +149,11 @@ def run_simulate(experiment, n_frames: int, out, seed: int = 0, progress: bool =
                  ) -> int:
     """``deepsmlm simulate``: the movie streamed to ``out`` (one run per folder at a time);
     returns the number of emitters."""
+    from deepsmlm.io.atomic import remove_stale_temporaries
     from deepsmlm.io.lock import folder_lock
 
     exp = as_experiment(experiment)
     out = out_dir(out)
     with folder_lock(out, "simulate"):
+        remove_stale_temporaries(out)  # of a simulate killed before it could rename
         return simulate_to_disk(exp, n_frames, out, seed=seed, progress=progress)
