@@ -59,6 +59,13 @@ def test_method_trains_saves_reloads_and_localizes(tmp_path, name):
         assert (loc / f).is_file(), f
     found = read_csv(loc / "localizations.csv")
     assert len(found) > 0 and int(found.frame.max()) <= 3
+    # the σ columns it declares (a streamed table fixes them before its first row) are
+    # those its decoded localizations fill
+    header = (loc / "localizations.csv").read_text().splitlines()[0].split(",")
+    declared = method.uncertainty_columns(card)
+    assert sum(h.startswith("uncertainty_") for h in header) == declared
+    if declared:
+        assert np.isfinite(found.uncertainty_xyz_nm.numpy()[:, :declared]).all()
     xyz = found.xyz_nm.numpy()
     assert np.all((xyz[:, :2] >= 0) & (xyz[:, :2] <= 3200))
     if method.decodes_z(t):

@@ -79,16 +79,17 @@ def _csv_rows(emitters: EmitterSet, fmt: list[str]) -> str:
 class CsvAppender:
     """Our CSV written block by block, as ``localize`` finds localizations.
 
-    The layout (how many uncertainty columns) is fixed by the first non-empty block; each
-    block goes in one write, flushed and synced to disk, so the file always holds whole
-    rows. ``size_bytes`` after a block is what a resumed run cuts the file back to
-    (``resume_bytes``) before it appends again."""
+    The layout is ``n_uncertainty`` σ columns (0, 2, 3) when given, else that of the first
+    non-empty block; each block goes in one write, flushed and synced to disk, so the file
+    always holds whole rows. ``size_bytes`` after a block is what a resumed run cuts the
+    file back to (``resume_bytes``) before it appends again."""
 
     def __init__(self, path: str | os.PathLike, value_column: str = "intensity [photon]",
                  resume_bytes: int | None = None, n_uncertainty: int | None = None):
         self.path = Path(path)
         self.value_column = value_column
         self.fmt: list[str] | None = None
+        self._n_uncertainty = n_uncertainty
         self._file = None
         self.size_bytes = 0  # the file's length after the last block
         if resume_bytes:  # the file exists: cut it to its last committed block
@@ -111,7 +112,9 @@ class CsvAppender:
         if self._file is None:
             if not len(emitters):
                 return
-            header, self.fmt = csv_layout(self.value_column, uncertainty_columns(emitters))
+            n = self._n_uncertainty
+            header, self.fmt = csv_layout(self.value_column,
+                                          uncertainty_columns(emitters) if n is None else n)
             self._file = open(self.path, "w", newline="")
             self._file.write(",".join(header) + "\n")
         self._file.write(_csv_rows(emitters, self.fmt))

@@ -90,6 +90,9 @@ class UpsampledOutput:
     def thresholds(self, card) -> np.ndarray:
         return card.settings["target_scale"] * np.geomspace(0.002, 1.0, 32)
 
+    def uncertainty_columns(self, card) -> int:
+        return 0  # the upsampled-image decoders report no σ
+
     def output_image(self, card, raw):
         """The super-resolved output summed over its channels (3D: a z projection)."""
         return raw.sum(1)
@@ -145,6 +148,10 @@ class Method(Protocol):
 
     def thresholds(self, card) -> np.ndarray:
         """Candidate detection thresholds, tuned on validation frames after training."""
+
+    def uncertainty_columns(self, card) -> int:
+        """How many σ columns its localization tables carry: 0, 2 (x, y) or 3 (x, y, z)
+        (fixed before a streamed table's first row is written)."""
 
     def output_image(self, card, raw) -> object:
         """The image ``localize`` sums over frames into sr.tif: (B, H', W') from raw output."""

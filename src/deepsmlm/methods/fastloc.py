@@ -155,6 +155,9 @@ class FastLoc:
                         uncertainty_xyz_nm=torch.stack([sx, sy, sz], 1).cpu())
         return (em, score.cpu()) if return_peaks else em
 
+    def uncertainty_columns(self, card) -> int:
+        return 3 if card.settings["localize_z"] else 2
+
     def thresholds(self, card) -> np.ndarray:
         return np.linspace(0.05, 0.95, 19)
 

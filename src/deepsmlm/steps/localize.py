@@ -188,9 +188,11 @@ class _Run:
         sums = state.pop("sums")
         self.sr_sum, self.wf_sum = sums if sums is not None else (
             np.zeros((h * u, w * u)), np.zeros((h, w)))
+        n_unc = state["n_uncertainty"]
         self.csv = CsvAppender(out / PARTIAL_CSV, pred.method.value_column,
                                resume_bytes=state["csv_bytes"] or None,
-                               n_uncertainty=state["n_uncertainty"])
+                               n_uncertainty=pred.method.uncertainty_columns(pred.card)
+                               if n_unc is None else n_unc)
         self.t_start = time.perf_counter()
         self.bar = tqdm(total=n, initial=state["frames_done"], disable=not progress,
                         unit="frame", desc="localize")
