@@ -27,7 +27,8 @@ def _z_range(text: str) -> tuple[float, float, float]:
     return a, b, step
 
 
-def _number(text: str) -> float:
+def _finite(text: str) -> float:
+    """Any finite number (NaN and inf are refused)."""
     try:
         v = float(text)
     except ValueError:
@@ -37,14 +38,9 @@ def _number(text: str) -> float:
     return v
 
 
-def _finite(text: str) -> float:
-    """Any finite number (NaN and inf are refused)."""
-    return _number(text)
-
-
 def _positive(text: str) -> float:
     """A finite number > 0."""
-    v = _number(text)
+    v = _finite(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return v
@@ -52,7 +48,7 @@ def _positive(text: str) -> float:
 
 def _non_negative(text: str) -> float:
     """A finite number ≥ 0."""
-    v = _number(text)
+    v = _finite(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return v
@@ -60,7 +56,7 @@ def _non_negative(text: str) -> float:
 
 def _fraction(text: str) -> float:
     """A quantum efficiency: 0 < value ≤ 1."""
-    v = _number(text)
+    v = _finite(text)
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
     return v
@@ -90,14 +86,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _non_negative_int(text: str) -> int:
+def _int_at_least(text: str, lowest: int, what: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if v < lowest:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
     return v
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def _seed(text: str) -> int:
@@ -105,16 +109,6 @@ def _seed(text: str) -> int:
     v = _non_negative_int(text)
     if v >= 2**63:
         raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
 
 

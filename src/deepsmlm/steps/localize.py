@@ -60,10 +60,11 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     from deepsmlm.io.atomic import remove_stale_temporaries
     from deepsmlm.io.lock import folder_lock
     from deepsmlm.io.movies import movie_identity, open_movie
+    from deepsmlm.training.model_folder import ModelFolder
 
     device = check_device(device)
-    pred = Predictor.load(model_dir, device, camera)
     check_localize_options(threshold, camera)
+    pred = Predictor.load(model_dir, device, camera)
     stack = open_movie(movie)
     if pixel_size_nm is not None:
         stack.pixel_size_nm = float(pixel_size_nm)
@@ -80,7 +81,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
         remove_stale_temporaries(out)  # of a run killed in the middle of a write
         state = _start(out, settings, resume)
         if state["settings"]["camera"] != settings["camera"]:  # a resumed run's own camera
-            pred = Predictor.load(model_dir, device, state["settings"]["camera"])
+            pred.normalizer = ModelFolder(model_dir).normalizer(pred.card,
+                                                                state["settings"]["camera"])
         pred.card.threshold = state["settings"]["threshold"]
         run = _Run(out, pred, stack, state, progress)
         chunks, batch = state["settings"]["chunk_frames"], state["settings"]["batch_size"]

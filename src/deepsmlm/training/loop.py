@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from deepsmlm.errors import UserError
+from deepsmlm.io.atomic import remove_stale_temporaries
 from deepsmlm.io.tensors import (
     optimizer_from_tensors,
     optimizer_to_tensors,
@@ -134,9 +135,8 @@ class Checkpoints:
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         if best is not None and ctx.is_main:
             save_tensors(best, self.best_path)
-        if ctx.is_main:
-            for tmp in self.ckpt.glob(".last.safetensors.*.tmp"):  # left by a kill -9
-                tmp.unlink(missing_ok=True)
+        if ctx.is_main:  # a kill -9 during a save leaves its temporary file
+            remove_stale_temporaries(self.ckpt)
         ctx.barrier()
         return FitState(**meta["fit"]), best
 
