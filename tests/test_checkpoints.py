@@ -18,15 +18,11 @@ import yaml
 from deepsmlm.cli import main
 from deepsmlm.io.tensors import load_tensors
 
+from .conftest import tiny_fastloc
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 # fastloc at its smallest: ≈ 10–30 ms a step on one core; 5 epochs × 10 steps
-TINY = {"frame": {"height_px": 32, "width_px": 32}, "optics": {"psf": "gaussian"},
-        "emitters": {"density_per_um2": 0.6, "z_range_nm": [0, 0],
-                     "photons": {"lo": 2000, "hi": 4000}},
-        "background": {"photons_per_px": [20, 20]},
-        "training": {"model": "fastloc", "width": 8, "seed": 3, "patch_px": 16,
-                     "batch_size": 4, "steps_per_epoch": 10, "max_epochs": 5, "val_frames": 8,
-                     "checkpoint_every_steps": 3}}
+TINY = tiny_fastloc(steps_per_epoch=10, max_epochs=5, checkpoint_every_steps=3)
 TOTAL_STEPS = 50
 
 

@@ -16,6 +16,8 @@ import yaml
 from deepsmlm.cli import main
 from deepsmlm.io.tensors import load_tensors
 
+from .conftest import tiny_fastloc
+
 dist = pytest.importorskip("torch.distributed")
 if not (dist.is_available() and dist.is_gloo_available()):
     pytest.skip("this torch build has no torch.distributed with gloo", allow_module_level=True)
@@ -23,13 +25,8 @@ if not (dist.is_available() and dist.is_gloo_available()):
 SRC = Path(__file__).resolve().parents[1] / "src"
 # plateau schedule: under cosine, max_epochs sets the rate of every step, and the resume
 # test below raises max_epochs
-TINY = {"frame": {"height_px": 32, "width_px": 32}, "optics": {"psf": "gaussian"},
-        "emitters": {"density_per_um2": 0.6, "z_range_nm": [0, 0],
-                     "photons": {"lo": 2000, "hi": 4000}},
-        "background": {"photons_per_px": [20, 20]},
-        "training": {"model": "fastloc", "width": 8, "seed": 3, "patch_px": 16,
-                     "batch_size": 4, "steps_per_epoch": 5, "max_epochs": 2, "val_frames": 8,
-                     "checkpoint_every_steps": 2, "lr_schedule": "plateau"}}
+TINY = tiny_fastloc(steps_per_epoch=5, max_epochs=2, checkpoint_every_steps=2,
+                    lr_schedule="plateau")
 
 
 def torchrun(*args: str, ranks: int = 2) -> subprocess.CompletedProcess:

@@ -17,13 +17,25 @@ import yaml
 from deepsmlm.cli import main
 from deepsmlm.io.localizations import read_csv, read_picasso
 
-EXP = {"frame": {"height_px": 32, "width_px": 32},
-       "optics": {"psf": "gaussian"},
-       "emitters": {"density_per_um2": 0.8, "z_range_nm": [0.0, 0.0],
-                    "photons": {"lo": 2000, "hi": 4000}},
-       "background": {"photons_per_px": [20, 20]},
-       "training": {"model": "fastloc", "seed": 3, "patch_px": 16, "batch_size": 4,
-                    "steps_per_epoch": 3, "max_epochs": 2, "val_frames": 8, "width": 8}}
+from .conftest import tiny_fastloc
+
+EXP = tiny_fastloc(density_per_um2=0.8, steps_per_epoch=3, max_epochs=2)
+
+
+def stop_after(monkeypatch, n_chunks: int) -> None:
+    """Make localize stop as Ctrl-C does once ``n_chunks`` chunks are committed."""
+    from deepsmlm.steps import localize as step
+
+    commit = step._Run.commit
+    calls = {"n": 0}
+
+    def commit_then_stop(self, t0, r):
+        if calls["n"] == n_chunks:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        commit(self, t0, r)
+
+    monkeypatch.setattr(step._Run, "commit", commit_then_stop)
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +91,8 @@ def test_chunking_does_not_change_the_result(setup, reference):
 
 def test_ctrl_c_leaves_a_valid_partial_result_and_resume_finishes_it_identically(
         setup, reference, monkeypatch, capsys):
-    from deepsmlm.steps import localize as step
-
     out = setup / "interrupted"
-    commit = step._Run.commit
-    calls = {"n": 0}
-
-    def stop_after_two(self, t0, r):
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        commit(self, t0, r)
-
-    monkeypatch.setattr(step._Run, "commit", stop_after_two)
+    stop_after(monkeypatch, 2)
     assert localize(setup, out, "--chunk-frames", "8") == 130
     err = capsys.readouterr().err
     assert "after 16 of 40 frames" in err and "--resume" in err
@@ -101,7 +102,7 @@ def test_ctrl_c_leaves_a_valid_partial_result_and_resume_finishes_it_identically
     progress = json.loads((out / "localize.progress.json").read_text())
     assert progress["frames_done"] == 16 and progress["localizations"] == len(partial)
 
-    monkeypatch.setattr(step._Run, "commit", commit)
+    monkeypatch.undo()
     # a new run into the folder is refused: it would throw the partial result away
     assert localize(setup, out) == 2
     assert "interrupted localize (16 of 40 frames)" in capsys.readouterr().err
@@ -383,22 +384,11 @@ def test_resume_keeps_the_interrupted_runs_camera_values(setup, reference, tmp_p
                                                           monkeypatch):
     """Camera overrides given to the first run apply to the chunks after --resume too (the
     resumed command need not repeat them)."""
-    from deepsmlm.steps import localize as step
-
     cam = ["--camera-baseline-adu", "90", "--chunk-frames", "8"]
     assert localize(setup, tmp_path / "full", *cam) == 0
-    commit = step._Run.commit
-    calls = {"n": 0}
-
-    def stop_after_two(self, t0, r):
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        commit(self, t0, r)
-
-    monkeypatch.setattr(step._Run, "commit", stop_after_two)
+    stop_after(monkeypatch, 2)
     assert localize(setup, tmp_path / "cut", *cam) == 130
-    monkeypatch.setattr(step._Run, "commit", commit)
+    monkeypatch.undo()
     assert localize(setup, tmp_path / "cut", "--resume") == 0
     assert table(tmp_path / "cut") == table(tmp_path / "full")
     assert table(tmp_path / "full") != table(reference)  # the camera value matters
