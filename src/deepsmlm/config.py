@@ -93,6 +93,11 @@ class Optics(_Strict):
     pupil_grid_px: Annotated[int, Field(ge=16, le=1024)] = 64
     patch_px: Annotated[int, Field(ge=3, le=512)] | None = None
     supercritical: bool = False
+    # multicolor (emitters.species): the mask and the aberrations are phases at
+    # wavelength_nm (the design wavelength); at another emission wavelength λ a thin
+    # element gives phase × (λ_design/λ) × (n(λ) − 1)/(n(λ_design) − 1), with n ≡ const for
+    # "none" and the Sellmeier index of fused silica for "fused-silica" (optics/multicolor.py)
+    mask_dispersion: Literal["none", "fused-silica"] = "none"
 
     @model_validator(mode="after")
     def _physics(self) -> Optics:
@@ -194,6 +199,17 @@ class Blinking(_Strict):
     duty_cycle: Annotated[float, Field(gt=0, lt=1)] = 0.05
 
 
+class Species(_Strict):
+    """One dye of a multicolor sample: its emission wavelength (one wavelength per dye,
+    the peak of its spectrum), the fraction of emitters it makes up (normalised over the
+    species), and optionally its own photon distribution (else ``emitters.photons``)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.+-]+$")]
+    wavelength_nm: Annotated[float, Field(gt=200, lt=2000)]
+    fraction: PosFloat = 1.0
+    photons: Photons | None = None
+
+
 class EmittersConfig(_Strict):
     structure: Literal["uniform", "filaments", "ellipsoid"] = "uniform"
     density_per_um2: Annotated[float, Field(gt=0, le=100)] | None = None
@@ -204,9 +220,16 @@ class EmittersConfig(_Strict):
     n_filaments: Annotated[int, Field(ge=1, le=1000)] = 6
     filament_persistence_nm: PosFloat = 3000.0
     blur_sigma_nm: NonNegFloat = 0.0
+    # multicolor: 1–8 species, each emitter drawn from them by fraction (the truth table's
+    # `species` column is the index into this list)
+    species: Annotated[list[Species], Field(min_length=1, max_length=8)] | None = None
 
     @model_validator(mode="after")
     def _count(self) -> EmittersConfig:
+        if self.species is not None:
+            names = [sp.name for sp in self.species]
+            if len(set(names)) != len(names):
+                raise ValueError(f"emitters.species: names must differ, got {names}")
         if (self.density_per_um2 is None) == (self.n_per_frame is None):
             if self.density_per_um2 is None:
                 self.__dict__["density_per_um2"] = 1.0

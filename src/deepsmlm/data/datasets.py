@@ -63,7 +63,8 @@ class PatchSampler:
         shift = torch.tensor([m * self.pixel_nm, m * self.pixel_nm, 0.0])
         xyz = em.xyz_nm - shift
         inside = ((xyz[:, :2] >= 0) & (xyz[:, :2] < p * self.pixel_nm)).all(1)
-        em = EmitterSet(xyz[inside], em.photons[inside], em.frame[inside], em.id[inside])
+        em = EmitterSet(xyz[inside], em.photons[inside], em.frame[inside], em.id[inside],
+                        species=None if em.species is None else em.species[inside])
         return Batch(crop, self.encode(em, n, p, bg[:, m:m + p, m:m + p].detach()), em)
 
 

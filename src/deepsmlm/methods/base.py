@@ -93,6 +93,9 @@ class UpsampledOutput:
     def uncertainty_columns(self, card) -> int:
         return 0  # the upsampled-image decoders report no σ
 
+    def species_names(self, card) -> list[str]:
+        return []  # single colour
+
     def output_image(self, card, raw):
         """The super-resolved output summed over its channels (3D: a z projection)."""
         return raw.sum(1)
@@ -152,6 +155,10 @@ class Method(Protocol):
     def uncertainty_columns(self, card) -> int:
         """How many σ columns its localization tables carry: 0, 2 (x, y) or 3 (x, y, z)
         (fixed before a streamed table's first row is written)."""
+
+    def species_names(self, card) -> list[str]:
+        """The species it classifies, in the order of the tables' ``species`` index (empty:
+        a single-colour method; fixed before a streamed table's first row is written)."""
 
     def output_image(self, card, raw) -> object:
         """The image ``localize`` sums over frames into sr.tif: (B, H', W') from raw output."""

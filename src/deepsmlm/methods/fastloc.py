@@ -158,6 +158,9 @@ class FastLoc:
     def uncertainty_columns(self, card) -> int:
         return 3 if card.settings["localize_z"] else 2
 
+    def species_names(self, card) -> list[str]:
+        return []
+
     def thresholds(self, card) -> np.ndarray:
         return np.linspace(0.05, 0.95, 19)
 

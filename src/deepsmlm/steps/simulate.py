@@ -70,7 +70,8 @@ def render_chunks(exp: Experiment, n_frames: int, seed: int = 0,
             t1 = min(n_frames, t0 + chunk_frames)
             em = stream.take(t1 - t0)
             part = EmitterSet(em.xyz_nm.to(device), em.photons.to(device),
-                              (em.frame - t0).to(device), em.id)
+                              (em.frame - t0).to(device), em.id,
+                              species=None if em.species is None else em.species.to(device))
             yield t0, sim(part, t1 - t0, dev_gen).cpu().numpy().astype(dtype), em
 
 

@@ -55,7 +55,8 @@ def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: Mo
         for b in batches:
             outs.append(model(normalizer(b.inputs_adu).to(device)).cpu())
             e = b.emitters
-            truths.append(EmitterSet(e.xyz_nm, e.photons, e.frame + offset, e.id))
+            truths.append(EmitterSet(e.xyz_nm, e.photons, e.frame + offset, e.id,
+                                     species=e.species))
             offset += len(b.inputs_adu)
     raw = torch.cat(outs)
     truth = EmitterSet.cat(truths).numpy()
