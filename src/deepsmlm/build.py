@@ -17,6 +17,7 @@ from deepsmlm.config import Experiment, FileMask, FrameConfig, Optics, ZernikeMa
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.errors import UserError
 from deepsmlm.optics import masks
+from deepsmlm.optics.multicolor import MulticolorPSF, mask_phase_scale
 from deepsmlm.optics.psf import PSF, AstigmaticGaussianPSF, GaussianPSF, PupilPSF
 from deepsmlm.optics.pupil import PupilGrid
 from deepsmlm.optics.vectorial import VectorialPSF
@@ -83,6 +84,10 @@ def default_patch_px(optics: Optics) -> int:
 
 
 def build_psf(exp: Experiment) -> PSF:
+    """The experiment's PSF; with ``emitters.species``, one per species' wavelength
+    (``optics.multicolor.MulticolorPSF``)."""
+    if exp.emitters.species:
+        return build_multicolor_psf(exp)
     o = exp.optics
     z_lo, z_hi = exp.emitters.z_range_nm
     if o.psf == "gaussian":
@@ -101,6 +106,40 @@ def build_psf(exp: Experiment) -> PSF:
                    default_patch_px(o), o.pixel_oversampling, phase, aberr, amplitude)
     except ValueError as err:
         raise UserError(f"optics: {err}") from None
+
+
+def build_multicolor_psf(exp: Experiment) -> MulticolorPSF:
+    """One PSF per species at its emission wavelength: the mask and aberrations are the
+    experiment's (phases at ``optics.wavelength_nm``) scaled by the thin-element law; a
+    Gaussian's σ (given or 0.21 λ/NA) scales with λ (docs of ``optics/multicolor.py``)."""
+    o = exp.optics
+    lam_d = o.wavelength_nm
+    waves = [sp.wavelength_nm for sp in exp.emitters.species]
+    per = [o.model_copy(update={"wavelength_nm": w,
+                                "gaussian_sigma_nm": o.sigma_nm * w / lam_d}) for w in waves]
+    if o.psf in ("gaussian", "astigmatic-gaussian"):
+        widest = per[int(np.argmax(waves))]
+        one = [build_psf(exp.model_copy(update={"optics": widest, "emitters": exp.emitters
+                                                .model_copy(update={"species": None})}))]
+        psfs = [build_psf(exp.model_copy(update={
+            "optics": q.model_copy(update={"patch_px": one[0].patch_px}),
+            "emitters": exp.emitters.model_copy(update={"species": None})})) for q in per]
+        return MulticolorPSF(psfs, waves)
+    grid_d = pupil_grid(o)
+    aberr = masks.zernike_mask(grid_d, o.aberrations.noll) if o.aberrations.noll else None
+    phase, amplitude = pupil_maps(o, grid_d)
+    patch = max(default_patch_px(q) for q in per)
+    mscale = [mask_phase_scale(w, lam_d, o.mask_dispersion) for w in waves]
+    ascale = [lam_d / w for w in waves]
+    cls = VectorialPSF if o.psf == "vectorial" else PupilPSF
+    try:
+        psfs = [cls(pupil_grid(q), o.n_sample, o.n_immersion, o.focus_nm, o.pixel_size_nm,
+                    patch, o.pixel_oversampling, phase * m,
+                    None if aberr is None else aberr * a, amplitude)
+                for q, m, a in zip(per, mscale, ascale, strict=True)]
+    except ValueError as err:
+        raise UserError(f"optics: {err}") from None
+    return MulticolorPSF(psfs, waves, mscale, ascale)
 
 
 def build_camera(exp: Experiment) -> Camera:
@@ -147,11 +186,27 @@ def emitter_stream(exp: Experiment, generator: torch.Generator | None = None,
     w, h = field_nm(exp)
     mean_active = (e.density_per_um2 or 0.0) * w * h * 1e-6
     if e.blinking is not None:
-        return emission.BlinkingStream(structure, mean_active, e.blinking.mean_on_frames,
-                                       e.blinking.duty_cycle, photons, generator)
-    return emission.IndependentStream(structure, photons, mean_active,
-                                      tuple(e.n_per_frame) if e.n_per_frame else None,
-                                      generator)
+        stream = emission.BlinkingStream(structure, mean_active, e.blinking.mean_on_frames,
+                                         e.blinking.duty_cycle, photons, generator)
+    else:
+        stream = emission.IndependentStream(structure, photons, mean_active,
+                                            tuple(e.n_per_frame) if e.n_per_frame else None,
+                                            generator)
+    mix = species_mix(exp)
+    return stream if mix is None else emission.SpeciesStream(stream, mix, generator)
+
+
+def species_mix(exp: Experiment) -> emission.SpeciesMix | None:
+    """The experiment's species (fractions and photon laws), or None (single colour)."""
+    sp = exp.emitters.species
+    if not sp:
+        return None
+
+    def law(p):
+        return None if p is None else emission.PhotonDistribution(p.distribution, p.lo, p.hi,
+                                                                  p.mean, p.std)
+
+    return emission.SpeciesMix(tuple(s.fraction for s in sp), tuple(law(s.photons) for s in sp))
 
 
 def build_background(exp: Experiment):
@@ -197,21 +252,30 @@ def training_emitters(exp: Experiment):
             lo, hi = t.density_range_per_um2
             dens = lo + (hi - lo) * torch.rand(n, generator=generator)
             counts = torch.poisson(dens * side_um ** 2, generator=generator).long()
-        return emission.emit_independent(build_structure(exp, generator), n, counts,
-                                         photon_distribution(exp), generator)
+        em = emission.emit_independent(build_structure(exp, generator), n, counts,
+                                       photon_distribution(exp), generator)
+        mix = species_mix(exp)
+        return em if mix is None else mix.assign(em, generator)
 
     return draw
+
+
+def _photons_max(p) -> float:
+    """The largest photons a distribution of the experiment file draws (about)."""
+    return {"uniform": p.hi, "constant": p.mean, "exponential": 4.0 * p.mean,
+            "lognormal": p.mean + 4.0 * p.std}[p.distribution]
 
 
 def build_scene(exp: Experiment):
     """What a method may know of the experiment (``methods.base.Scene``)."""
     from deepsmlm.methods.base import Scene
 
-    p = exp.emitters.photons
-    photons_max = {"uniform": p.hi, "constant": p.mean, "exponential": 4.0 * p.mean,
-                   "lognormal": p.mean + 4.0 * p.std}[p.distribution]
+    species = exp.emitters.species or []
+    photons_max = max([_photons_max(exp.emitters.photons)]
+                      + [_photons_max(s.photons) for s in species if s.photons is not None])
     return Scene(exp.optics.pixel_size_nm, tuple(exp.emitters.z_range_nm), float(photons_max),
-                 float(exp.background.photons_per_px[1]))
+                 float(exp.background.photons_per_px[1]), tuple(s.name for s in species),
+                 tuple(s.wavelength_nm for s in species))
 
 
 def build_patch_sampler(exp: Experiment, differentiable: bool = False):
@@ -236,7 +300,7 @@ def aberration_jitter(exp: Experiment, psf):
     rms = exp.training.aberration_jitter_rad
     if rms == 0:
         return None
-    if not isinstance(psf, PupilPSF):
+    if not (isinstance(psf, PupilPSF) or getattr(psf, "pupil_based", False)):
         raise UserError("training.aberration_jitter_rad needs optics.psf: pupil or vectorial")
     grid = pupil_grid(exp.optics)
     modes = torch.stack([masks.zernike_mask(grid, {j: 1.0}) for j in range(5, 16)])

@@ -104,7 +104,9 @@ def pixel_centres(h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tens
 
 
 def mixture_loss(p: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
-                 truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                 truth: torch.Tensor, mask: torch.Tensor,
+                 log_class: torch.Tensor | None = None,
+                 truth_class: torch.Tensor | None = None) -> torch.Tensor:
     """Localization + count loss of per-pixel predictions, with no matching to the truth.
 
     The pixels form a Gaussian mixture: weight p_i/Σp, mean ``mu`` (B, P, D) and diagonal
@@ -114,6 +116,11 @@ def mixture_loss(p: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
     approximation of the Poisson-binomial law of Σ Bernoulli(p_i): mean Σp, variance
     Σp(1−p). ``p`` is (B, P). Returns the mean over frames of the sum of both terms
     (Speiser et al., Nat. Methods 18, 1082 (2021)).
+
+    Multicolor: each pixel also predicts the species, ``log_class`` (B, P, C) log
+    probabilities; a true emitter of species ``truth_class`` (B, K) is scored by the
+    component's density times its probability of that species, N(t_k; μ_i, σ_i)·q_i(c_k),
+    so the class term, too, needs no matching.
     """
     p_sum = p.sum(1)  # (B,)
     var = (p * (1 - p)).sum(1).clamp_min(1e-6)
@@ -124,6 +131,9 @@ def mixture_loss(p: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
     log_w = torch.log(p.clamp_min(1e-8)) - torch.log(p_sum.clamp_min(1e-8))[:, None]  # (B,P)
     diff = (truth[:, :, None, :] - mu[:, None, :, :]) / sigma[:, None, :, :]  # (B, K, P, D)
     log_n = (-0.5 * diff ** 2 - torch.log(sigma[:, None]) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    if log_class is not None:  # (B, C, P) gathered at each truth's class → (B, K, P)
+        idx = truth_class.long().clamp_min(0)[:, :, None].expand(-1, -1, log_class.shape[1])
+        log_n = log_n + log_class.transpose(1, 2).gather(1, idx)
     log_l = torch.logsumexp(log_w[:, None, :] + log_n, dim=2)  # (B, K)
     gmm = -(log_l * mask).sum(1)
     return (gmm + count).mean()

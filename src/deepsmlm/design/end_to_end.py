@@ -101,10 +101,12 @@ def check_design_experiment(exp) -> None:
     if exp.optics.psf not in ("pupil", "vectorial"):
         raise UserError("design: optics.psf must be 'pupil' or 'vectorial' (the mask lives "
                         "in the pupil)")
-    if not build_method(exp).decodes_z(exp.training):
-        raise UserError(f"design: the network of training.model {exp.training.model!r} does "
-                        "not localize in z; the design needs a 3D decoder (one of "
-                        f"{', '.join(methods.names())} set up for z)")
+    method = build_method(exp)
+    if not (method.decodes_z(exp.training) or method.classifies_species(exp.training)):
+        raise UserError(f"design: the network of training.model {exp.training.model!r} "
+                        "neither localizes in z nor tells colours apart; the design needs a "
+                        f"3D decoder or a multicolor classifier (one of "
+                        f"{', '.join(methods.names())} set up for z or colour)")
 
 
 def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,

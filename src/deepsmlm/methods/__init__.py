@@ -2,7 +2,7 @@
 
 >>> from deepsmlm import methods
 >>> methods.names()
-('deepstorm', 'deepstorm3d', 'fastloc')
+('deepstorm', 'deepstorm3d', 'fastloc', 'multicolor')
 >>> methods.get("fastloc").value_column
 'intensity [photon]'
 """
@@ -14,8 +14,10 @@ from deepsmlm.methods.base import Method, TrainingSection
 from deepsmlm.methods.deepstorm import DeepSTORM
 from deepsmlm.methods.deepstorm3d import DeepSTORM3D
 from deepsmlm.methods.fastloc import FastLoc
+from deepsmlm.methods.multicolor import Multicolor
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (DeepSTORM(), DeepSTORM3D(), FastLoc())}
+REGISTRY: dict[str, Method] = {m.name: m for m in (DeepSTORM(), DeepSTORM3D(), FastLoc(),
+                                                      Multicolor())}
 DEFAULT = "deepstorm"
 
 

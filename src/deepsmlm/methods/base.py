@@ -104,12 +104,15 @@ class UpsampledOutput:
 @dataclass(frozen=True)
 class Scene:
     """What a method may know of the experiment: camera pixel, the emitters' depth range,
-    and the largest photons per emitter and background photons per pixel it simulates."""
+    the largest photons per emitter and background photons per pixel it simulates, and
+    the species (names, emission wavelengths; empty: single colour)."""
 
     pixel_size_nm: float
     z_range_nm: tuple[float, float]
     photons_max: float
     background_max: float
+    species: tuple[str, ...] = ()
+    species_wavelengths_nm: tuple[float, ...] = ()
 
 
 # The training targets of a batch: encode(emitters (EmitterSet in the patch frame, nm),
@@ -129,6 +132,10 @@ class Method(Protocol):
 
     def decodes_z(self, t: TrainingSection) -> bool:
         """Whether it localizes in 3D (the end-to-end mask design needs such a decoder)."""
+
+    def classifies_species(self, t: TrainingSection) -> bool:
+        """Whether it tells the emitters' species apart (multicolor; a mask design can
+        then encode colour)."""
 
     def upsampling(self, t: TrainingSection) -> int:
         """Output pixels per camera pixel (1: camera resolution)."""

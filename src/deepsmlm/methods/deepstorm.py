@@ -28,6 +28,9 @@ class DeepSTORM(UpsampledOutput):
     def decodes_z(self, t) -> bool:
         return False
 
+    def classifies_species(self, t) -> bool:
+        return False
+
     def card_settings(self, t: DeepSTORMTraining, scene) -> dict:
         return {"target_scale": t.target_scale, "channels": list(t.channels)}
 

@@ -48,6 +48,9 @@ class DeepSTORM3D(UpsampledOutput):
     def decodes_z(self, t) -> bool:
         return True
 
+    def classifies_species(self, t) -> bool:
+        return False
+
     def card_settings(self, t: DeepSTORM3DTraining, scene) -> dict:
         return {"target_scale": t.target_scale, "depth_planes": t.depth_planes,
                 "width": t.width, "dilations": list(t.dilations),

@@ -55,6 +55,9 @@ class FastLoc:
     def decodes_z(self, t: FastLocTraining) -> bool:
         return t.localize_z
 
+    def classifies_species(self, t: FastLocTraining) -> bool:
+        return False
+
     def upsampling(self, t: FastLocTraining) -> int:
         return 1
 
@@ -67,12 +70,15 @@ class FastLoc:
     def build_network(self, card):
         from deepsmlm.models.fastloc import FastLoc as Network
 
-        return Network(int(card.settings["width"]), bool(card.settings["localize_z"]))
+        return Network(int(card.settings["width"]), bool(card.settings["localize_z"]),
+                       n_species=len(card.settings.get("species", [])))
 
     def encoder(self, t: FastLocTraining, scene):
         """Targets: ``truth`` (B, K, D) of x, y [px in the patch], (z normalised), photons
-        normalised; ``mask`` (B, K); ``background`` (B, P, P) normalised, or None."""
+        normalised; ``mask`` (B, K); ``background`` (B, P, P) normalised, or None;
+        multicolor: ``species`` (B, K) long."""
         settings = self.card_settings(t, scene)
+        multicolor = bool(settings.get("species"))
         z_mid, z_half = _z_scale(settings)
         px = scene.pixel_size_nm
 
@@ -89,14 +95,22 @@ class FastLoc:
             values = torch.stack(cols, 1)
             truth = torch.zeros(n_frames, k_max, values.shape[1])
             mask = torch.zeros(n_frames, k_max, dtype=torch.bool)
+            species = torch.zeros(n_frames, k_max, dtype=torch.long)
+            if multicolor and len(frame) and emitters.species is None:
+                raise ValueError("a multicolor method needs the emitters' species")
             if len(frame):
                 order = torch.argsort(frame, stable=True)
                 start = torch.cumsum(counts, 0) - counts
                 slot = torch.arange(len(frame)) - start[frame[order]]
                 truth[frame[order], slot] = values[order]
                 mask[frame[order], slot] = True
+                if multicolor:
+                    species[frame[order], slot] = emitters.species[order]
             bg = None if background is None else background / settings["background_scale"]
-            return {"truth": truth, "mask": mask, "background": bg}
+            out = {"truth": truth, "mask": mask, "background": bg}
+            if multicolor:
+                out["species"] = species
+            return out
 
         return encode
 
@@ -104,17 +118,22 @@ class FastLoc:
         from deepsmlm.losses import mixture_loss
         from deepsmlm.models.fastloc import activate, channels
 
-        names = channels(t.localize_z)
-        est = [n for n in names if n != "p" and n != "bg" and not n.startswith("s_")]
+        base = channels(t.localize_z)
+        est = [n for n in base if n != "p" and n != "bg" and not n.startswith("s_")]
 
         def loss(raw, targets):
             import torch
 
-            maps = activate(raw, names)
+            n_species = raw.shape[1] - len(base)  # the multicolor head's logits, if any
+            maps = activate(raw, channels(t.localize_z, n_species))
             b, h, w = maps["p"].shape
             mu, sigma = _means(maps, est, h, w), _sigmas(maps, est)
+            log_class = None
+            if n_species:
+                log_class = torch.log_softmax(raw[:, len(base):], 1).reshape(b, n_species, -1)
+                log_class = log_class.transpose(1, 2)  # (B, H·W, C)
             total = mixture_loss(maps["p"].reshape(b, -1), mu, sigma, targets["truth"],
-                                 targets["mask"])
+                                 targets["mask"], log_class, targets.get("species"))
             bg = targets.get("background")
             if bg is not None and t.background_weight > 0:
                 total = total + t.background_weight * h * w * torch.mean((maps["bg"] - bg) ** 2)
@@ -131,7 +150,9 @@ class FastLoc:
         from deepsmlm.postprocess import pixel_detections, suppress_close
 
         s = card.settings
-        maps = activate(raw.detach().float(), channels(bool(s["localize_z"])))
+        n_species = len(s.get("species", []))
+        raw = raw.detach().float()
+        maps = activate(raw, channels(bool(s["localize_z"]), n_species))
         idx, score = pixel_detections(maps["p"], threshold)
         if len(idx) == 0:
             return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
@@ -148,18 +169,25 @@ class FastLoc:
         else:
             z, sz = torch.zeros_like(x), torch.full_like(x, float("nan"))
         photons = maps["n"][t, r, c] * s["photon_scale"]
+        if n_species:  # the species with the highest probability at the detection's pixel
+            q = torch.softmax(raw[:, -n_species:], 1)[t, :, r, c]  # (N, C)
+            prob, species = q.max(1)
+        else:
+            prob = species = torch.zeros_like(x)
         keep = suppress_close(t, torch.stack([x, y], 1), score, SUPPRESS_PX * px)
-        x, y, z, sx, sy, sz, photons, t, score = (v[keep] for v in (x, y, z, sx, sy, sz,
-                                                                    photons, t, score))
+        x, y, z, sx, sy, sz, photons, t, score, prob, species = (
+            v[keep] for v in (x, y, z, sx, sy, sz, photons, t, score, prob, species))
         em = EmitterSet(torch.stack([x, y, z], 1).cpu(), photons.cpu(), (t + frame_offset).cpu(),
-                        uncertainty_xyz_nm=torch.stack([sx, sy, sz], 1).cpu())
+                        uncertainty_xyz_nm=torch.stack([sx, sy, sz], 1).cpu(),
+                        species=species.long().cpu() if n_species else None,
+                        species_probability=prob.cpu() if n_species else None)
         return (em, score.cpu()) if return_peaks else em
 
     def uncertainty_columns(self, card) -> int:
         return 3 if card.settings["localize_z"] else 2
 
     def species_names(self, card) -> list[str]:
-        return []
+        return list(card.settings.get("species", []))
 
     def thresholds(self, card) -> np.ndarray:
         return np.linspace(0.05, 0.95, 19)

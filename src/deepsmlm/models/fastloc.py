@@ -13,6 +13,7 @@ channels); output (B, C, H, W) raw values, whose channels ``channels(localize_z)
     n       photons / photon scale (sigmoid)
     s_*     the σ of each of the above estimates (softplus), in the same units
     bg      background / background scale (sigmoid)
+    c0…     multicolor (``n_species`` ≥ 2): the species' logits (raw; softmax over them)
 
 H and W must be multiples of 4 (``multiple``); ``pad_to_multiple`` pads.
 """
@@ -26,10 +27,10 @@ from torch import nn
 from deepsmlm.models.blocks import conv_bn_relu
 
 
-def channels(localize_z: bool) -> tuple[str, ...]:
+def channels(localize_z: bool, n_species: int = 0) -> tuple[str, ...]:
     """Names of the output channels, in order."""
     est = ("dx", "dy", "z", "n") if localize_z else ("dx", "dy", "n")
-    return ("p", *est, *(f"s_{e}" for e in est), "bg")
+    return ("p", *est, *(f"s_{e}" for e in est), "bg", *(f"c{k}" for k in range(n_species)))
 
 
 def _double(c_in: int, c_out: int) -> nn.Sequential:
@@ -37,11 +38,12 @@ def _double(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class FastLoc(nn.Module):
-    def __init__(self, width: int = 32, localize_z: bool = False, in_frames: int = 1):
+    def __init__(self, width: int = 32, localize_z: bool = False, in_frames: int = 1,
+                 n_species: int = 0):
         super().__init__()
         c = int(width)
         self.width, self.localize_z, self.in_frames = c, bool(localize_z), int(in_frames)
-        self.names = channels(localize_z)
+        self.names = channels(localize_z, n_species)
         self.enc1 = _double(in_frames, c)
         self.enc2 = _double(c, 2 * c)
         self.enc3 = _double(2 * c, 4 * c)
@@ -80,6 +82,8 @@ def activate(raw: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tenso
             out[name] = torch.tanh(r)
         elif name in ("n", "bg"):
             out[name] = torch.sigmoid(r)
+        elif name[0] == "c":  # species logits: kept raw, softmax over them by the user
+            out[name] = r
         else:  # σ of an estimate
             out[name] = F.softplus(r) + 1e-3
     return out

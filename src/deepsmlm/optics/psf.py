@@ -54,10 +54,13 @@ def place_patches(values: torch.Tensor, origin: torch.Tensor, frame_idx: torch.T
 
 
 class PSF(nn.Module):
-    """Base class: subclasses implement ``patches``."""
+    """Base class: subclasses implement ``patches``. A PSF that depends on the emitter's
+    species (``takes_species``: ``optics.multicolor.MulticolorPSF``) takes it as a third
+    argument of ``patches``; the others ignore a species given to ``render``."""
 
     pixel_size_nm: float
     patch_px: int
+    takes_species: bool = False
 
     def patches(self, xyz_nm: torch.Tensor, photons: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,11 +68,14 @@ class PSF(nn.Module):
         raise NotImplementedError
 
     def render(self, xyz_nm: torch.Tensor, photons: torch.Tensor, frame_idx: torch.Tensor,
-               shape: tuple[int, int, int], chunk: int = 2048) -> torch.Tensor:
-        """Expected photon image (T, H, W) of emitters xyz_nm (N, 3) with photons (N,)."""
+               shape: tuple[int, int, int], chunk: int = 2048,
+               species: torch.Tensor | None = None) -> torch.Tensor:
+        """Expected photon image (T, H, W) of emitters xyz_nm (N, 3) with photons (N,)
+        (and species (N,) for a PSF that ``takes_species``)."""
         out = None
         for s in range(0, max(len(photons), 1), chunk):
-            vals, origin = self.patches(xyz_nm[s:s + chunk], photons[s:s + chunk])
+            extra = (species[s:s + chunk],) if self.takes_species else ()
+            vals, origin = self.patches(xyz_nm[s:s + chunk], photons[s:s + chunk], *extra)
             part = place_patches(vals, origin, frame_idx[s:s + chunk], shape)
             out = part if out is None else out + part
         return out

@@ -129,3 +129,51 @@ class BlinkingStream:
         idx = torch.cat(ids)
         return EmitterSet(self.xyz[idx], self.photons.sample(len(idx), self.generator).float(),
                           frame, idx)
+
+
+@dataclass(frozen=True)
+class SpeciesMix:
+    """Which dye each emitter is: species k with probability ``fractions[k]`` (normalised),
+    and photons from ``photons[k]`` when that species has its own distribution (else the
+    emitter keeps the photons it was drawn with)."""
+
+    fractions: tuple[float, ...]
+    photons: tuple[PhotonDistribution | None, ...]
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n species indices, long (n,)."""
+        if n == 0:
+            return torch.zeros(0, dtype=torch.long)
+        p = torch.tensor(self.fractions, dtype=torch.float64)
+        return torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)
+
+    def apply(self, em: EmitterSet, species: torch.Tensor,
+              generator: torch.Generator | None = None) -> EmitterSet:
+        """``em`` with ``species`` set and the photons of species with their own law redrawn."""
+        photons = em.photons.clone()
+        for k, dist in enumerate(self.photons):
+            rows = (species == k).nonzero().squeeze(1)
+            if dist is not None and len(rows):
+                photons[rows] = dist.sample(len(rows), generator).float()
+        return EmitterSet(em.xyz_nm, photons, em.frame, em.id, em.uncertainty_xyz_nm, species)
+
+    def assign(self, em: EmitterSet, generator: torch.Generator | None = None) -> EmitterSet:
+        """Every emitter (row) of ``em`` a species of its own."""
+        return self.apply(em, self.draw(len(em), generator), generator)
+
+
+class SpeciesStream:
+    """A stream of emitters (``IndependentStream``, ``BlinkingStream``) whose emitters get a
+    species, fixed per ``id`` (a blinking fluorophore keeps its dye across frames)."""
+
+    def __init__(self, stream, mix: SpeciesMix, generator: torch.Generator | None = None):
+        self.stream, self.mix, self.generator = stream, mix, generator
+        self.table = torch.zeros(0, dtype=torch.long)  # species of id 0, 1, …
+
+    def take(self, n_frames: int) -> EmitterSet:
+        em = self.stream.take(n_frames)
+        need = int(em.id.max()) + 1 if len(em) else 0
+        if need > len(self.table):
+            self.table = torch.cat([self.table, self.mix.draw(need - len(self.table),
+                                                              self.generator)])
+        return self.mix.apply(em, self.table[em.id], self.generator)

@@ -46,7 +46,8 @@ class Simulator:
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected signal (T, H, W) and background (T, H, W) photons per pixel."""
         shape = (n_frames, *self.frame_shape)
-        signal = self.psf.render(emitters.xyz_nm, emitters.photons, emitters.frame, shape)
+        signal = self.psf.render(emitters.xyz_nm, emitters.photons, emitters.frame, shape,
+                                 species=emitters.species)
         signal = gaussian_blur(signal, self.blur_sigma_px)
         return signal, self.background(n_frames, self.frame_shape, generator)
 
