@@ -19,7 +19,10 @@ TINY = {
     "deepstorm3d": dict(upsampling=2, depth_planes=4, width=8, dilations=[1, 2, 1],
                         target_encoding="trilinear"),
     "fastloc": dict(width=8, localize_z=True),
+    "multicolor": dict(width=8),
 }
+# a method that tells colours apart gets an experiment with two species
+SPECIES = [{"name": "green", "wavelength_nm": 520}, {"name": "red", "wavelength_nm": 680}]
 
 
 def test_every_registered_method_has_tiny_settings():
@@ -37,6 +40,8 @@ def test_method_trains_saves_reloads_and_localizes(tmp_path, name):
                         "photons": {"lo": 2000, "hi": 4000}},
            "background": {"photons_per_px": [20, 20]},
            "training": {"model": name, "seed": 3, **LOOP, **TINY[name]}}
+    if method.classifies_species(t):
+        exp["emitters"]["species"] = SPECIES
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
     model, sim, loc = tmp_path / "model", tmp_path / "sim", tmp_path / "loc"
     assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(model), "--quiet"]) == 0
@@ -72,3 +77,12 @@ def test_method_trains_saves_reloads_and_localizes(tmp_path, name):
         assert np.all((xyz[:, 2] >= z[0] - 200) & (xyz[:, 2] <= z[1] + 200))
     else:
         assert np.all(xyz[:, 2] == 0)
+    # the species it declares are those of the experiment, and its table carries them
+    names = method.species_names(card)
+    assert names == ([s["name"] for s in SPECIES] if method.classifies_species(t) else [])
+    if names:
+        assert found.species is not None and set(found.species.tolist()) <= {0, 1}
+        assert np.all((found.species_probability.numpy() >= 1 / len(names) - 1e-6)
+                      & (found.species_probability.numpy() <= 1))
+    else:
+        assert found.species is None

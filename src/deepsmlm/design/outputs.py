@@ -47,32 +47,48 @@ def slm_levels(phase_rad: np.ndarray, aperture: np.ndarray) -> np.ndarray:
     return (levels * (aperture > 0)).astype(np.uint8)
 
 
+def species_views(exp, psf) -> list[tuple[str, object, float]]:
+    """(label, PSF, mask scale) per emission wavelength: the PSF itself for one colour;
+    each species' PSF and its thin-element mask scale for a multicolor experiment."""
+    if not getattr(psf, "takes_species", False):
+        return [("", psf, 1.0)]
+    return [(f" {sp.name} ({sp.wavelength_nm:.0f} nm)", child, scale)
+            for sp, child, scale in zip(exp.emitters.species, psf.psfs, psf.mask_scales,
+                                        strict=True)]
+
+
 def psf_stacks(exp, phases: list[torch.Tensor], n_z: int = 9, size_px: int = 41
                ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """z (n_z,) and, per phase, the PSF at those depths (n_z, size, size), 1 photon."""
+    """z (n_z,) and, per phase (and per species, species fastest, for a multicolor
+    experiment), the PSF at those depths (n_z, size, size), 1 photon."""
     from deepsmlm.build import build_psf
     from deepsmlm.evaluation.crlb import centred_positions
 
     psf = build_psf(exp)
     z_lo, z_hi = exp.emitters.z_range_nm
     z = np.linspace(z_lo, z_hi, n_z)
-    xyz = centred_positions(psf, z)
+    views = species_views(exp, psf)
     stacks = []
     with torch.no_grad():
         for p in phases:
-            img, _ = psf.patches(xyz, torch.ones(n_z), mask_phase=p.float())
-            c, h = psf.patch_px // 2, min(size_px, psf.patch_px) // 2
-            stacks.append(img[:, c - h:c + h + 1, c - h:c + h + 1].numpy())
+            for _, one, scale in views:
+                xyz = centred_positions(one, z)
+                img, _ = one.patches(xyz, torch.ones(n_z), mask_phase=p.float() * scale)
+                c, h = one.patch_px // 2, min(size_px, one.patch_px) // 2
+                stacks.append(img[:, c - h:c + h + 1, c - h:c + h + 1].numpy())
     return z, stacks
 
 
 def write_figures(exp, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor,
                   out: Path, labels: tuple[str, str] = ("start", "learned")) -> None:
-    """mask.png and psf.png."""
+    """mask.png and psf.png (one row per mask, and per species' wavelength)."""
+    from deepsmlm.build import build_psf
     from deepsmlm.plotting import mask_image, psf_rows
 
     ap = grid.aperture(torch.float64).numpy()
     mask_image([start.double().numpy() * ap, phase.detach().double().numpy() * ap], ap,
                labels, out / "mask.png")
     z, stacks = psf_stacks(exp, [start, phase.detach()])
-    psf_rows(stacks, z, exp.optics.pixel_size_nm, labels, out / "psf.png")
+    suffixes = [v[0] for v in species_views(exp, build_psf(exp))]
+    psf_rows(stacks, z, exp.optics.pixel_size_nm,
+             tuple(f"{lab}{suf}" for lab in labels for suf in suffixes), out / "psf.png")

@@ -52,11 +52,15 @@ def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_mode
         psf = build_psf(exp)
         z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
         photons, bg = crlb_operating_point(exp)
+        views = outputs.species_views(exp, psf)  # each wavelength's PSF (one: the PSF)
         with torch.no_grad():
             for name, p in (("start", start), ("learned", phase)):
-                psf.set_mask_phase(p)
-                res[f"mean_crlb_{name}_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
-                                                                 build_camera(exp)))
+                bounds = []
+                for _, one, scale in views:
+                    one.set_mask_source(None)  # a species' PSF: its own scaled phase
+                    one.set_mask_phase(p * scale)
+                    bounds.append(float(mean_crlb_nm(one, z, photons, bg, build_camera(exp))))
+                res[f"mean_crlb_{name}_nm"] = float(sum(bounds) / len(bounds))
     outputs.write_mask(phase, grid, out, {"objective": objective})
     outputs.write_figures(exp, grid, phase, start, out)
     write_json(out / "design.json", res)

@@ -1,0 +1,229 @@
+"""Multicolor (issue 14): image formation at several wavelengths, species in the emitter
+streams, the class term of the mixture loss, and a classifier that learns colours."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deepsmlm.build import build_psf, emitter_stream, training_emitters
+from deepsmlm.config import experiment_from_dict
+from deepsmlm.errors import UserError
+from deepsmlm.losses import mixture_loss
+from deepsmlm.optics.masks import zernike_mask
+from deepsmlm.optics.multicolor import fused_silica_index, mask_phase_scale
+from deepsmlm.optics.psf import PupilPSF
+from deepsmlm.optics.pupil import PupilGrid
+
+
+def _exp(species, **optics):
+    return experiment_from_dict({
+        "optics": {"wavelength_nm": 600, "na": 1.4, "n_immersion": 1.518, "n_sample": 1.518,
+                   "pixel_size_nm": 20, "patch_px": 61, "pupil_grid_px": 64, **optics},
+        "emitters": {"species": species}})
+
+
+TWO = [{"name": "blue", "wavelength_nm": 500}, {"name": "red", "wavelength_nm": 700}]
+
+
+def _rms_radius_nm(img: np.ndarray, px: float) -> float:
+    """√(second moment) of an image around its centroid."""
+    r, c = np.indices(img.shape)
+    w = img / img.sum()
+    cy, cx = (w * r).sum(), (w * c).sum()
+    return px * math.sqrt((w * ((r - cy) ** 2 + (c - cx) ** 2)).sum())
+
+
+def _centred(psf, n: int):
+    c = (psf.patch_px // 2 + 0.5) * psf.pixel_size_nm
+    return torch.tensor([[c, c, 0.0]] * n)
+
+
+def test_clear_aperture_psf_width_scales_with_wavelength():
+    psf = build_psf(_exp(TWO))
+    img, _ = psf.patches(_centred(psf, 2), torch.ones(2), torch.tensor([0, 1]))
+    # the core (inside the first dark ring) scales with λ/NA: compare FWHM-like widths
+    half = [int((v[30] > v[30].max() / 2).sum()) for v in img.numpy()]
+    # at 20 nm pixels the half-maximum width is 0.51 λ/NA ≈ 182 / 255 nm ≈ 9 / 13 px
+    assert half[1] / half[0] == pytest.approx(700 / 500, rel=0.12)
+    inner = [_rms_radius_nm(v[20:41, 20:41], 20.0) for v in img.numpy()]
+    assert inner[1] / inner[0] == pytest.approx(700 / 500, rel=0.06)
+
+
+def test_each_species_renders_the_single_colour_psf_of_its_wavelength():
+    """A species' PSF is the pupil model built for its λ with the mask scaled by λ_d/λ."""
+    noll = {6: 0.8, 8: -0.5}
+    exp = _exp(TWO, mask={"kind": "zernike", "noll": noll})
+    psf = build_psf(exp)
+    xyz = torch.tensor([[620.0, 640.0, 150.0]])
+    for k, lam in enumerate((500.0, 700.0)):
+        grid = PupilGrid(64, lam, 1.4)
+        ref = PupilPSF(grid, 1.518, 1.518, 0.0, 20.0, 61,
+                       mask_phase=zernike_mask(grid, noll) * (600.0 / lam))
+        mine, o1 = psf.patches(xyz, torch.tensor([1000.0]), torch.tensor([k]))
+        theirs, o2 = ref.patches(xyz, torch.tensor([1000.0]))
+        assert torch.equal(o1, o2)
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_phase_at_another_wavelength_follows_the_thin_element_law():
+    exp = _exp(TWO, mask={"kind": "zernike", "noll": {5: 1.0}})
+    psf = build_psf(exp)
+    base = psf.current_mask_phase()
+    for child, lam in zip(psf.psfs, (500.0, 700.0), strict=True):
+        assert torch.allclose(child.current_mask_phase(), base * 600.0 / lam, atol=1e-6)
+    # with fused silica's dispersion the shorter wavelength sees a little more phase
+    assert fused_silica_index(587.56) == pytest.approx(1.4585, abs=2e-4)  # n_d (Malitson)
+    assert fused_silica_index(656.27) == pytest.approx(1.4564, abs=2e-4)  # n_C
+    s = mask_phase_scale(500.0, 600.0, "fused-silica")
+    n = fused_silica_index
+    assert s == pytest.approx(600 / 500 * (n(500) - 1) / (n(600) - 1), rel=1e-12)
+    assert s > 600 / 500
+    disp = build_psf(_exp(TWO, mask={"kind": "zernike", "noll": {5: 1.0}},
+                          mask_dispersion="fused-silica"))
+    assert torch.allclose(disp.psfs[0].current_mask_phase(), base * s, atol=1e-6)
+
+
+def test_photons_are_conserved_at_every_wavelength():
+    psf = build_psf(_exp(TWO + [{"name": "nir", "wavelength_nm": 800}]))
+    img, _ = psf.patches(_centred(psf, 3), torch.full((3,), 5000.0), torch.tensor([0, 1, 2]))
+    # 61 px of 20 nm hold all but the far Airy rings: ≥ 98 % at every λ, a little less
+    # where the PSF is wider
+    sums = img.sum((1, 2)).numpy() / 5000.0
+    assert np.all(sums > 0.98) and np.all(sums <= 1.0 + 1e-5)
+    assert sums[0] >= sums[1] >= sums[2]
+
+
+def test_aberrations_are_optical_path_differences():
+    exp = _exp(TWO, aberrations={"noll": {11: 0.3}})
+    psf = build_psf(exp)
+    ab = psf.aberration_phase
+    for child, lam in zip(psf.psfs, (500.0, 700.0), strict=True):
+        assert torch.allclose(child.aberration_phase, ab * 600.0 / lam, atol=1e-6)
+    psf.aberration_phase = ab * 2  # what the training's aberration jitter does
+    assert torch.allclose(psf.psfs[1].aberration_phase, 2 * ab * 600 / 700, atol=1e-6)
+
+
+def test_a_multicolor_psf_needs_species_and_refuses_unknown_ones():
+    psf = build_psf(_exp(TWO))
+    with pytest.raises(ValueError, match="species"):
+        psf.render(_centred(psf, 1), torch.ones(1), torch.zeros(1, dtype=torch.long),
+                   (1, 64, 64))
+    with pytest.raises(ValueError, match="species index"):
+        psf.patches(_centred(psf, 1), torch.ones(1), torch.tensor([2]))
+
+
+def test_species_follow_their_fractions_photons_and_fluorophores():
+    exp = experiment_from_dict({
+        "emitters": {"density_per_um2": 3.0, "blinking": {"duty_cycle": 0.2},
+                     "species": [{"name": "a", "wavelength_nm": 520, "fraction": 1},
+                                 {"name": "b", "wavelength_nm": 680, "fraction": 3,
+                                  "photons": {"distribution": "constant", "mean": 777}}]}})
+    stream = emitter_stream(exp, torch.Generator().manual_seed(1))
+    first, second = stream.take(20), stream.take(20)
+    both = [first, second]
+    species = torch.cat([e.species for e in both])
+    ids = torch.cat([e.id for e in both])
+    # a fluorophore keeps its dye across frames and chunks
+    for i in ids.unique()[:50]:
+        assert len(species[ids == i].unique()) == 1
+    pool = {int(i): int(s) for i, s in zip(ids, species, strict=True)}
+    frac_b = np.mean(list(pool.values()))
+    n = len(pool)
+    assert abs(frac_b - 0.75) < 4 * math.sqrt(0.75 * 0.25 / n)
+    photons = torch.cat([e.photons for e in both])
+    assert torch.all(photons[species == 1] == 777)
+    assert torch.all(photons[species == 0] != 777)
+    # training frames (independent emitters) carry species too
+    t = training_emitters(exp)(8, torch.Generator().manual_seed(2))
+    assert t.species is not None and len(t.species) == len(t)
+
+
+def test_class_term_of_the_mixture_loss_worked_by_hand():
+    """One pixel, one emitter: the loss gains exactly −log q(true class)."""
+    p = torch.tensor([[0.9]])
+    mu, sigma = torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[0.5, 0.5]]])
+    truth, mask = torch.tensor([[[1.2, 1.9]]]), torch.tensor([[True]])
+    q = torch.tensor([[[0.7, 0.2, 0.1]]])
+    plain = mixture_loss(p, mu, sigma, truth, mask)
+    for c, qc in enumerate((0.7, 0.2, 0.1)):
+        with_class = mixture_loss(p, mu, sigma, truth, mask, torch.log(q), torch.tensor([[c]]))
+        assert float(with_class - plain) == pytest.approx(-math.log(qc), rel=1e-5)
+
+
+def test_the_class_term_credits_the_pixel_that_holds_the_emitter():
+    """Two pixels, one near the emitter: the gradient on the class logits is carried by
+    the near pixel (its responsibility), the far one hardly moves."""
+    p = torch.tensor([[0.5, 0.5]])
+    mu = torch.tensor([[[0.0, 0.0], [5.0, 5.0]]])
+    sigma = torch.full((1, 2, 2), 0.3)
+    logits = torch.zeros(1, 2, 2, requires_grad=True)
+    loss = mixture_loss(p, mu, sigma, torch.tensor([[[0.1, 0.0]]]), torch.tensor([[True]]),
+                        torch.log_softmax(logits, -1), torch.tensor([[1]]))
+    loss.backward()
+    g = logits.grad[0]
+    assert float(g[0, 1]) < -0.4 and float(g[0, 0]) > 0.4  # raise class 1 at the near pixel
+    assert float(g[1].abs().max()) < 1e-6
+
+
+def test_multicolor_method_needs_two_species():
+    from deepsmlm.build import build_method, build_scene
+
+    exp = experiment_from_dict({"emitters": {"species": TWO[:1]},
+                                "training": {"model": "multicolor"}})
+    with pytest.raises(UserError, match="two or more emitters.species"):
+        build_method(exp).card_settings(exp.training, build_scene(exp))
+
+
+def test_duplicate_species_names_are_refused():
+    with pytest.raises(UserError, match="names must differ"):
+        experiment_from_dict({"emitters": {"species": [TWO[0], TWO[0]]}})
+
+
+def test_gradient_reaches_the_shared_mask_through_every_wavelength():
+    from deepsmlm.design.phase_models import PixelPhase
+
+    exp = _exp(TWO)
+    psf = build_psf(exp)
+    phase = PixelPhase(psf.grid, torch.zeros(64, 64))
+    psf.set_mask_source(phase)
+    xyz = torch.tensor([[610.0, 610.0, 0.0]])
+    grads = []
+    for k in range(2):
+        phase.zero_grad()
+        img, _ = psf.patches(xyz, torch.tensor([1000.0]), torch.tensor([k]))
+        (img ** 2).sum().backward()
+        grads.append(next(phase.parameters()).grad.clone())
+    assert all(float(g.abs().sum()) > 0 for g in grads)
+    assert not torch.allclose(grads[0], grads[1])  # each λ sees the mask differently
+
+
+@pytest.mark.timeout(240)
+def test_a_classifier_learns_trivially_separable_colours(tmp_path):
+    """450 vs 900 nm, bright emitters: a tiny multicolor network tells them apart."""
+    from deepsmlm.api import simulate
+    from deepsmlm.evaluation.matching import match
+    from deepsmlm.inference import Predictor, localize_chunk
+    from deepsmlm.training.train import train
+
+    exp = experiment_from_dict({
+        "frame": {"height_px": 32, "width_px": 32},
+        "optics": {"wavelength_nm": 650, "na": 1.4, "n_sample": 1.518, "pixel_size_nm": 100},
+        "emitters": {"density_per_um2": 0.5, "photons": {"lo": 4000, "hi": 6000},
+                     "species": [{"name": "violet", "wavelength_nm": 450},
+                                 {"name": "infrared", "wavelength_nm": 900}]},
+        "background": {"photons_per_px": [10, 10]},
+        "training": {"model": "multicolor", "width": 8, "seed": 1, "patch_px": 16,
+                     "batch_size": 16, "steps_per_epoch": 50, "max_epochs": 4,
+                     "val_frames": 16, "learning_rate": 3e-3}})
+    train(exp, tmp_path / "m", progress=False)
+    movie = simulate(exp, 16, seed=5)
+    pred = Predictor.load(tmp_path / "m")
+    found = localize_chunk(pred, movie.frames_adu.astype(np.float32), 0).emitters.numpy()
+    truth = movie.emitters.numpy()
+    m = match(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"], 250.0, 500.0,
+              "greedy", None, 0)
+    assert len(m.gt_index) >= 0.7 * len(truth["frame"])
+    right = found["species"][m.pred_index] == truth["species"][m.gt_index]
+    assert right.mean() > 0.9
