@@ -38,7 +38,10 @@ def _emitters(n: int = 5) -> EmitterSet:
     rng = np.random.default_rng(0)
     xyz = np.column_stack([rng.uniform(0, 3200, (n, 2)), rng.uniform(-300, 300, n)])
     unc = rng.uniform(5, 20, (n, 3))
-    return EmitterSet.from_numpy(xyz, rng.uniform(500, 3000, n), np.arange(n) % 3, None, unc)
+    species = np.arange(n) % 3 - 1  # multicolor columns too: −1 (unknown), 0, 1
+    prob = np.where(species >= 0, 0.8, np.nan)
+    return EmitterSet.from_numpy(xyz, rng.uniform(500, 3000, n), np.arange(n) % 3, None, unc,
+                                 species, prob)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def valid(tmp_path_factory):
     root = tmp_path_factory.mktemp("valid")
     em = _emitters()
     write_csv(em, root / "ours.csv")
-    write_smlm(em, root / "smlm.csv")
+    write_smlm(em, root / "smlm.csv", drop_species=True)  # the format has no species
     write_picasso(em, root / "locs.hdf5", 100.0, (32, 32), 3)
     (root / "locs.yaml").unlink()  # the metadata inside the HDF5 file is fuzzed too
     (root / "thunderstorm.csv").write_text(

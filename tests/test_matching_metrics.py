@@ -121,3 +121,60 @@ def test_spherical_tolerance():
     two = arr([0, 0, 90], [60, 0, 0])  # laterally the first is nearer; in 3D the second
     m = match([0], gt, [0, 0], two, tol_xy_nm=100, tol_z_nm=100, tol_3d_nm=100)
     assert m.pred_index.tolist() == [1]
+
+
+# ---------------------------------------------------------------- multicolor (issue 14)
+def test_species_metrics_by_hand_one_misclassified():
+    # truths A (species 0), B (0), C (1); predictions near each, B's classified 1.
+    # A: error (30, 0), B: (10, 0), C: (0, 40).
+    gt = arr([100, 100, 0], [1000, 100, 0], [2000, 100, 0])
+    pr = arr([130, 100, 0], [1010, 100, 0], [2000, 140, 0])
+    r = evaluate([0, 0, 0], gt, [0, 0, 0], pr, gt_species=[0, 0, 1], pred_species=[0, 1, 1])
+    assert r["tp"] == 3 and r["jaccard"] == pytest.approx(100.0)  # colour-blind: all found
+    assert r["species_accuracy"] == pytest.approx(2 / 3)
+    assert r["species_confusion"] == [[1, 1], [0, 1]]  # rows truth, columns predicted
+    # found = matched AND classified right: 2 of 3 truths, 2 of 3 predictions
+    assert r["species_jaccard"] == pytest.approx(100 * 2 / (3 + 3 - 2))
+    s0, s1 = r["by_species"]
+    # species 0: TP A; FN B (matched but called 1); no prediction of 0 is wrong → FP 0
+    assert (s0["tp"], s0["fp"], s0["fn"]) == (1, 0, 1)
+    assert s0["jaccard"] == pytest.approx(50.0)
+    assert (s0["recall"], s0["precision"]) == pytest.approx((0.5, 1.0))
+    assert s0["rmse_xy_nm"] == pytest.approx(30.0)  # only A: B is not a TP of species 0
+    assert s0["detection_recall"] == pytest.approx(1.0)  # colour-blind: A and B matched
+    # species 1: TP C; FP B's prediction (called 1, truth 0); FN none
+    assert (s1["tp"], s1["fp"], s1["fn"]) == (1, 1, 0)
+    assert s1["jaccard"] == pytest.approx(50.0)
+    assert (s1["recall"], s1["precision"]) == pytest.approx((1.0, 0.5))
+    assert s1["rmse_xy_nm"] == pytest.approx(40.0)
+    assert (s0["n_gt"], s0["n_pred"], s1["n_gt"], s1["n_pred"]) == (2, 1, 1, 2)
+
+
+def test_species_metrics_with_misses_unknowns_and_an_empty_species():
+    # frame 0: truths A (0), B (1) and D (1, missed); predictions: near A called 0, near B
+    # unknown (−1), far away called 1 (a FP). n_species 3: species 2 never occurs.
+    gt = arr([100, 100, 0], [1000, 100, 0], [3000, 3000, 0])
+    pr = arr([100, 120, 0], [1000, 100, 0], [6000, 6000, 0])
+    r = evaluate([0, 0, 0], gt, [0, 0, 0], pr, gt_species=[0, 1, 1],
+                 pred_species=[0, -1, 1], n_species=3)
+    assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 1)
+    assert r["species_pairs"] == 2 and r["species_accuracy"] == pytest.approx(0.5)
+    assert r["species_unknown_pred"] == 1 and r["species_unknown_truth"] == 0
+    assert r["species_confusion"] == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]  # −1 left out
+    s0, s1, s2 = r["by_species"]
+    assert (s0["tp"], s0["fp"], s0["fn"]) == (1, 0, 0)
+    assert (s1["tp"], s1["fp"], s1["fn"]) == (0, 1, 2)  # B called unknown, D missed
+    assert s1["jaccard"] == 0.0 and math.isnan(s1["rmse_xy_nm"])
+    assert s1["detection_recall"] == pytest.approx(0.5)  # B matched, D not
+    assert (s2["n_gt"], s2["n_pred"], s2["tp"]) == (0, 0, 0) and math.isnan(s2["jaccard"])
+    assert r["species_jaccard"] == pytest.approx(100 * 1 / (3 + 3 - 1))
+
+
+def test_species_metrics_need_both_sides_and_valid_indices():
+    gt = arr([0, 0, 0])
+    with pytest.raises(ValueError, match="both"):
+        evaluate([0], gt, [0], gt, gt_species=[0])
+    with pytest.raises(ValueError, match="n_species 1"):
+        evaluate([0], gt, [0], gt, gt_species=[0], pred_species=[1], n_species=1)
+    r = evaluate([0], gt, [0], gt)
+    assert "species_accuracy" not in r and "by_species" not in r

@@ -153,9 +153,12 @@ def cmd_render(args) -> None:
 
     sigma = None if args.sigma in (None, "precision") else _float(args.sigma, "--sigma")
     img = run_render(args.locs, args.pixel_nm, args.out, sigma, args.sigma == "precision",
-                     args.experiment, args.pixel_size_nm)
+                     args.experiment, args.pixel_size_nm, args.by)
+    png = args.out.with_suffix(".png")
     print(f"wrote {args.out} ({img.shape[0]}×{img.shape[1]} px of {args.pixel_nm:g} nm) "
-          f"and {args.out.with_suffix('.png')}")
+          f"and {png}" + (" (one colour per species), one TIFF per species "
+                          f"({args.out.stem}_<species>{args.out.suffix})"
+                          if args.by == "species" else ""))
 
 
 def cmd_crlb(args) -> None:
@@ -305,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--border-nm", type=_non_negative, default=0.0,
                    help="exclude a band at the frame edges (needs the field of view)")
     _locs_context(s)
-    s.add_argument("--json", type=Path, default=None, help="write every metric as JSON")
+    s.add_argument("--json", type=Path, default=None,
+                   help="write every metric as JSON (with species metrics when both tables "
+                        "carry species)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("render", help="super-resolution image of localizations")
@@ -314,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="IMG.tif (+ IMG.png)")
     s.add_argument("--sigma", default=None,
                    help="Gaussian σ in nm, or 'precision' (per localization); default histogram")
+    s.add_argument("--by", choices=["species"], default=None,
+                   help="species: also one image per species (IMG_<name>.tif) and an RGB "
+                        "PNG, one colour per species (a multicolor table)")
     _locs_context(s)
     s.set_defaults(func=cmd_render)
 

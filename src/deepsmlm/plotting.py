@@ -6,6 +6,14 @@ import os
 
 import numpy as np
 
+# One colour per species (multicolor renderings and their legends): the Okabe–Ito
+# palette, distinct under the common colour-vision deficiencies, ordered so that the first
+# pairs differ most; its black replaced by white (species are composited additively on
+# black). RGB in [0, 1], (8, 3).
+SPECIES_COLOURS = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (204, 121, 167),
+                            (240, 228, 66), (0, 114, 178), (213, 94, 0), (255, 255, 255)],
+                           np.float32) / 255.0
+
 
 def _plt():
     import matplotlib
@@ -146,6 +154,66 @@ def widefield_vs_sr(widefield: np.ndarray, sr: np.ndarray, pixel_nm: float, fine
         ax.plot([w * 0.95 - bar, w * 0.95], [h * 0.95, h * 0.95], color="white", lw=3)
         ax.set_title(f"{name}  (bar 1 µm)", fontsize=9)
         ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path, dpi=110)
+
+
+def _species_legend(ax, names: list[str]) -> None:
+    """A legend of coloured squares, one per species name (``SPECIES_COLOURS`` order)."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=SPECIES_COLOURS[k], edgecolor="none", label=name)
+               for k, name in enumerate(names[:len(SPECIES_COLOURS)])]
+    if handles:
+        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.6,
+                  facecolor="black", labelcolor="white", edgecolor="none")
+
+
+def _scale_bar(ax, shape: tuple[int, ...], pixel_nm: float, label: bool = False) -> None:
+    """A white bar of 1 µm (or 100 nm when the image is under 3 µm wide), bottom right."""
+    h, w = shape[:2]
+    bar_nm = 1000.0 if w * pixel_nm > 3000 else 100.0
+    bar = bar_nm / pixel_nm
+    ax.plot([w * 0.95 - bar, w * 0.95], [h * 0.95, h * 0.95], color="white", lw=3)
+    if label:
+        ax.text(w * 0.95 - bar / 2, h * 0.93, f"{bar_nm:g} nm", color="white", ha="center",
+                fontsize=8)
+
+
+def species_preview(rgb: np.ndarray, names: list[str], pixel_nm: float,
+                    path: str | os.PathLike, title: str = "") -> None:
+    """A multicolor super-resolution image (rows, cols, 3) in [0, 1], one colour per
+    species (``render.species_rgb``), with a legend of the species names and a scale bar."""
+    plt = _plt()
+    h, w = rgb.shape[:2]
+    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.3))
+    ax.imshow(np.clip(rgb, 0, 1), interpolation="nearest")
+    _scale_bar(ax, rgb.shape, pixel_nm, label=True)
+    _species_legend(ax, names)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    _save(fig, path, dpi=120)
+
+
+def widefield_vs_sr_species(widefield: np.ndarray, rgb: np.ndarray, names: list[str],
+                            pixel_nm: float, fine_nm: float, path: str | os.PathLike,
+                            title: str = "") -> None:
+    """The widefield sum (grey) beside the multicolor reconstruction ``rgb`` (rows, cols,
+    3) in [0, 1], one colour per species (``render.species_rgb``: species k in
+    ``SPECIES_COLOURS[k]``), with a legend of the species ``names`` and 1 µm bars."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    axes[0].imshow(widefield, cmap="gray", interpolation="nearest")
+    axes[0].set_title("widefield (sum of frames)  (bar 1 µm)", fontsize=9)
+    axes[1].imshow(np.clip(rgb, 0, 1), interpolation="nearest")
+    axes[1].set_title("reconstruction, one colour per species  (bar 1 µm)", fontsize=9)
+    for ax, img, px in ((axes[0], widefield, pixel_nm), (axes[1], rgb, fine_nm)):
+        h, w = img.shape[:2]
+        bar = 1000.0 / px
+        ax.plot([w * 0.95 - bar, w * 0.95], [h * 0.95, h * 0.95], color="white", lw=3)
+        ax.set_axis_off()
+    _species_legend(axes[1], names)
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path, dpi=110)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from deepsmlm.optics.psf import integrated_gaussian_patches, place_patches
+from deepsmlm.plotting import SPECIES_COLOURS  # one colour per species (Okabe–Ito)
 
 
 def image_shape(field_nm: tuple[float, float], pixel_nm: float) -> tuple[int, int]:
@@ -71,6 +72,52 @@ def render_gaussian(xy_nm: np.ndarray, pixel_nm: float, field_nm: tuple[float, f
         out += place_patches(vals, origin, torch.zeros(len(vals), dtype=torch.long),
                              (1, rows, cols))
     return out[0].float().numpy()
+
+
+def render_species(xy_nm: np.ndarray, species: np.ndarray, n_species: int, pixel_nm: float,
+                   field_nm: tuple[float, float], sigma_nm: float | np.ndarray | None = None
+                   ) -> np.ndarray:
+    """One rendering per species: (K, rows, cols) float32, plane k from the localizations
+    whose ``species`` is k (−1, unknown, is in none). ``sigma_nm`` None: histograms
+    (``render_histogram``); else Gaussians (``render_gaussian``: a scalar, (N,) or (N, 2)
+    per localization)."""
+    xy = np.asarray(xy_nm, float).reshape(-1, 2)
+    species = np.asarray(species).reshape(-1)
+    if len(species) != len(xy):
+        raise ValueError(f"species must be (N,) with N = {len(xy)}, got {species.shape}")
+    s = None if sigma_nm is None else np.asarray(sigma_nm, np.float64)
+    planes = []
+    for k in range(int(n_species)):
+        sel = species == k
+        if s is None:
+            planes.append(render_histogram(xy[sel], pixel_nm, field_nm))
+        else:
+            planes.append(render_gaussian(xy[sel], pixel_nm, field_nm,
+                                          s if s.ndim == 0 else s[sel]))
+    if not planes:
+        return np.zeros((0, *image_shape(field_nm, pixel_nm)), np.float32)
+    return np.stack(planes).astype(np.float32)
+
+
+def species_rgb(planes: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    """Per-species images (K ≤ 8, rows, cols) → an RGB image (rows, cols, 3), float32 in
+    [0, 1]: each plane normalised to its own ``percentile`` of its non-zero pixels (so a
+    sparse species is as visible as a dense one) and clipped to 1, times its colour
+    (``SPECIES_COLOURS[k]``), summed (additive compositing), clipped to 1."""
+    planes = np.asarray(planes, np.float32)
+    if planes.ndim != 3:
+        raise ValueError(f"planes must be (K, rows, cols), got {planes.shape}")
+    if len(planes) > len(SPECIES_COLOURS):
+        raise ValueError(f"at most {len(SPECIES_COLOURS)} species have a colour, got "
+                         f"{len(planes)}")
+    rgb = np.zeros((*planes.shape[1:], 3), np.float32)
+    for plane, colour in zip(planes, SPECIES_COLOURS):
+        pos = plane[plane > 0]
+        if not pos.size:
+            continue
+        top = float(np.percentile(pos, percentile))
+        rgb += np.clip(plane / top, 0, 1)[..., None] * colour
+    return np.clip(rgb, 0, 1)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -90,11 +90,15 @@ def evaluate(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, *, gt_photons=None,
              field_nm: tuple[float, float] | None = None, border_nm: float = 0.0,
              density_edges=(0, 0.5, 1, 2, 4, 6, 8, 12, 1e9), z_step_nm: float = 250.0,
              photon_bins: int = 5, tol_3d_nm: float | None = None,
-             edge_edges_nm=(0, 550, 1100, 2200, 1e9)) -> dict:
+             edge_edges_nm=(0, 550, 1100, 2200, 1e9), gt_species=None, pred_species=None,
+             n_species: int | None = None) -> dict:
     """Match and compute every metric: flat overall keys plus ``by_density``, ``by_z``,
     ``by_edge``, ``by_photons`` breakdowns (lists of bins). Density is ground-truth emitters
     per µm² in each frame, and ``by_edge`` bins by the distance to the nearest edge of the
-    field (x, y in [0, width] × [0, height]); both need ``field_nm``."""
+    field (x, y in [0, width] × [0, height]); both need ``field_nm``.
+
+    With ``gt_species`` and ``pred_species`` (integer indices, −1 = unknown) the multicolor
+    metrics of ``species_metrics`` are added (matching itself ignores species)."""
     gt_frame, pred_frame = np.asarray(gt_frame), np.asarray(pred_frame)
     gt_xyz, pr_xyz = np.asarray(gt_xyz_nm, float), np.asarray(pred_xyz_nm, float)
     m = match(gt_frame, gt_xyz, pred_frame, pr_xyz, tol_xy_nm, tol_z_nm, method, field_nm,
@@ -125,7 +129,82 @@ def evaluate(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, *, gt_photons=None,
         edges = np.unique(np.quantile(ph, np.linspace(0, 1, photon_bins + 1)))
         edges[-1] = np.nextafter(edges[-1], np.inf)
         out["by_photons"] = _binned(ph, None, edges, m, d_all)
+    if (gt_species is None) != (pred_species is None):
+        raise ValueError("species metrics need both gt_species and pred_species")
+    if gt_species is not None:
+        out.update(species_metrics(m, gt_xyz, pr_xyz, gt_species, pred_species, n_species))
     return out
+
+
+def species_metrics(m: Matching, gt_xyz_nm: np.ndarray, pred_xyz_nm: np.ndarray,
+                    gt_species, pred_species, n_species: int | None = None) -> dict:
+    """Multicolor metrics of a matching (positions matched colour-blind, then species).
+
+    ``gt_species`` (N_gt,), ``pred_species`` (N_pred,): species indices 0 … K−1, −1 =
+    unknown; ``n_species`` K (default: the largest index + 1). Only emitters inside the
+    evaluated region (``m.gt_used``, ``m.pred_used``) count. Returns
+
+    - ``species_accuracy``: over matched pairs whose truth is known, the fraction whose
+      predicted species equals the truth (a prediction of −1 counts as wrong); NaN without
+      such pairs. ``species_pairs``: that number of pairs.
+    - ``species_confusion``: K × K counts of matched pairs, rows the true species, columns
+      the predicted one (pairs with −1 on either side are left out and counted in
+      ``species_unknown_truth`` / ``species_unknown_pred``).
+    - ``species_jaccard`` (%): the multicolor Jaccard, a localization found only when
+      matched AND classified right: TP_s/(N_pred + N_gt − TP_s), TP_s = correct pairs.
+    - ``by_species``: one row per species k with the metrics of ``counts_and_errors``
+      (``tp, fp, fn, recall, precision, jaccard`` (%), RMSEs, biases, efficiencies) where
+      an emitter of species k counts as found only if it is matched AND its prediction is
+      classified k: TP_k = matched pairs with truth k and prediction k; FN_k = true
+      emitters of species k − TP_k (missed, or matched but classified otherwise); FP_k =
+      predictions classified k − TP_k (unmatched, or matched to an emitter of another
+      species); RMSE and bias over the TP_k pairs. Also ``n_gt``, ``n_pred`` (emitters of
+      species k in truth and prediction) and ``detection_recall``: the colour-blind recall
+      of species k (its true emitters matched by any prediction, whatever its species).
+
+    >>> m = Matching(np.array([0, 1]), np.array([0, 1]), np.ones(2, bool), np.ones(2, bool))
+    >>> xyz = np.zeros((2, 3))
+    >>> r = species_metrics(m, xyz, xyz, [0, 1], [0, 0])
+    >>> r["species_accuracy"], r["species_confusion"]
+    (0.5, [[1, 0], [1, 0]])
+    """
+    gs = np.asarray(gt_species, np.int64).reshape(-1)
+    ps = np.asarray(pred_species, np.int64).reshape(-1)
+    if len(gs) != len(m.gt_used) or len(ps) != len(m.pred_used):
+        raise ValueError(f"species: {len(gs)} truths and {len(ps)} predictions for a "
+                         f"matching of {len(m.gt_used)} and {len(m.pred_used)}")
+    if (gs < -1).any() or (ps < -1).any():
+        raise ValueError("species indices must be >= -1 (-1 = unknown)")
+    top = max(int(gs.max(initial=-1)), int(ps.max(initial=-1))) + 1
+    k_all = top if n_species is None else int(n_species)
+    if k_all < top:
+        raise ValueError(f"n_species {k_all} but a species index {top - 1} occurs")
+    g_pair, p_pair = gs[m.gt_index], ps[m.pred_index]
+    known = g_pair >= 0
+    right = known & (g_pair == p_pair)
+    both = known & (p_pair >= 0)
+    confusion = np.zeros((k_all, k_all), np.int64)
+    np.add.at(confusion, (g_pair[both], p_pair[both]), 1)
+    d_all = (np.asarray(pred_xyz_nm, float)[m.pred_index]
+             - np.asarray(gt_xyz_nm, float)[m.gt_index])
+    g_in, p_in = gs[m.gt_used], ps[m.pred_used]
+    rows = []
+    for k in range(k_all):
+        tp = int((right & (g_pair == k)).sum())
+        n_gt, n_pred = int((g_in == k).sum()), int((p_in == k).sum())
+        r = counts_and_errors(tp, n_pred - tp, n_gt - tp, d_all[right & (g_pair == k)])
+        r.update(species=k, n_gt=n_gt, n_pred=n_pred,
+                 detection_recall=_safe_div(int((g_pair == k).sum()), n_gt))
+        rows.append(r)
+    tp_s = int(right.sum())
+    union = m.n_gt + m.n_pred - tp_s
+    return {"species_accuracy": _safe_div(tp_s, int(known.sum())),
+            "species_pairs": int(known.sum()),
+            "species_confusion": confusion.tolist(),
+            "species_unknown_truth": int((~known).sum()),
+            "species_unknown_pred": int((known & (p_pair < 0)).sum()),
+            "species_jaccard": 100.0 * _safe_div(tp_s, union),
+            "n_species": k_all, "by_species": rows}
 
 
 def uncertainty_calibration(errors_nm: np.ndarray, sigma_nm: np.ndarray,

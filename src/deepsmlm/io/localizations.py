@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +22,83 @@ COLUMNS = ["id", "frame", "x [nm]", "y [nm]", "z [nm]", "intensity [photon]"]
 # lateral value (x = y = it) and ThunderSTORM's 3D fits a z value too.
 UNCERTAINTY_COLUMNS = ["uncertainty_x [nm]", "uncertainty_y [nm]", "uncertainty_z [nm]"]
 LATERAL_UNCERTAINTY_COLUMNS = ["uncertainty [nm]", "uncertainty_xy [nm]"]
+# multicolor: the species index (into the experiment's emitters.species, the model's
+# species names; −1 = unknown) and a classifier's probability of it (NaN = unknown)
+SPECIES_COLUMN = "species"
+SPECIES_PROBABILITY_COLUMN = "species_probability"
 SMLM_COLUMNS = ["Ground-truth", "frame", "xnano", "ynano", "znano", "intensity"]
 # Picasso's camera-pixel coordinates put the centre of pixel i at i (ours: i + 0.5).
 PICASSO_OFFSET_PX = 0.5
 PICASSO_DTYPE = [("frame", "<u4"), ("x", "<f4"), ("y", "<f4"), ("photons", "<f4"),
                  ("sx", "<f4"), ("sy", "<f4"), ("bg", "<f4"), ("lpx", "<f4"), ("lpy", "<f4")]
+# Picasso drops rows holding NaN: an unknown species probability is written as this
+PICASSO_UNKNOWN_PROBABILITY = -1.0
 
 
 # ------------------------------------------------------------------ our CSV / ThunderSTORM
+@dataclass(frozen=True)
+class CsvLayout:
+    """The columns of our CSV: the value column, ``n_uncertainty`` σ columns (0, 2, 3),
+    and optionally ``species`` (with ``species_probability``)."""
+
+    value_column: str = "intensity [photon]"
+    n_uncertainty: int = 0
+    species: bool = False
+    species_probability: bool = False
+
+    def __post_init__(self):
+        if self.n_uncertainty not in (0, 2, 3):
+            raise ValueError(f"n_uncertainty must be 0, 2 or 3, got {self.n_uncertainty}")
+        if self.species_probability and not self.species:
+            raise ValueError("a species_probability column needs the species column")
+
+    @property
+    def header(self) -> list[str]:
+        return [*COLUMNS[:5], self.value_column, *UNCERTAINTY_COLUMNS[:self.n_uncertainty],
+                *([SPECIES_COLUMN] if self.species else []),
+                *([SPECIES_PROBABILITY_COLUMN] if self.species_probability else [])]
+
+    @property
+    def fmt(self) -> list[str]:
+        return (["%d", "%d", "%.3f", "%.3f", "%.3f", "%.6g"] + ["%.3f"] * self.n_uncertainty
+                + (["%d"] if self.species else [])
+                + (["%.4f"] if self.species_probability else []))
+
+    @classmethod
+    def of(cls, emitters: EmitterSet, value_column: str = "intensity [photon]") -> CsvLayout:
+        """The layout ``write_csv`` gives this set."""
+        return cls(value_column, uncertainty_columns(emitters), emitters.species is not None,
+                   emitters.species_probability is not None)
+
+    @classmethod
+    def from_header(cls, path: Path, header: list[str]) -> CsvLayout:
+        """The layout of a file we wrote (``header``); anything else is a UserError."""
+        n_unc = sum(c in header for c in UNCERTAINTY_COLUMNS)
+        try:
+            layout = cls(header[5] if len(header) > 5 else "", n_unc,
+                         SPECIES_COLUMN in header, SPECIES_PROBABILITY_COLUMN in header)
+        except ValueError:
+            layout = None
+        if layout is None or layout.header != header:
+            raise UserError(f"{path}: not a table deepsmlm wrote (header {header[:10]}); "
+                            "start again without --resume")
+        return layout
+
+
 def write_csv(emitters: EmitterSet, path: str | os.PathLike,
               value_column: str = "intensity [photon]") -> None:
     """Our CSV: ``id,frame,x [nm],y [nm],z [nm],intensity [photon]`` and, when the set has
     uncertainties, ``uncertainty_x [nm],uncertainty_y [nm]`` (plus ``uncertainty_z [nm]``
-    when any z value is finite); unknown values are written ``nan``. Frame 1-based (as
+    when any z value is finite); unknown values are written ``nan``. A multicolor set adds
+    ``species`` (the index into the experiment's ``emitters.species`` / the model's species
+    names, −1 unknown) and, when it has them, ``species_probability``. Frame 1-based (as
     ThunderSTORM). Written atomically. ``value_column`` renames the column of
     ``emitters.photons`` when it holds something else (e.g. ``confidence``)."""
-    header, fmt = csv_layout(value_column, uncertainty_columns(emitters))
+    layout = CsvLayout.of(emitters, value_column)
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            f.write(",".join(header) + "\n")
-            f.write(_csv_rows(emitters, fmt))
+            f.write(",".join(layout.header) + "\n")
+            f.write(_csv_rows(emitters, layout))
 
 
 def uncertainty_columns(emitters: EmitterSet) -> int:
@@ -52,59 +110,97 @@ def uncertainty_columns(emitters: EmitterSet) -> int:
     return 3 if bool(torch.isfinite(emitters.uncertainty_xyz_nm[:, 2]).any()) else 2
 
 
-def csv_layout(value_column: str, n_uncertainty: int) -> tuple[list[str], list[str]]:
-    """Header and number formats of our CSV with ``n_uncertainty`` (0, 2, 3) σ columns."""
-    header = [*COLUMNS[:5], value_column, *UNCERTAINTY_COLUMNS[:n_uncertainty]]
-    fmt = ["%d", "%d", "%.3f", "%.3f", "%.3f", "%.6g"] + ["%.3f"] * n_uncertainty
-    return header, fmt
+def csv_layout(value_column: str, n_uncertainty: int, species: bool = False,
+               species_probability: bool = False) -> tuple[list[str], list[str]]:
+    """Header and number formats of our CSV with ``n_uncertainty`` (0, 2, 3) σ columns and
+    optionally the species columns."""
+    layout = CsvLayout(value_column, n_uncertainty, species, species_probability)
+    return layout.header, layout.fmt
 
 
-def _csv_rows(emitters: EmitterSet, fmt: list[str]) -> str:
-    """The rows of ``emitters`` as CSV text in the layout ``fmt`` (no header)."""
+def _csv_rows(emitters: EmitterSet, layout: CsvLayout) -> str:
+    """The rows of ``emitters`` as CSV text in ``layout`` (no header). A set without the
+    layout's species gets −1 (unknown) and a NaN probability; a set whose species the
+    layout has no column for is a ValueError (they would be lost)."""
     import io
 
+    if emitters.species is not None and not layout.species:
+        raise ValueError("the table has no species column but the localizations carry "
+                         "species; fix the layout with species=True")
+    if emitters.species_probability is not None and not layout.species_probability:
+        raise ValueError("the table has no species_probability column but the "
+                         "localizations carry one; fix the layout with "
+                         "species_probability=True")
     a = emitters.numpy()
-    if not len(a["id"]):
+    n = len(a["id"])
+    if not n:
         return ""
-    k = len(fmt) - 6
     cols = [a["id"], a["frame"] + 1, a["xyz_nm"], a["photons"]]
+    k = layout.n_uncertainty
     if k:
-        unc = a.get("uncertainty_xyz_nm", np.full((len(a["id"]), 3), np.nan))
+        unc = a.get("uncertainty_xyz_nm", np.full((n, 3), np.nan))
         cols.append(unc[:, :k])
+    if layout.species:
+        cols.append(a.get("species", np.full(n, -1)))
+    if layout.species_probability:
+        cols.append(a.get("species_probability", np.full(n, np.nan)))
     buf = io.StringIO()
-    np.savetxt(buf, np.column_stack(cols), fmt=fmt, delimiter=",")
+    np.savetxt(buf, np.column_stack(cols), fmt=layout.fmt, delimiter=",")
     return buf.getvalue()
 
 
 class CsvAppender:
     """Our CSV written block by block, as ``localize`` finds localizations.
 
-    The layout is ``n_uncertainty`` σ columns (0, 2, 3) when given, else that of the first
-    non-empty block; each block goes in one write, flushed and synced to disk, so the file
-    always holds whole rows. ``size_bytes`` after a block is what a resumed run cuts the
-    file back to (``resume_bytes``) before it appends again."""
+    The layout is fixed by the arguments given — ``n_uncertainty`` σ columns (0, 2, 3),
+    ``species`` and ``species_probability`` columns (bool) — and, for those left None, by
+    the first non-empty block; each block goes in one write, flushed and synced to disk,
+    so the file always holds whole rows. ``size_bytes`` after a block is what a resumed run
+    cuts the file back to (``resume_bytes``) before it appends again; a resumed file keeps
+    the layout of its own header (arguments that contradict it are a UserError)."""
 
     def __init__(self, path: str | os.PathLike, value_column: str = "intensity [photon]",
-                 resume_bytes: int | None = None, n_uncertainty: int | None = None):
+                 resume_bytes: int | None = None, n_uncertainty: int | None = None,
+                 species: bool | None = None, species_probability: bool | None = None):
         self.path = Path(path)
         self.value_column = value_column
-        self.fmt: list[str] | None = None
-        self._n_uncertainty = n_uncertainty
+        self.layout: CsvLayout | None = None
+        if species is False and species_probability:
+            raise ValueError("a species_probability column needs the species column")
+        self._fixed = {"n_uncertainty": n_uncertainty, "species": species,
+                       "species_probability": species_probability}
         self._file = None
         self.size_bytes = 0  # the file's length after the last block
         if resume_bytes:  # the file exists: cut it to its last committed block
             if not self.path.is_file() or self.path.stat().st_size < resume_bytes:
                 raise UserError(f"{self.path}: the partial result is shorter than its "
                                 "progress record; start again without --resume")
+            self.layout = CsvLayout.from_header(self.path, _csv_header(self.path))
+            for key, value in self._fixed.items():
+                if value is not None and value != getattr(self.layout, key):
+                    raise UserError(f"{self.path}: the partial result has other columns "
+                                    f"({', '.join(self.layout.header)}) than this run "
+                                    f"writes ({key} = {value}); start again without --resume")
             self._file = open(self.path, "r+", newline="")
             self._file.truncate(resume_bytes)
             self._file.seek(resume_bytes)
-            self.fmt = csv_layout(value_column, n_uncertainty or 0)[1]
             self.size_bytes = resume_bytes
 
     @property
+    def fmt(self) -> list[str] | None:
+        return None if self.layout is None else self.layout.fmt
+
+    @property
     def n_uncertainty(self) -> int | None:
-        return None if self.fmt is None else len(self.fmt) - 6
+        return None if self.layout is None else self.layout.n_uncertainty
+
+    @property
+    def species(self) -> bool | None:
+        return None if self.layout is None else self.layout.species
+
+    @property
+    def species_probability(self) -> bool | None:
+        return None if self.layout is None else self.layout.species_probability
 
     def append(self, emitters: EmitterSet) -> None:
         if not len(emitters) and self._file is not None:
@@ -112,12 +208,16 @@ class CsvAppender:
         if self._file is None:
             if not len(emitters):
                 return
-            n = self._n_uncertainty
-            header, self.fmt = csv_layout(self.value_column,
-                                          uncertainty_columns(emitters) if n is None else n)
+            first = CsvLayout.of(emitters, self.value_column)
+            fixed = {k: getattr(first, k) if v is None else v for k, v in self._fixed.items()}
+            self.layout = CsvLayout(self.value_column, fixed["n_uncertainty"],
+                                    fixed["species"], fixed["species_probability"])
+            rows = _csv_rows(emitters, self.layout)  # a block that does not fit: no file
             self._file = open(self.path, "w", newline="")
-            self._file.write(",".join(header) + "\n")
-        self._file.write(_csv_rows(emitters, self.fmt))
+            self._file.write(",".join(self.layout.header) + "\n")
+        else:
+            rows = _csv_rows(emitters, self.layout)
+        self._file.write(rows)
         self._file.flush()
         os.fsync(self._file.fileno())
         self.size_bytes = self._file.tell()
@@ -187,14 +287,17 @@ def read_csv(path: str | os.PathLike) -> EmitterSet:
     Uncertainties (σ of x, y, z in nm, NaN = unknown) come from ``uncertainty_x/_y/_z [nm]``;
     a single lateral ``uncertainty [nm]`` (older files) or ThunderSTORM's
     ``uncertainty_xy [nm]`` gives x = y = that value, ThunderSTORM's ``uncertainty_z [nm]``
-    gives z.
+    gives z. A ``species`` column (whole numbers, −1 = unknown) and a
+    ``species_probability`` column (in [0, 1], NaN = unknown) are read when present, in
+    our files and in any other CSV that carries them.
     """
     path = Path(path)
     header = _csv_header(path)
     missing = [c for c in ("frame", "x [nm]", "y [nm]") if c not in header]
     if missing:
         raise UserError(f"{path}: missing columns {missing}; header is {header}")
-    data = _load_table(path, header, (*UNCERTAINTY_COLUMNS, *LATERAL_UNCERTAINTY_COLUMNS))
+    data = _load_table(path, header, (*UNCERTAINTY_COLUMNS, *LATERAL_UNCERTAINTY_COLUMNS,
+                                      SPECIES_PROBABILITY_COLUMN))
     return _emitters_from_table(path, header, data)
 
 
@@ -239,14 +342,50 @@ def _emitters_from_table(path: Path, header: list[str], data: np.ndarray) -> Emi
     ids = get("id", np.arange(n))
     if "id" in col and not np.all((np.abs(ids) < 2**62) & (ids == np.round(ids))):
         raise UserError(f"{path}: 'id' must hold whole numbers")
+    species, prob = _species_columns(path, get(SPECIES_COLUMN, None),
+                                     get(SPECIES_PROBABILITY_COLUMN, None), "column")
     return EmitterSet.from_numpy(xyz, get("intensity [photon]", np.ones(n)),
                                  _frames_1_based(path, get("frame", None), "frame"),
-                                 ids.astype(np.int64), unc)
+                                 ids.astype(np.int64), unc, species, prob)
+
+
+def _species_columns(path: Path, species: np.ndarray | None, prob: np.ndarray | None,
+                     what: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Checked species indices (whole numbers ≥ −1, −1 = unknown) and probabilities (in
+    [0, 1], NaN = unknown) of a table; anything else is a UserError naming the file."""
+    if species is None:
+        if prob is not None:
+            raise UserError(f"{path}: a {SPECIES_PROBABILITY_COLUMN!r} {what} needs a "
+                            f"{SPECIES_COLUMN!r} {what}")
+        return None, None
+    species = np.asarray(species, np.float64)
+    bad = ~((species >= -1) & (species < 2**31) & (species == np.round(species)))
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise UserError(f"{path}: {SPECIES_COLUMN!r} must hold whole numbers >= -1 (-1 = "
+                        f"unknown), localization {i + 1} has {species[i]:g}")
+    if prob is not None:
+        prob = np.asarray(prob, np.float64)
+        bad = ~(np.isnan(prob) | ((prob >= 0) & (prob <= 1)))
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise UserError(f"{path}: {SPECIES_PROBABILITY_COLUMN!r} must lie in [0, 1] "
+                            f"(NaN = unknown), localization {i + 1} has {prob[i]:g}")
+    return species.astype(np.int64), prob
 
 
 # ------------------------------------------------------------------ SMLM Challenge 2016
-def write_smlm(emitters: EmitterSet, path: str | os.PathLike) -> None:
-    """SMLM Challenge CSV: ``Ground-truth,frame,xnano,ynano,znano,intensity``, frame 1-based."""
+def write_smlm(emitters: EmitterSet, path: str | os.PathLike,
+               drop_species: bool = False) -> None:
+    """SMLM Challenge CSV: ``Ground-truth,frame,xnano,ynano,znano,intensity``, frame 1-based.
+
+    The format has no species column: a set with known species (any ``species`` ≥ 0) is a
+    UserError unless ``drop_species`` (a caller that knowingly writes positions only)."""
+    if (not drop_species and emitters.species is not None
+            and bool((emitters.species >= 0).any())):
+        raise UserError(f"{path}: the SMLM Challenge CSV has no species column and these "
+                        "localizations carry species; write our CSV (.csv via write_csv) or "
+                        "Picasso HDF5 (.hdf5), which keep them")
     a = emitters.numpy()
     table = np.column_stack([a["id"] + 1, a["frame"] + 1, a["xyz_nm"], a["photons"]])
     with atomic_path(path) as tmp:
@@ -269,7 +408,8 @@ def read_smlm(path: str | os.PathLike) -> EmitterSet:
 def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: float,
                   frame_shape: tuple[int, int], n_frames: int | None = None,
                   sigma_nm: float | None = None, background_photons: float = 0.0,
-                  default_uncertainty_nm: float = 10.0, source: str = "") -> None:
+                  default_uncertainty_nm: float = 10.0, source: str = "",
+                  species_names: list[str] | None = None) -> None:
     """Picasso HDF5 (``/locs``, x/y in camera pixels, 0-based frames) + ``.yaml`` sidecar.
 
     ``lpx``/``lpy`` are the x/y uncertainties in camera pixels. Without them (no
@@ -278,20 +418,24 @@ def write_picasso(emitters: EmitterSet, path: str | os.PathLike, pixel_size_nm: 
     ``lp nominal rows``). A 3D table (``z`` column, nm) with known z uncertainties also
     gets ``lpz`` in **nm**, as Picasso's 3D fits write it; a localization without one gets
     Picasso's own stand-in, twice the mean of its lpx and lpy (``lpz nominal rows``).
-    ``sx``/``sy`` get ``sigma_nm`` (default 1 px).
+    ``sx``/``sy`` get ``sigma_nm`` (default 1 px). A multicolor set adds ``species``
+    (int32, −1 unknown) and, when it has them, ``species_probability`` (f4; unknown is
+    written −1, as Picasso drops rows holding NaN); ``species_names`` (the names of the
+    indices) go into the metadata (``deepsmlm: species: names``).
     """
     write_picasso_blocks(lambda: iter([emitters]), path, pixel_size_nm, frame_shape,
                          n_frames, sigma_nm, background_photons, default_uncertainty_nm,
-                         source)
+                         source, species_names)
 
 
 def write_picasso_blocks(blocks, path: str | os.PathLike, pixel_size_nm: float,
                          frame_shape: tuple[int, int], n_frames: int | None = None,
                          sigma_nm: float | None = None, background_photons: float = 0.0,
-                         default_uncertainty_nm: float = 10.0, source: str = "") -> None:
+                         default_uncertainty_nm: float = 10.0, source: str = "",
+                         species_names: list[str] | None = None) -> None:
     """``write_picasso`` of the localizations that ``blocks()`` yields block by block
-    (called twice: once to find whether there is z and a z uncertainty, once to write), so
-    memory is bounded by a block (e.g. ``lambda: iter_csv(csv_path)``)."""
+    (called twice: once to find whether there is z, a z uncertainty, species, once to
+    write), so memory is bounded by a block (e.g. ``lambda: iter_csv(csv_path)``)."""
     import json
 
     import h5py
@@ -301,9 +445,12 @@ def write_picasso_blocks(blocks, path: str | os.PathLike, pixel_size_nm: float,
 
     path = Path(path)
     n, has_z, has_lpz, last_frame = 0, False, False, -1
+    has_species = has_prob = False
     for block in blocks():
         a = block.numpy()
         n += len(a["id"])
+        has_species = has_species or "species" in a
+        has_prob = has_prob or "species_probability" in a
         has_z = has_z or bool(len(a["id"]) and np.any(a["xyz_nm"][:, 2] != 0))
         if "uncertainty_xyz_nm" in a:
             has_lpz = has_lpz or bool(np.isfinite(a["uncertainty_xyz_nm"][:, 2]).any())
@@ -311,7 +458,9 @@ def write_picasso_blocks(blocks, path: str | os.PathLike, pixel_size_nm: float,
             last_frame = max(last_frame, int(a["frame"].max()))
     has_lpz = has_lpz and has_z
     dtype = (PICASSO_DTYPE + ([("z", "<f4")] if has_z else [])
-             + ([("lpz", "<f4")] if has_lpz else []))
+             + ([("lpz", "<f4")] if has_lpz else [])
+             + ([(SPECIES_COLUMN, "<i4")] if has_species else [])
+             + ([(SPECIES_PROBABILITY_COLUMN, "<f4")] if has_prob else []))
     px = float(pixel_size_nm)
     nominal_xy = nominal_z = 0
     has_unc = n > 0  # every block carries uncertainties (an empty table: none)
@@ -337,7 +486,9 @@ def write_picasso_blocks(blocks, path: str | os.PathLike, pixel_size_nm: float,
                                   "lpx nominal": not has_unc,
                                   "lp nominal rows": int(nominal_xy),
                                   **({"lpz unit": "nm", "lpz nominal rows": int(nominal_z)}
-                                     if has_lpz else {})}}]
+                                     if has_lpz else {}),
+                                  **({"species": _species_info(species_names, has_prob)}
+                                     if has_species or species_names else {})}}]
             f.create_dataset("metadata", data=json.dumps(info))
     with atomic_path(path.with_suffix(".yaml")) as tmp:
         tmp.write_text(yaml.safe_dump_all(info, sort_keys=False))
@@ -368,7 +519,20 @@ def _picasso_rows(a: dict, dtype, px: float, sigma_nm, background_photons: float
         known = np.isfinite(unc[:, 2])
         nominal_z = int((~known).sum())
         locs["lpz"] = np.where(known, unc[:, 2], lateral.mean(axis=1) * 2)  # nm
+    if SPECIES_COLUMN in locs.dtype.names:
+        locs[SPECIES_COLUMN] = a.get("species", np.full(n, -1))
+    if SPECIES_PROBABILITY_COLUMN in locs.dtype.names:
+        prob = a.get("species_probability", np.full(n, np.nan))
+        locs[SPECIES_PROBABILITY_COLUMN] = np.where(np.isfinite(prob), prob,
+                                                    PICASSO_UNKNOWN_PROBABILITY)
     return locs, int(nominal_xy.sum()), nominal_z
+
+
+def _species_info(names: list[str] | None, has_prob: bool) -> dict:
+    """The metadata entry that says what the species fields hold."""
+    return {"names": [str(v) for v in names] if names else None,
+            "index": "into names; -1 = unknown",
+            **({"probability unknown": PICASSO_UNKNOWN_PROBABILITY} if has_prob else {})}
 
 
 # What h5py raises on a damaged file (its C library's errors arrive as these types).
@@ -482,7 +646,29 @@ def _picasso_to_emitters(path: Path, locs: np.ndarray, px: float) -> EmitterSet:
         lpz = column("lpz") if "lpz" in names else np.full(n, np.nan)
         unc = np.column_stack([column("lpx") * px, column("lpy") * px, lpz]).reshape(n, 3)
     photons = column("photons") if "photons" in names else np.ones(n)
-    return EmitterSet.from_numpy(xyz, photons, frame.astype(np.int64), None, unc)
+    species = column(SPECIES_COLUMN) if SPECIES_COLUMN in names else None
+    prob = None
+    if SPECIES_PROBABILITY_COLUMN in names:
+        prob = column(SPECIES_PROBABILITY_COLUMN)
+        prob = np.where(prob == PICASSO_UNKNOWN_PROBABILITY, np.nan, prob)
+    species, prob = _species_columns(path, species, prob, "field")
+    return EmitterSet.from_numpy(xyz, photons, frame.astype(np.int64), None, unc, species,
+                                 prob)
+
+
+def read_species_names(path: str | os.PathLike) -> list[str]:
+    """The species names a localization file records (Picasso metadata written by
+    deepsmlm: ``deepsmlm: species: names``); empty when it records none (our CSV keeps
+    the index only: the names live in the experiment file and the model card)."""
+    if detect_format(path) != "picasso":
+        return []
+    for d in reversed(read_picasso_info(path)):
+        entry = d.get("deepsmlm")
+        species = entry.get("species") if isinstance(entry, dict) else None
+        names = species.get("names") if isinstance(species, dict) else None
+        if isinstance(names, list) and all(isinstance(v, str) for v in names):
+            return list(names)
+    return []
 
 
 # ------------------------------------------------------------------ any format

@@ -82,6 +82,39 @@ def field_of(locs_path: str | os.PathLike, experiment: str | os.PathLike | None 
     return None
 
 
+def species_names_of(locs_path: str | os.PathLike,
+                     experiment: str | os.PathLike | None = None) -> list[str]:
+    """The names of a localization table's species indices: from ``experiment``
+    (``emitters.species``), the file's Picasso metadata, a ``localize.json`` beside it
+    (``species_names``) or an ``experiment.yaml`` beside it; empty when none says."""
+    import json
+
+    from deepsmlm.io.localizations import read_species_names
+
+    def of_experiment(p: Path) -> list[str]:
+        species = load_experiment(p).emitters.species
+        return [sp.name for sp in species] if species else []
+
+    path = Path(locs_path)
+    if experiment:
+        names = of_experiment(Path(experiment))
+        if names:
+            return names
+    names = read_species_names(path)
+    if names:
+        return names
+    run = path.parent / "localize.json"
+    if run.is_file():
+        try:
+            names = json.loads(run.read_text(encoding="utf-8")).get("species_names")
+        except (OSError, ValueError, AttributeError):
+            names = None
+        if isinstance(names, list) and names and all(isinstance(v, str) for v in names):
+            return names
+    beside = path.parent / "experiment.yaml"
+    return of_experiment(beside) if not experiment and beside.is_file() else []
+
+
 def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder_word: str,
              holds: str) -> Experiment:
     """The experiment of a run in ``out`` (``what``: train or design): a resumed run takes

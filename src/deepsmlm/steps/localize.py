@@ -140,7 +140,8 @@ def _start(out: Path, settings: dict, resume: bool) -> dict:
         s["chunk_frames"] = s["chunk_frames"] or DEFAULT_CHUNK_FRAMES
         s["batch_size"] = s["batch_size"] or DEFAULT_BATCH_SIZE
         return {"settings": s, "frames_done": 0, "csv_bytes": 0, "n_localizations": 0,
-                "n_uncertainty": None, "seconds": 0.0, "sums": None}
+                "n_uncertainty": None, "species": None, "species_probability": None,
+                "seconds": 0.0, "sums": None}
     if not state_path.exists():
         raise UserError(f"--resume: no interrupted localize in {out}")
     meta = _read_state_meta(state_path)
@@ -190,11 +191,15 @@ class _Run:
         sums = state.pop("sums")
         self.sr_sum, self.wf_sum = sums if sums is not None else (
             np.zeros((h * u, w * u)), np.zeros((h, w)))
-        n_unc = state["n_uncertainty"]
+        # the table's columns are the method's, fixed before its first row (a multicolor
+        # model: species and species_probability); a resumed table keeps its own header
+        self.species_names = list(pred.method.species_names(pred.card))
+        layout = {"n_uncertainty": pred.method.uncertainty_columns(pred.card),
+                  "species": bool(self.species_names),
+                  "species_probability": bool(self.species_names)}
+        layout.update({k: state[k] for k in layout if state.get(k) is not None})
         self.csv = CsvAppender(out / PARTIAL_CSV, pred.method.value_column,
-                               resume_bytes=state["csv_bytes"] or None,
-                               n_uncertainty=pred.method.uncertainty_columns(pred.card)
-                               if n_unc is None else n_unc)
+                               resume_bytes=state["csv_bytes"] or None, **layout)
         self.t_start = time.perf_counter()
         self.bar = tqdm(total=n, initial=state["frames_done"], disable=not progress,
                         unit="frame", desc="localize")
@@ -220,7 +225,8 @@ class _Run:
         done = min(t0 + st["settings"]["chunk_frames"], len(self.stack))
         st.update(frames_done=done, csv_bytes=self.csv.size_bytes,
                   n_localizations=st["n_localizations"] + len(em),
-                  n_uncertainty=self.csv.n_uncertainty,
+                  n_uncertainty=self.csv.n_uncertainty, species=self.csv.species,
+                  species_probability=self.csv.species_probability,
                   seconds=st["seconds"] + time.perf_counter() - self.t_start)
         self.t_start = time.perf_counter()
         save_tensors({"sr_sum": torch.from_numpy(self.sr_sum),
@@ -246,10 +252,15 @@ class _Run:
         out, card = self.out, self.pred.card
         csv_path = out / PARTIAL_CSV
         if not self.csv.size_bytes:  # nothing found at all
-            write_csv(EmitterSet.empty(), csv_path, value_column=self.pred.method.value_column)
+            empty = EmitterSet.empty()
+            if self.csv.species or (self.csv.species is None and self.species_names):
+                empty.species = empty.frame.clone()  # the multicolor columns, no rows
+                empty.species_probability = empty.photons.clone()
+            write_csv(empty, csv_path, value_column=self.pred.method.value_column)
         n, h, w = self.stack.data.shape
         write_picasso_blocks(lambda: iter_csv(csv_path), out / "localizations.hdf5",
-                             card.pixel_size_nm, (h, w), n, source=source)
+                             card.pixel_size_nm, (h, w), n, source=source,
+                             species_names=self.species_names or None)
         write_stack(out / "sr.tif", self.sr_sum.astype(np.float32)[None],
                     self.pred.fine_pixel_nm, axes="ZYX")
         sample, total = _preview_sample(csv_path)
@@ -260,7 +271,8 @@ class _Run:
         summary = {"frames": n, "localizations": self.n_localizations, "seconds": seconds,
                    "frames_per_s": n / seconds if seconds > 0 else float("nan"),
                    "out": str(out), "movie": source, "dask": on_dask,
-                   "threshold": card.threshold, "settings": self.state["settings"]}
+                   "threshold": card.threshold, "settings": self.state["settings"],
+                   **({"species_names": self.species_names} if self.species_names else {})}
         from deepsmlm.steps.common import json_safe
 
         atomic_write_text(out / "localize.json", json.dumps(json_safe(summary), indent=1) + "\n")
