@@ -74,6 +74,71 @@ def cmd_train(args) -> None:
           f"steps in {time.perf_counter() - t0:.0f} s")
 
 
+def test_experiment(k: int, arm: str, out: Path, photons: float, density: float,
+                    mismatched: bool):
+    exp = arm_experiment(k, arm, out, density_per_um2=density,
+                         photons={"distribution": "constant", "mean": photons})
+    if mismatched:
+        exp.optics.aberrations = type(exp.optics.aberrations)(noll=MISMATCH)
+    return exp
+
+
+def score(k: int, arm: str, out: Path, photons: float, density: float, mismatched: bool,
+          seed: int) -> dict:
+    """One held-out movie of the condition, localized by the arm's model and scored."""
+    from deepsmlm.api import simulate
+    from deepsmlm.build import field_nm
+    from deepsmlm.evaluation.metrics import evaluate
+    from deepsmlm.inference import Predictor, localize_chunk
+
+    exp = test_experiment(k, arm, out, photons, density, mismatched)
+    movie = simulate(exp, FRAMES, seed=seed)
+    pred = Predictor.load(out / f"k{k}_{arm}")
+    t0 = time.perf_counter()
+    found = localize_chunk(pred, movie.frames_adu.astype(np.float32), 0).emitters.numpy()
+    seconds = time.perf_counter() - t0
+    truth = movie.emitters.numpy()
+    lat_t, lat_f = truth["xyz_nm"].copy(), found["xyz_nm"].copy()
+    lat_t[:, 2] = lat_f[:, 2] = 0.0
+    r = evaluate(truth["frame"], lat_t, found["frame"], lat_f, tol_z_nm=float("inf"),
+                 field_nm=field_nm(exp), gt_species=truth["species"],
+                 pred_species=found["species"], n_species=k)
+    keys = ("jaccard", "recall", "precision", "rmse_xy_nm", "n_gt", "n_pred",
+            "species_accuracy", "species_pairs", "species_confusion", "species_jaccard")
+    row = {key: r[key] for key in keys}
+    row["per_species_jaccard"] = [b["jaccard"] for b in r["by_species"]]
+    row["frames_per_s"] = FRAMES / seconds
+    return row
+
+
+def cmd_evaluate(args) -> None:
+    out = Path(args.out)
+    res = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
+    res["protocol"] = {"frames": FRAMES, "signals": SIGNALS, "densities": DENSITIES_MC,
+                       "background_per_px": 20, "mismatch_noll_rad": MISMATCH,
+                       "match": "greedy 250 nm lateral"}
+    for k in args.k:
+        for arm in ("clear", "learned"):
+            if not (out / f"k{k}_{arm}" / "weights.safetensors").is_file():
+                print(f"K={k} {arm}: no model, skipped")
+                continue
+            for render in ("mismatched", "matched"):
+                rows = []
+                for i, photons in enumerate(SIGNALS):
+                    for j, density in enumerate(DENSITIES_MC):
+                        row = score(k, arm, out, photons, density, render == "mismatched",
+                                    seed=5000 + 10 * i + j)
+                        rows.append({"photons": photons, "density_per_um2": density, **row})
+                        print(f"K={k} {arm:7s} {render:10s} {photons:5.0f} ph "
+                              f"{density:.1f}/µm²: colour {row['species_accuracy']:.3f} "
+                              f"Jaccard {row['jaccard']:.1f} RMSE {row['rmse_xy_nm']:.1f} nm",
+                              flush=True)
+                res.setdefault(f"k{k}", {}).setdefault(arm, {})[render] = rows
+            card = json.loads((out / f"k{k}_{arm}" / "model.json").read_text())
+            res[f"k{k}"][arm]["training_seconds"] = card.get("training", {}).get("seconds")
+    Path(args.json).write_text(json.dumps(res, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -88,6 +153,11 @@ def main() -> None:
     s.add_argument("--epochs", type=int, default=30)
     s.add_argument("--out", default="bench_out/mc")
     s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("evaluate")
+    s.add_argument("--k", type=int, nargs="+", default=[2, 4])
+    s.add_argument("--out", default="bench_out/mc")
+    s.add_argument("--json", default="bench_out/multicolor.json")
+    s.set_defaults(fn=cmd_evaluate)
     args = ap.parse_args()
     args.fn(args)
 

@@ -42,7 +42,7 @@ class Multicolor(FastLoc):
 
     def preview(self, card, widefield, sr, emitters, path, title: str) -> None:
         from deepsmlm.plotting import widefield_vs_sr_species
-        from deepsmlm.render import render_species
+        from deepsmlm.render import render_species, species_rgb
 
         if card.settings["localize_z"] or emitters.species is None:
             super().preview(card, widefield, sr, emitters, path, title)
@@ -51,6 +51,7 @@ class Multicolor(FastLoc):
         fine = px / 8
         h, w = widefield.shape
         names = self.species_names(card)
-        rgb = render_species(emitters.xyz_nm.numpy()[:, :2], emitters.species.numpy(),
-                             len(names), fine, (w * px, h * px))
+        rgb = species_rgb(render_species(emitters.xyz_nm.numpy()[:, :2],
+                                         emitters.species.numpy(), len(names), fine,
+                                         (w * px, h * px)))
         widefield_vs_sr_species(widefield, rgb, names, px, fine, path, title)

@@ -133,14 +133,17 @@ def simulate_to_disk(exp: Experiment, n_frames: int, out: str | os.PathLike, see
     with StackWriter(out / "frames.tif", n_frames, shape, frame_dtype(exp),
                      exp.optics.pixel_size_nm) as writer, atomic_path(out / "truth.csv") as tmp, \
             tqdm(total=n_frames, disable=not progress, unit="frame", desc="simulate") as bar:
-        truth = CsvAppender(tmp)
+        truth = CsvAppender(tmp, species=bool(exp.emitters.species), species_probability=False)
         for t0, block, emitters in render_chunks(exp, n_frames, seed, chunk_frames, device):
             writer.write(t0, block)
             truth.append(emitters)
             n_emitters += len(emitters)
             bar.update(len(block))
-        if not truth.size_bytes:
-            write_csv(EmitterSet.empty(), tmp)
+        if not truth.size_bytes:  # no emitter at all: the header (with species if any)
+            empty = EmitterSet.empty()
+            if exp.emitters.species:
+                empty.species = torch.zeros(0, dtype=torch.long)
+            write_csv(empty, tmp)
         truth.close()
     exp.save(out / "experiment.yaml")
     return n_emitters
