@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d bench-optics bench-beads bench-fastloc bench-calib clean
+.PHONY: setup demo test lint bench bench3d bench-optics bench-beads bench-fastloc bench-calib bench-multicolor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -112,3 +112,14 @@ bench-fastloc: $(STAMP) $(VENV)/.peers
 		--json bench_out/fastloc_smlm.json
 	OMP_NUM_THREADS=1 $(PY) benchmarks/fastloc.py speed --model bench_out/fl2d --frames 200 \
 		--json bench_out/fastloc_speed.json
+
+# Multicolor (issue 14): a mask learned for colour against a clear aperture, K = 2 and 4
+# (≈ 2 h on 2 cores: two 15-min designs, four 25-epoch trainings, 192 held-out movies)
+bench-multicolor: $(STAMP)
+	rm -rf bench_out/mc bench_out/multicolor.json
+	$(PY) benchmarks/multicolor.py design --k 2 --minutes 15
+	$(PY) benchmarks/multicolor.py design --k 4 --minutes 15
+	for k in 2 4; do for arm in clear learned; do \
+		$(PY) benchmarks/multicolor.py train --k $$k --arm $$arm --epochs 25 || exit 1; done; done
+	$(PY) benchmarks/multicolor.py evaluate
+	$(PY) benchmarks/multicolor.py figures

@@ -139,6 +139,81 @@ def cmd_evaluate(args) -> None:
     Path(args.json).write_text(json.dumps(res, indent=1))
 
 
+def cmd_figures(args) -> None:
+    """Masks, PSFs per wavelength and z, colour accuracy against signal, confusion matrices."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from deepsmlm.build import pupil_grid
+    from deepsmlm.design.outputs import psf_stacks
+    from deepsmlm.optics.masks import load_phase_array
+    from deepsmlm.plotting import mask_image, psf_rows
+
+    out, docs = Path(args.out), Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    res = json.loads(Path(args.json).read_text())
+    ks = [k for k in (2, 4) if f"k{k}" in res]
+    phases = {k: torch.from_numpy(load_phase_array(str(out / f"k{k}_design" / "mask.npy")))
+              for k in ks}
+    grid = pupil_grid(edited_experiment(config(ks[0])).optics)
+    ap = grid.aperture(torch.float64).numpy()
+    mask_image([phases[k].numpy() * ap for k in ks], ap,
+               tuple(f"learned for K = {k} (at 620 nm)" for k in ks),
+               docs / "multicolor_masks.png")
+    for k in ks:
+        exp = edited_experiment(config(k))
+        z, stacks = psf_stacks(exp, [torch.zeros_like(phases[k]), phases[k]], n_z=5,
+                               size_px=15)
+        names = [f"{s.name}" for s in exp.emitters.species]
+        labels = tuple(f"{arm} {n}" for arm in ("clear", "learned") for n in names)
+        psf_rows(stacks, z, exp.optics.pixel_size_nm, labels, docs / f"multicolor_psf_k{k}.png")
+    fig, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], ks, strict=True):
+        for arm, style in (("clear", "--"), ("learned", "-")):
+            rows = res[f"k{k}"].get(arm, {}).get("mismatched", [])
+            for j, d in enumerate(DENSITIES_MC):
+                sel = [r for r in rows if r["density_per_um2"] == d]
+                ax.plot([r["photons"] for r in sel], [r["species_accuracy"] for r in sel],
+                        style, marker="o", color=f"C{j}", label=f"{arm}, {d}/µm²")
+        ax.set_xscale("log")
+        ax.set_xlabel("photons per emitter (20 background/px)")
+        ax.set_ylabel("colour accuracy (matched)")
+        ax.set_title(f"K = {k}")
+        ax.axhline(0.95, color="grey", lw=0.5)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(docs / "multicolor_accuracy.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(len(ks), 2, figsize=(6.5, 3.2 * len(ks)), squeeze=False)
+    for r_i, k in enumerate(ks):
+        for c_i, arm in enumerate(("clear", "learned")):
+            rows = res[f"k{k}"].get(arm, {}).get("mismatched", [])
+            row = next((r for r in rows if r["photons"] == 2000.0
+                        and r["density_per_um2"] == 0.6), None)
+            ax = axes[r_i, c_i]
+            if row is None:
+                ax.axis("off")
+                continue
+            cm = np.asarray(row["species_confusion"], float)
+            frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+            ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if frac[i, j] > 0.5 else "black")
+            ax.set_xlabel("predicted species")
+            ax.set_ylabel("true species")
+            ax.set_title(f"K = {k}, {arm}: {row['species_accuracy']:.3f}", fontsize=9)
+    fig.suptitle("confusion at 2000 photons, 0.6 emitters/µm² (rows: truth)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(docs / "multicolor_confusion.png", dpi=110)
+    plt.close(fig)
+    print(f"figures → {docs}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -158,6 +233,11 @@ def main() -> None:
     s.add_argument("--out", default="bench_out/mc")
     s.add_argument("--json", default="bench_out/multicolor.json")
     s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("figures")
+    s.add_argument("--out", default="bench_out/mc")
+    s.add_argument("--json", default="bench_out/multicolor.json")
+    s.add_argument("--docs", default="docs/images")
+    s.set_defaults(fn=cmd_figures)
     args = ap.parse_args()
     args.fn(args)
 

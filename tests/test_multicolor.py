@@ -230,3 +230,39 @@ def test_a_classifier_learns_trivially_separable_colours(tmp_path):
     assert len(m.gt_index) >= 0.7 * len(truth["frame"])
     right = found["species"][m.pred_index] == truth["species"][m.gt_index]
     assert right.mean() > 0.9
+
+
+def _triples(exp):
+    from deepsmlm.design.end_to_end import _colour_objective
+
+    psf, objective = _colour_objective(exp, torch.tensor([0.0]), 1000.0, 0.0)
+    return psf, objective, [tuple(psf.psfs[3 * k:3 * k + 3]) for k in range(2)]
+
+
+def test_colour_crlb_falls_as_one_over_root_photons():
+    """No background, Poisson noise: the Fisher information is ∝ N, σ_λ ∝ 1/√N."""
+    from deepsmlm.design.fisher import colour_crlb
+
+    exp = _exp(TWO, pixel_size_nm=100, patch_px=21, n_sample=1.33, focus_nm=200)
+    _, _, triples = _triples(exp)
+    z = torch.tensor([100.0, 300.0])
+    with torch.no_grad():
+        s1, xyz1 = colour_crlb(triples, z, 1000.0, 0.0)
+        s4, _ = colour_crlb(triples, z, 4000.0, 0.0)
+    assert torch.all(torch.isfinite(s1)) and torch.all(s1 > 0)
+    assert torch.allclose(s1 / s4, torch.full_like(s1, 2.0), rtol=0.02)
+    # the lateral bound of the joint estimate stays that of a clear aperture (tens of nm)
+    assert torch.all((xyz1[..., :2] > 2) & (xyz1[..., :2] < 30))
+
+
+def test_a_colour_crlb_design_lowers_its_objective(tmp_path):
+    from deepsmlm.api import run_design
+
+    exp = _exp(TWO, pixel_size_nm=100, patch_px=21, n_sample=1.33, focus_nm=200)
+    exp.design.crlb_steps, exp.design.crlb_z_samples = 4, 2
+    exp.design.zernike_noll = (5, 11)
+    r = run_design(exp, tmp_path / "d", objective="crlb", progress=False)
+    assert r["objective"] == "crlb-colour"
+    assert r["mean_colour_bound"] < 0.9 * r["mean_colour_bound_start"]
+    assert np.any(np.abs(r["coefficients_rad"]) > 0.01)  # the mask moved off the start
+    assert (tmp_path / "d" / "mask.npy").is_file() and (tmp_path / "d" / "psf.png").is_file()

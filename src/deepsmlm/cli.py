@@ -202,7 +202,9 @@ def cmd_design(args) -> None:
     r = run_design(args.experiment, args.out, args.objective, args.max_minutes, args.resume,
                    args.init_model, progress=not args.quiet)
     crlb = (f"mean CRLB {r['mean_crlb_start_nm']:.1f} → {r['mean_crlb_nm']:.1f} nm"
-            if args.objective == "crlb" else
+            if r["objective"] == "crlb" else
+            f"mean σ_λ/Δλ {r['mean_colour_bound_start']:.3f} → {r['mean_colour_bound']:.3f}"
+            if r["objective"] == "crlb-colour" else
             f"best validation loss {r['best_val_loss']:.4g} after {r['epochs']} epochs "
             f"({r['stopped'] or 'done'}); mean CRLB {r['mean_crlb_start_nm']:.1f} → "
             f"{r['mean_crlb_learned_nm']:.1f} nm")

@@ -234,10 +234,14 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
     z = torch.linspace(z_lo, z_hi, d.crlb_z_samples)
     photons, background = crlb_operating_point(exp)
     out.mkdir(parents=True, exist_ok=True)
+    colour = None
+    if exp.emitters.species:  # multicolor: the Fisher information on the wavelength
+        psf, colour = _colour_objective(exp, z, photons, background)
     t0 = time.perf_counter()
     res = design_by_crlb(psf, phase, z, photons, background, build_camera(exp),
                          steps=d.crlb_steps, lr=d.crlb_learning_rate, max_minutes=max_minutes,
-                         regulariser=regulariser(exp, psf.aperture), progress=progress)
+                         regulariser=regulariser(exp, psf.aperture), progress=progress,
+                         objective=colour)
     history = [{"epoch": h["step"], "steps": 1, "train_loss": h["mean_crlb_nm"],
                 "val_loss": h["mean_crlb_nm"], "lr": d.crlb_learning_rate,
                 "seconds": h["seconds"]} for h in res.history]
@@ -247,9 +251,38 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
     with torch.no_grad():
         learned = phase().detach().clone()
     exp.save(out / "experiment.yaml")
-    return {"objective": "crlb", "parameterization": "zernike", "start": d.start,
+    name = "mean_colour_bound" if colour is not None else "mean_crlb"
+    unit = "" if colour is not None else "_nm"
+    return {"objective": "crlb" if colour is None else "crlb-colour",
+            "parameterization": "zernike", "start": d.start,
             "noll": list(noll), "coefficients_rad": phase.coefficients.detach().tolist(),
-            "mean_crlb_start_nm": res.start_nm, "mean_crlb_nm": res.best_nm,
+            f"{name}_start{unit}": res.start_nm, f"{name}{unit}": res.best_nm,
             "photons": photons, "background_per_px": background,
             "steps": len(res.history) - 1, "seconds": time.perf_counter() - t0,
             "phase": learned, "start_phase": start}
+
+
+COLOUR_DELTA_NM = 2.0  # the central difference of ∂μ/∂λ
+
+
+def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
+    """A multicolor experiment's CRLB objective: a PSF with every species at λ_k − δ, λ_k,
+    λ_k + δ (one shared mask) and objective() = mean σ_λ/Δλ (``fisher.mean_colour_bound``)."""
+    from deepsmlm.design.fisher import mean_colour_bound
+
+    species = exp.emitters.species
+    if len(species) < 2:
+        raise UserError("design: a colour design needs two or more emitters.species")
+    probe = exp.model_copy(deep=True)
+    probe.emitters.species = [s.model_copy(update={"name": f"{s.name}{tag}",
+                                                   "wavelength_nm": s.wavelength_nm + dl})
+                              for s in species
+                              for tag, dl in (("-", -COLOUR_DELTA_NM), ("", 0.0),
+                                              ("+", COLOUR_DELTA_NM))]
+    psf = build_psf(probe)
+    triples = [tuple(psf.psfs[3 * k:3 * k + 3]) for k in range(len(species))]
+    lam = torch.tensor([s.wavelength_nm for s in species])
+    gap = (lam[:, None] - lam[None, :]).abs() + torch.eye(len(lam)) * 1e9
+    spacing = gap.min(1).values
+    camera = build_camera(exp)
+    return psf, lambda: mean_colour_bound(triples, spacing, z, photons, background, camera)

@@ -45,6 +45,42 @@ def mean_crlb_nm(psf: PupilPSF, z_nm: torch.Tensor, photons: float, background_p
     return crlb_xyz_nm(psf, z_nm, photons, background_per_px, camera).mean()
 
 
+def colour_crlb(triples, z_nm: torch.Tensor, photons: float, background_per_px: float,
+                camera: Camera | None = None, delta_nm: float = 2.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CRLB of the emission wavelength: σ_λ [nm] (K, M) and σ_x, σ_y, σ_z [nm] (K, M, 3)
+    for one emitter per z of each species k, with θ = (x, y, z, N, b, λ) estimated jointly
+    (so what z or brightness can mimic of a colour change is not counted as colour).
+
+    ``triples[k]`` = (PSF at λ_k − δ, at λ_k, at λ_k + δ) (each with its own mask scale);
+    ∂μ/∂λ is their central difference, differentiable in the shared mask."""
+    sig_l, sig_xyz = [], []
+    for lo, mid, hi in triples:
+        xyz = centred_positions(mid, z_nm.detach().cpu().numpy())
+        m = len(xyz)
+        n = torch.full((m,), float(photons))
+        mu, jac = model_and_jacobian(mid, xyz, n, torch.full((m,), float(background_per_px)),
+                                     differentiable=True)
+        d_lambda = (hi.patches(xyz, n)[0] - lo.patches(xyz, n)[0]) / (2.0 * delta_nm)
+        j = torch.cat([jac, d_lambda[..., None]], -1).double().flatten(1, 2)  # (M, P², 6)
+        var = pixel_variance(mu.double(), camera).clamp_min(1e-12)
+        info = torch.einsum("mki,mkj->mij", j / var.flatten(1)[..., None], j)
+        ridge = 1e-9 * torch.diagonal(info, dim1=1, dim2=2).mean(1)[:, None, None]
+        cov = torch.linalg.inv(info + ridge * torch.eye(6, dtype=info.dtype, device=info.device))
+        sd = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0.0)).float()
+        sig_l.append(sd[:, 5])
+        sig_xyz.append(sd[:, :3])
+    return torch.stack(sig_l), torch.stack(sig_xyz)
+
+
+def mean_colour_bound(triples, spacing_nm: torch.Tensor, z_nm: torch.Tensor, photons: float,
+                      background_per_px: float, camera: Camera | None = None) -> torch.Tensor:
+    """The colour design objective: mean over species and z of σ_λ / Δλ_k, Δλ_k the gap to
+    the nearest other species (below about 1/3 the colours are told apart well)."""
+    sig, _ = colour_crlb(triples, z_nm, photons, background_per_px, camera)
+    return (sig / spacing_nm[:, None]).mean()
+
+
 @dataclass
 class CrlbDesign:
     history: list[dict] = field(default_factory=list)
@@ -56,8 +92,10 @@ class CrlbDesign:
 def design_by_crlb(psf: PupilPSF, phase_model: torch.nn.Module, z_nm: torch.Tensor,
                    photons: float, background_per_px: float, camera: Camera | None, *,
                    steps: int, lr: float, max_minutes: float | None = None,
-                   regulariser=None, progress: bool = True) -> CrlbDesign:
-    """Adam on the phase model's parameters; keeps (and loads back) the best state."""
+                   regulariser=None, progress: bool = True,
+                   objective=None) -> CrlbDesign:
+    """Adam on the phase model's parameters; keeps (and loads back) the best state.
+    ``objective()`` replaces the mean CRLB of x, y, z (e.g. ``mean_colour_bound``)."""
     from tqdm import tqdm
 
     psf.set_mask_source(phase_model)
@@ -66,7 +104,8 @@ def design_by_crlb(psf: PupilPSF, phase_model: torch.nn.Module, z_nm: torch.Tens
     best_total = math.inf
     t0 = time.perf_counter()
     for step in tqdm(range(steps + 1), disable=not progress, desc="crlb design", unit="step"):
-        obj = mean_crlb_nm(psf, z_nm, photons, background_per_px, camera)
+        obj = objective() if objective is not None else \
+            mean_crlb_nm(psf, z_nm, photons, background_per_px, camera)
         loss = obj + (regulariser(phase_model()) if regulariser is not None else 0.0)
         value, total = float(obj.detach()), float(loss.detach())
         if step == 0:
