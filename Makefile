@@ -114,12 +114,15 @@ bench-fastloc: $(STAMP) $(VENV)/.peers
 		--json bench_out/fastloc_speed.json
 
 # Multicolor (issue 14): a mask learned for colour against a clear aperture, K = 2 and 4
-# (≈ 2 h on 2 cores: two 15-min designs, four 25-epoch trainings, 192 held-out movies)
+# (≈ 3 h on 2 cores: two 15-min designs, two CRLB designs, six 25-epoch trainings,
+# 288 held-out movies)
 bench-multicolor: $(STAMP)
 	rm -rf bench_out/mc bench_out/multicolor.json
 	$(PY) benchmarks/multicolor.py design --k 2 --minutes 15
 	$(PY) benchmarks/multicolor.py design --k 4 --minutes 15
-	for k in 2 4; do for arm in clear learned; do \
+	$(PY) benchmarks/multicolor.py design --k 2 --objective crlb --minutes 5
+	$(PY) benchmarks/multicolor.py design --k 4 --objective crlb --minutes 5
+	for k in 2 4; do for arm in clear crlb learned; do \
 		$(PY) benchmarks/multicolor.py train --k $$k --arm $$arm --epochs 25 || exit 1; done; done
 	$(PY) benchmarks/multicolor.py evaluate
 	$(PY) benchmarks/multicolor.py figures
