@@ -258,7 +258,8 @@ def test_colour_crlb_falls_as_one_over_root_photons():
 def test_a_colour_crlb_design_lowers_its_objective(tmp_path):
     from deepsmlm.api import run_design
 
-    exp = _exp(TWO, pixel_size_nm=100, patch_px=21, n_sample=1.33, focus_nm=200)
+    four = TWO + [{"name": "green", "wavelength_nm": 560}, {"name": "orange", "wavelength_nm": 620}]
+    exp = _exp(four, pixel_size_nm=100, patch_px=21, n_sample=1.33, focus_nm=200)
     exp.design.crlb_steps, exp.design.crlb_z_samples = 4, 2
     exp.design.zernike_noll = (5, 11)
     r = run_design(exp, tmp_path / "d", objective="crlb", progress=False)

@@ -274,11 +274,11 @@ def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
     if len(species) < 2:
         raise UserError("design: a colour design needs two or more emitters.species")
     probe = exp.model_copy(deep=True)
-    probe.emitters.species = [s.model_copy(update={"name": f"{s.name}{tag}",
-                                                   "wavelength_nm": s.wavelength_nm + dl})
-                              for s in species
-                              for tag, dl in (("-", -COLOUR_DELTA_NM), ("", 0.0),
-                                              ("+", COLOUR_DELTA_NM))]
+    # 3K wavelengths (more than an experiment file may list: built, not validated)
+    probe.emitters = probe.emitters.model_copy(update={"species": [
+        s.model_copy(update={"name": f"{s.name}{tag}", "wavelength_nm": s.wavelength_nm + dl})
+        for s in species
+        for tag, dl in (("-", -COLOUR_DELTA_NM), ("", 0.0), ("+", COLOUR_DELTA_NM))]})
     psf = build_psf(probe)
     triples = [tuple(psf.psfs[3 * k:3 * k + 3]) for k in range(len(species))]
     lam = torch.tensor([s.wavelength_nm for s in species])
