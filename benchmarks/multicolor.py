@@ -48,8 +48,9 @@ def config(k: int) -> Path:
     return CONFIGS / f"multicolor-{k}.yaml"
 
 
-ARMS = ("clear", "crlb", "learned")
-DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design"}
+ARMS = ("clear", "crlb", "learned", "learned-crlb")
+DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design",
+                 "learned-crlb": "design_from_crlb"}
 
 
 def arm_experiment(k: int, arm: str, out: Path, **emitters):
@@ -73,7 +74,13 @@ def cmd_design(args) -> None:
         print(f"K={args.k}: colour-CRLB design {time.perf_counter() - t0:.0f} s, mean σ_λ/Δλ "
               f"{res['mean_colour_bound_start']:.3f} → {res['mean_colour_bound']:.3f}")
         return
-    res = run_design(exp, Path(args.out) / f"k{args.k}_design", max_minutes=args.minutes,
+    folder = "design"
+    if args.start == "crlb":  # end to end, starting from the colour-CRLB mask
+        exp.optics.mask = FileMask(kind="file", path=str(Path(args.out).resolve()
+                                                         / f"k{args.k}_crlb_design/mask.npy"))
+        exp.design.start = "experiment"
+        folder = "design_from_crlb"
+    res = run_design(exp, Path(args.out) / f"k{args.k}_{folder}", max_minutes=args.minutes,
                      progress=False)
     print(f"K={args.k}: design {time.perf_counter() - t0:.0f} s, {res['epochs']} epochs, "
           f"best val loss {res['best_val_loss']:.3f}")
@@ -135,7 +142,7 @@ def cmd_evaluate(args) -> None:
                        "background_per_px": 20, "mismatch_noll_rad": MISMATCH,
                        "match": "greedy 250 nm lateral"}
     for k in args.k:
-        for arm in ARMS:
+        for arm in args.arms:
             if not (out / f"k{k}_{arm}" / "weights.safetensors").is_file():
                 print(f"K={k} {arm}: no model, skipped")
                 continue
@@ -231,6 +238,36 @@ def cmd_figures(args) -> None:
     print(f"figures → {docs}")
 
 
+def cmd_table(args) -> None:
+    """The markdown tables of docs/benchmarks.md from the JSON."""
+    res = json.loads(Path(args.json).read_text())
+    for k in (2, 4):
+        if f"k{k}" not in res:
+            continue
+        arms = [a for a in ARMS if a in res[f"k{k}"]]
+        for render in ("mismatched", "matched"):
+            print(f"\nK = {k}, frames rendered {render}: colour accuracy (matched pairs) / "
+                  "Jaccard (%) / lateral RMSE (nm)\n")
+            print("| photons | density /µm² | " + " | ".join(arms) + " |")
+            print("|---|---|" + "---|" * len(arms))
+            for i, photons in enumerate(SIGNALS):
+                for j, density in enumerate(DENSITIES_MC):
+                    cells = []
+                    for a in arms:
+                        r = res[f"k{k}"][a][render][i * len(DENSITIES_MC) + j]
+                        cells.append(f"{r['species_accuracy']:.3f} / {r['jaccard']:.1f} / "
+                                     f"{r['rmse_xy_nm']:.1f}")
+                    print(f"| {photons:.0f} | {density} | " + " | ".join(cells) + " |")
+            print("\nmean colour accuracy over the 3 densities, per signal level:\n")
+            print("| photons | " + " | ".join(arms) + " |")
+            print("|---|" + "---|" * len(arms))
+            for i, photons in enumerate(SIGNALS):
+                means = [np.mean([r["species_accuracy"] for r in res[f"k{k}"][a][render]
+                                  [i * len(DENSITIES_MC):(i + 1) * len(DENSITIES_MC)]])
+                         for a in arms]
+                print(f"| {photons:.0f} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -238,6 +275,8 @@ def main() -> None:
     s.add_argument("--k", type=int, choices=(2, 4), required=True)
     s.add_argument("--minutes", type=float, default=15.0)
     s.add_argument("--objective", choices=("end-to-end", "crlb"), default="end-to-end")
+    s.add_argument("--start", choices=("clear", "crlb"), default="clear",
+                   help="end to end: from a clear aperture or the colour-CRLB mask")
     s.add_argument("--out", default="bench_out/mc")
     s.set_defaults(fn=cmd_design)
     s = sub.add_parser("train")
@@ -248,9 +287,13 @@ def main() -> None:
     s.set_defaults(fn=cmd_train)
     s = sub.add_parser("evaluate")
     s.add_argument("--k", type=int, nargs="+", default=[2, 4])
+    s.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     s.add_argument("--out", default="bench_out/mc")
     s.add_argument("--json", default="bench_out/multicolor.json")
     s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("table")
+    s.add_argument("--json", default="bench_out/multicolor.json")
+    s.set_defaults(fn=cmd_table)
     s = sub.add_parser("figures")
     s.add_argument("--out", default="bench_out/mc")
     s.add_argument("--json", default="bench_out/multicolor.json")

@@ -267,7 +267,8 @@ COLOUR_DELTA_NM = 2.0  # the central difference of ∂μ/∂λ
 
 def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
     """A multicolor experiment's CRLB objective: a PSF with every species at λ_k − δ, λ_k,
-    λ_k + δ (one shared mask) and objective() = mean σ_λ/Δλ (``fisher.mean_colour_bound``)."""
+    λ_k + δ (one shared mask) and objective() = mean σ_λ/Δλ with the lateral CRLB kept
+    within 1.5× that of the starting mask (``fisher.mean_colour_bound``)."""
     from deepsmlm.design.fisher import mean_colour_bound
 
     species = exp.emitters.species
@@ -285,4 +286,7 @@ def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
     gap = (lam[:, None] - lam[None, :]).abs() + torch.eye(len(lam)) * 1e9
     spacing = gap.min(1).values
     camera = build_camera(exp)
-    return psf, lambda: mean_colour_bound(triples, spacing, z, photons, background, camera)
+    with torch.no_grad():  # the lateral CRLB of the starting mask bounds the design's
+        _, reference = mean_colour_bound(triples, spacing, z, photons, background, camera)
+    return psf, lambda: mean_colour_bound(triples, spacing, z, photons, background, camera,
+                                          reference)[0]

@@ -73,12 +73,28 @@ def colour_crlb(triples, z_nm: torch.Tensor, photons: float, background_per_px: 
     return torch.stack(sig_l), torch.stack(sig_xyz)
 
 
+LATERAL_ALLOWANCE = 1.5  # the colour design may cost at most this factor in lateral CRLB
+
+
 def mean_colour_bound(triples, spacing_nm: torch.Tensor, z_nm: torch.Tensor, photons: float,
-                      background_per_px: float, camera: Camera | None = None) -> torch.Tensor:
-    """The colour design objective: mean over species and z of σ_λ / Δλ_k, Δλ_k the gap to
-    the nearest other species (below about 1/3 the colours are told apart well)."""
-    sig, _ = colour_crlb(triples, z_nm, photons, background_per_px, camera)
-    return (sig / spacing_nm[:, None]).mean()
+                      background_per_px: float, camera: Camera | None = None,
+                      lateral_reference_nm: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour design objective and the lateral CRLB (K, M) it was computed with.
+
+    Objective: mean over species and z of σ_λ / Δλ_k (Δλ_k the gap to the nearest other
+    species; below about 1/3 the colours are told apart well), plus, when
+    ``lateral_reference_nm`` (K, M) is given, the squared excess of the lateral bound
+    (σ_x + σ_y)/2 over ``LATERAL_ALLOWANCE`` × that reference: without it the Fisher
+    information on λ is maximised by a grating that spreads each emitter over microns, a
+    spectrometer no dense sample allows."""
+    sig, xyz = colour_crlb(triples, z_nm, photons, background_per_px, camera)
+    lateral = 0.5 * (xyz[..., 0] + xyz[..., 1])
+    objective = (sig / spacing_nm[:, None]).mean()
+    if lateral_reference_nm is not None:
+        excess = torch.relu(lateral / (LATERAL_ALLOWANCE * lateral_reference_nm) - 1.0)
+        objective = objective + (excess ** 2).mean()
+    return objective, lateral
 
 
 @dataclass
