@@ -48,9 +48,9 @@ def config(k: int) -> Path:
     return CONFIGS / f"multicolor-{k}.yaml"
 
 
-ARMS = ("clear", "crlb", "learned", "learned-crlb")
+ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10")
 DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design",
-                 "learned-crlb": "design_from_crlb"}
+                 "learned-crlb": "design_from_crlb", "learned-w10": "design_w10"}
 
 
 def arm_experiment(k: int, arm: str, out: Path, **emitters):
@@ -80,6 +80,9 @@ def cmd_design(args) -> None:
                                                          / f"k{args.k}_crlb_design/mask.npy"))
         exp.design.start = "experiment"
         folder = "design_from_crlb"
+    if args.species_weight != 1.0:  # the class term weighs more in the design's loss
+        exp.training.species_weight = args.species_weight
+        folder = f"design_w{args.species_weight:g}"
     res = run_design(exp, Path(args.out) / f"k{args.k}_{folder}", max_minutes=args.minutes,
                      progress=False)
     print(f"K={args.k}: design {time.perf_counter() - t0:.0f} s, {res['epochs']} epochs, "
@@ -137,10 +140,7 @@ def score(k: int, arm: str, out: Path, photons: float, density: float, mismatche
 
 def cmd_evaluate(args) -> None:
     out = Path(args.out)
-    res = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
-    res["protocol"] = {"frames": FRAMES, "signals": SIGNALS, "densities": DENSITIES_MC,
-                       "background_per_px": 20, "mismatch_noll_rad": MISMATCH,
-                       "match": "greedy 250 nm lateral"}
+    res = {}
     for k in args.k:
         for arm in args.arms:
             if not (out / f"k{k}_{arm}" / "weights.safetensors").is_file():
@@ -160,7 +160,14 @@ def cmd_evaluate(args) -> None:
                 res.setdefault(f"k{k}", {}).setdefault(arm, {})[render] = rows
             card = json.loads((out / f"k{k}_{arm}" / "model.json").read_text())
             res[f"k{k}"][arm]["training_seconds"] = card.get("training", {}).get("seconds")
-    Path(args.json).write_text(json.dumps(res, indent=1))
+    # merged into what is there now (several evaluate runs may share the file)
+    merged = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
+    merged["protocol"] = {"frames": FRAMES, "signals": SIGNALS, "densities": DENSITIES_MC,
+                          "background_per_px": 20, "mismatch_noll_rad": MISMATCH,
+                          "match": "greedy 250 nm lateral"}
+    for key, arms in res.items():
+        merged.setdefault(key, {}).update(arms)
+    Path(args.json).write_text(json.dumps(merged, indent=1))
 
 
 def cmd_figures(args) -> None:
@@ -277,6 +284,8 @@ def main() -> None:
     s.add_argument("--objective", choices=("end-to-end", "crlb"), default="end-to-end")
     s.add_argument("--start", choices=("clear", "crlb"), default="clear",
                    help="end to end: from a clear aperture or the colour-CRLB mask")
+    s.add_argument("--species-weight", type=float, default=1.0,
+                   help="end to end: weight of the class term in the design's loss")
     s.add_argument("--out", default="bench_out/mc")
     s.set_defaults(fn=cmd_design)
     s = sub.add_parser("train")

@@ -115,6 +115,10 @@ class FastLoc:
         return encode
 
     def loss(self, t: FastLocTraining):
+        return self._loss(t, class_weight=1.0)
+
+    def _loss(self, t: FastLocTraining, class_weight: float):
+        """The mixture loss; a multicolor head's log-probabilities enter × ``class_weight``."""
         from deepsmlm.losses import mixture_loss
         from deepsmlm.models.fastloc import activate, channels
 
@@ -131,7 +135,7 @@ class FastLoc:
             log_class = None
             if n_species:
                 log_class = torch.log_softmax(raw[:, len(base):], 1).reshape(b, n_species, -1)
-                log_class = log_class.transpose(1, 2)  # (B, H·W, C)
+                log_class = class_weight * log_class.transpose(1, 2)  # (B, H·W, C)
             total = mixture_loss(maps["p"].reshape(b, -1), mu, sigma, targets["truth"],
                                  targets["mask"], log_class, targets.get("species"))
             bg = targets.get("background")

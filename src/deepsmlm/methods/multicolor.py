@@ -17,13 +17,17 @@ from typing import Literal
 
 from deepsmlm.errors import UserError
 from deepsmlm.methods.fastloc import FastLoc, FastLocTraining
+from deepsmlm.schema import PosFloat
 
 
 class MulticolorTraining(FastLocTraining):
     """Training section of ``model: multicolor``: the keys of ``fastloc``; the species are
-    the experiment's ``emitters.species``."""
+    the experiment's ``emitters.species``. ``species_weight`` multiplies the class term
+    (log q of the true species) inside the mixture: 1 is the likelihood; above 1 a mask
+    design weighs colour more against position (the network's own training keeps 1)."""
 
     model: Literal["multicolor"]
+    species_weight: PosFloat = 1.0
 
 
 class Multicolor(FastLoc):
@@ -32,6 +36,9 @@ class Multicolor(FastLoc):
 
     def classifies_species(self, t) -> bool:
         return True
+
+    def loss(self, t: MulticolorTraining):
+        return self._loss(t, class_weight=t.species_weight)
 
     def card_settings(self, t, scene) -> dict:
         if len(scene.species) < 2:
