@@ -187,47 +187,67 @@ def cmd_figures(args) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     res = json.loads(Path(args.json).read_text())
     ks = [k for k in (2, 4) if f"k{k}" in res]
-    phases = {k: torch.from_numpy(load_phase_array(str(out / f"k{k}_design" / "mask.npy")))
-              for k in ks}
+
+    def arms_of(k):
+        return [a for a in ARMS if a in res[f"k{k}"]]
+
+    def phase(k, arm):
+        if arm == "clear":
+            return None
+        path = out / f"k{k}_{DESIGN_FOLDER[arm]}" / "mask.npy"
+        return torch.from_numpy(load_phase_array(str(path))).float()
+
     grid = pupil_grid(edited_experiment(config(ks[0])).optics)
     ap = grid.aperture(torch.float64).numpy()
-    mask_image([phases[k].numpy() * ap for k in ks], ap,
-               tuple(f"learned for K = {k} (at 620 nm)" for k in ks),
-               docs / "multicolor_masks.png")
+    masks, labels = [], []
+    for k in ks:
+        for arm in arms_of(k):
+            if arm != "clear":
+                masks.append(phase(k, arm).double().numpy() * ap)
+                labels.append(f"K = {k}, {arm}")
+    mask_image(masks, ap, tuple(labels), docs / "multicolor_masks.png")
     for k in ks:
         exp = edited_experiment(config(k))
-        z, stacks = psf_stacks(exp, [torch.zeros_like(phases[k]), phases[k]], n_z=5,
-                               size_px=15)
-        names = [f"{s.name}" for s in exp.emitters.species]
-        labels = tuple(f"{arm} {n}" for arm in ("clear", "learned") for n in names)
-        psf_rows(stacks, z, exp.optics.pixel_size_nm, labels, docs / f"multicolor_psf_k{k}.png")
-    fig, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 3.6), squeeze=False)
+        arms = arms_of(k)
+        phases = [torch.zeros(grid.n_px, grid.n_px) if a == "clear" else phase(k, a)
+                  for a in arms]
+        z, stacks = psf_stacks(exp, phases, n_z=3, size_px=25)
+        names = [s.name for s in exp.emitters.species]
+        psf_rows(stacks, z, exp.optics.pixel_size_nm,
+                 tuple(f"{a} {n}" for a in arms for n in names),
+                 docs / f"multicolor_psf_k{k}.png")
+    styles = {"clear": "--", "crlb": ":", "learned": "-", "learned-crlb": "-.",
+              "learned-w10": (0, (5, 1, 1, 1))}
+    fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
-        for arm, style in (("clear", "--"), ("crlb", ":"), ("learned", "-")):
-            rows = res[f"k{k}"].get(arm, {}).get("mismatched", [])
-            for j, d in enumerate(DENSITIES_MC):
-                sel = [r for r in rows if r["density_per_um2"] == d]
-                ax.plot([r["photons"] for r in sel], [r["species_accuracy"] for r in sel],
-                        style, marker="o", color=f"C{j}", label=f"{arm}, {d}/µm²")
+        for n_arm, arm in enumerate(arms_of(k)):
+            rows = res[f"k{k}"][arm]["mismatched"]
+            acc = [np.mean([r["species_accuracy"] for r in rows if r["photons"] == p])
+                   for p in SIGNALS]
+            ax.plot(SIGNALS, acc, linestyle=styles[arm], marker="o", color=f"C{n_arm}",
+                    label=arm)
         ax.set_xscale("log")
-        ax.set_xlabel("photons per emitter (20 background/px)")
-        ax.set_ylabel("colour accuracy (matched)")
-        ax.set_title(f"K = {k}")
+        ax.set_xlabel("photons per emitter (20 background photons/px)")
+        ax.set_ylabel("colour accuracy (matched, mean of 3 densities)")
+        ax.set_title(f"K = {k}, frames with a PSF a little off")
         ax.axhline(0.95, color="grey", lw=0.5)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(docs / "multicolor_accuracy.png", dpi=110)
     plt.close(fig)
-    fig, axes = plt.subplots(len(ks), 2, figsize=(6.5, 3.2 * len(ks)), squeeze=False)
+    n_cols = max(len(arms_of(k)) for k in ks)
+    fig, axes = plt.subplots(len(ks), n_cols, figsize=(3.1 * n_cols, 3.1 * len(ks)),
+                             squeeze=False)
     for r_i, k in enumerate(ks):
-        for c_i, arm in enumerate(("clear", "learned")):
-            rows = res[f"k{k}"].get(arm, {}).get("mismatched", [])
-            row = next((r for r in rows if r["photons"] == 2000.0
-                        and r["density_per_um2"] == 0.6), None)
+        for c_i in range(n_cols):
             ax = axes[r_i, c_i]
-            if row is None:
+            arms = arms_of(k)
+            if c_i >= len(arms):
                 ax.axis("off")
                 continue
+            rows = res[f"k{k}"][arms[c_i]]["mismatched"]
+            row = next(r for r in rows if r["photons"] == 2000.0
+                       and r["density_per_um2"] == 0.6)
             cm = np.asarray(row["species_confusion"], float)
             frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)
             ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
@@ -235,12 +255,13 @@ def cmd_figures(args) -> None:
                 for j in range(k):
                     ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if frac[i, j] > 0.5 else "black")
-            ax.set_xlabel("predicted species")
-            ax.set_ylabel("true species")
-            ax.set_title(f"K = {k}, {arm}: {row['species_accuracy']:.3f}", fontsize=9)
-    fig.suptitle("confusion at 2000 photons, 0.6 emitters/µm² (rows: truth)", fontsize=9)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            ax.set_title(f"K = {k}, {arms[c_i]}: {row['species_accuracy']:.3f}", fontsize=8)
+    fig.suptitle("confusion at 2000 photons, 0.6 emitters/µm², PSF a little off "
+                 "(rows: truth, fractions)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(docs / "multicolor_confusion.png", dpi=110)
+    fig.savefig(docs / "multicolor_confusion.png", dpi=100)
     plt.close(fig)
     print(f"figures → {docs}")
 

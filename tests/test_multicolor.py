@@ -267,3 +267,18 @@ def test_a_colour_crlb_design_lowers_its_objective(tmp_path):
     assert r["mean_colour_bound"] < 0.9 * r["mean_colour_bound_start"]
     assert np.any(np.abs(r["coefficients_rad"]) > 0.01)  # the mask moved off the start
     assert (tmp_path / "d" / "mask.npy").is_file() and (tmp_path / "d" / "psf.png").is_file()
+
+
+def test_species_weight_scales_the_class_term_of_the_method_loss():
+    """One pixel, one emitter: loss(w) = loss without classes − w·log q(true species)."""
+    from deepsmlm.methods import get
+    from deepsmlm.models.fastloc import channels
+
+    method = get("multicolor")
+    raw = torch.randn(1, len(channels(False, 3)), 1, 1, generator=torch.Generator().manual_seed(4))
+    targets = {"truth": torch.tensor([[[0.4, 0.6, 0.5]]]), "mask": torch.tensor([[True]]),
+               "background": None, "species": torch.tensor([[2]])}
+    log_q = float(torch.log_softmax(raw[0, -3:, 0, 0], 0)[2])
+    losses = [float(method.loss(method.section.model_validate(
+        {"model": "multicolor", "species_weight": w}))(raw, targets)) for w in (1.0, 3.0)]
+    assert losses[1] - losses[0] == pytest.approx(-2.0 * log_q, rel=1e-4)
