@@ -204,7 +204,7 @@ def cmd_figures(args) -> None:
         for arm in arms_of(k):
             if arm != "clear":
                 masks.append(phase(k, arm).double().numpy() * ap)
-                labels.append(f"K = {k}, {arm}")
+                labels.append(f"K={k} {arm}")
     mask_image(masks, ap, tuple(labels), docs / "multicolor_masks.png")
     for k in ks:
         exp = edited_experiment(config(k))
