@@ -282,3 +282,30 @@ def test_species_weight_scales_the_class_term_of_the_method_loss():
     losses = [float(method.loss(method.section.model_validate(
         {"model": "multicolor", "species_weight": w}))(raw, targets)) for w in (1.0, 3.0)]
     assert losses[1] - losses[0] == pytest.approx(-2.0 * log_q, rel=1e-4)
+
+
+def test_psf_and_crlb_commands_take_a_species(tmp_path):
+    """`deepsmlm psf/crlb --species NAME` on a multicolor experiment: that species' PSF (a
+    longer wavelength, a wider spot, a larger CRLB); an unknown name is one clear error."""
+    import yaml
+
+    from deepsmlm.cli import main
+
+    exp = {"frame": {"height_px": 16, "width_px": 16},
+           "optics": {"wavelength_nm": 600, "pixel_size_nm": 50},
+           "emitters": {"species": TWO}}
+    (tmp_path / "mc.yaml").write_text(yaml.safe_dump(exp))
+    from deepsmlm.steps.crlb import crlb_table
+    from deepsmlm.steps.psf import psf_stack
+
+    e = experiment_from_dict(exp)
+    blue, red = (psf_stack(e, np.array([0.0]), 21, s)[0] for s in ("blue", "red"))
+    assert blue.max() > 1.5 * red.max()  # (700/500)² ≈ 2 in peak height
+    bounds = [crlb_table(e, 1000.0, 10.0, np.array([0.0]), s)["crlb_x"][0]
+              for s in ("blue", "red")]
+    assert bounds[1] > bounds[0]
+    assert main(["psf", str(tmp_path / "mc.yaml"), "--out", str(tmp_path / "p"),
+                 "--species", "red"]) == 0
+    assert main(["crlb", str(tmp_path / "mc.yaml"), "--photons", "100", "--background", "1",
+                 "--out", str(tmp_path / "c"), "--species", "green"]) == 2
+    assert not (tmp_path / "c").exists()

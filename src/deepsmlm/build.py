@@ -117,13 +117,13 @@ def build_multicolor_psf(exp: Experiment) -> MulticolorPSF:
     waves = [sp.wavelength_nm for sp in exp.emitters.species]
     per = [o.model_copy(update={"wavelength_nm": w,
                                 "gaussian_sigma_nm": o.sigma_nm * w / lam_d}) for w in waves]
-    if o.psf in ("gaussian", "astigmatic-gaussian"):
-        widest = per[int(np.argmax(waves))]
-        one = [build_psf(exp.model_copy(update={"optics": widest, "emitters": exp.emitters
-                                                .model_copy(update={"species": None})}))]
+    if o.psf in ("gaussian", "astigmatic-gaussian"):  # one patch size: the widest PSF's
+        single = exp.emitters.model_copy(update={"species": None})
+        widest = build_psf(exp.model_copy(update={"optics": per[int(np.argmax(waves))],
+                                                  "emitters": single}))
         psfs = [build_psf(exp.model_copy(update={
-            "optics": q.model_copy(update={"patch_px": one[0].patch_px}),
-            "emitters": exp.emitters.model_copy(update={"species": None})})) for q in per]
+            "optics": q.model_copy(update={"patch_px": widest.patch_px}), "emitters": single}))
+            for q in per]
         return MulticolorPSF(psfs, waves)
     grid_d = pupil_grid(o)
     aberr = masks.zernike_mask(grid_d, o.aberrations.noll) if o.aberrations.noll else None

@@ -127,7 +127,7 @@ def cmd_simulate(args) -> None:
 def cmd_psf(args) -> None:
     from deepsmlm.steps.psf import run_psf
 
-    z = run_psf(args.experiment, args.out, args.z_nm, args.size_px)
+    z = run_psf(args.experiment, args.out, args.z_nm, args.size_px, args.species)
     print(f"wrote {args.out}/psf.tif ({len(z)} planes, z {z[0]:.0f}..{z[-1]:.0f} nm), "
           f"psf_z.csv, psf.png")
 
@@ -166,7 +166,8 @@ def cmd_crlb(args) -> None:
 
     from deepsmlm.steps.crlb import run_crlb
 
-    res = run_crlb(args.experiment, args.photons, args.background, args.out, args.z_nm)
+    res = run_crlb(args.experiment, args.photons, args.background, args.out, args.z_nm,
+                   args.species)
     print("z [nm]    crlb_x [nm]  crlb_y [nm]  crlb_z [nm]")
     for z, x, y, zz in zip(res["z_nm"], res["crlb_x"], res["crlb_y"], res["crlb_z"]):
         zs = "–" if math.isnan(zz) else f"{zz:.2f}"
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a:b:step in nm (default: the experiment's z range, or focus ± 1 µm)")
     s.add_argument("--size-px", type=_positive_int, default=None,
                    help="side of each plane in pixels (default: the model's patch)")
+    s.add_argument("--species", default=None,
+                   help="multicolor: the species whose PSF (default: the first listed)")
     s.set_defaults(func=cmd_psf)
 
     s = sub.add_parser("evaluate", help="match localizations to the truth; Jaccard, RMSE, ...")
@@ -333,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--background", type=_non_negative, required=True, help="photons per pixel")
     s.add_argument("--z-nm", type=_z_range, default=None)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--species", default=None,
+                   help="multicolor: the species whose PSF (default: the first listed)")
     s.set_defaults(func=cmd_crlb)
 
     s = sub.add_parser("frc", help="Fourier ring correlation resolution")

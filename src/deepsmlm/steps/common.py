@@ -267,3 +267,19 @@ def _memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+def species_psf(exp, psf, species: str | None):
+    """The PSF of one species of a multicolor experiment (by name; default the first) and
+    a label for titles; a single-colour PSF as it is. An unknown name is a UserError."""
+    if not getattr(psf, "takes_species", False):
+        if species is not None:
+            raise UserError(f"--species {species}: the experiment lists no emitters.species")
+        return psf, ""
+    names = [s.name for s in exp.emitters.species]
+    name = names[0] if species is None else species
+    if name not in names:
+        raise UserError(f"--species {name}: not one of the experiment's species "
+                        f"({', '.join(names)})")
+    k = names.index(name)
+    return psf.psfs[k], f"{name} ({exp.emitters.species[k].wavelength_nm:.0f} nm)"

@@ -6,18 +6,23 @@ import numpy as np
 
 from deepsmlm.config import Experiment
 from deepsmlm.io.atomic import atomic_write_text
-from deepsmlm.steps.common import as_experiment, check_number, out_dir, z_planes
+from deepsmlm.steps.common import as_experiment, check_number, out_dir, species_psf, z_planes
 
 
-def crlb_table(exp: Experiment, photons: float, background: float, z_nm: np.ndarray) -> dict:
+def crlb_table(exp: Experiment, photons: float, background: float, z_nm: np.ndarray,
+               species: str | None = None) -> dict:
+    """CRLB per z (of one species of a multicolor experiment: ``species``, default the
+    first)."""
     from deepsmlm.build import build_camera, build_psf
     from deepsmlm.evaluation.crlb import crlb
 
-    return crlb(build_psf(exp), z_nm, photons, background, build_camera(exp))
+    psf, _ = species_psf(exp, build_psf(exp), species)
+    return crlb(psf, z_nm, photons, background, build_camera(exp))
 
 
 def run_crlb(experiment, photons: float, background: float, out,
-             z_range: tuple[float, float, float] | None = None) -> dict:
+             z_range: tuple[float, float, float] | None = None,
+             species: str | None = None) -> dict:
     """``out/crlb.csv`` (z [nm], crlb_x/y/z [nm]) and ``out/crlb.png``."""
     from deepsmlm.plotting import crlb_plot
 
@@ -28,7 +33,7 @@ def run_crlb(experiment, photons: float, background: float, out,
         z = np.array([exp.optics.focus_nm])
     else:
         z = z_planes(exp, z_range)
-    res = crlb_table(exp, photons, background, z)
+    res = crlb_table(exp, photons, background, z, species)
     out = out_dir(out)
     rows = ["z [nm],crlb_x [nm],crlb_y [nm],crlb_z [nm]"]
     for i in range(len(z)):

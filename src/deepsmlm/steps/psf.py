@@ -13,14 +13,17 @@ from deepsmlm.steps.common import (
     check_array_bytes,
     gigabytes,
     out_dir,
+    species_psf,
     z_planes,
 )
 
 
-def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None) -> np.ndarray:
+def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None,
+              species: str | None = None) -> np.ndarray:
     """PSF of one photon at the centre of a ``size_px``² frame for each z: float32 (D, S, S).
 
-    The emitter sits at the centre of the central pixel (``size_px`` odd by default).
+    The emitter sits at the centre of the central pixel (``size_px`` odd by default). A
+    multicolor experiment's PSF is that of ``species`` (a name; default the first).
     """
     from deepsmlm.build import build_psf
 
@@ -32,7 +35,7 @@ def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None) -> 
         check_array_bytes(4.0 * len(z_nm) * size_px**2,
                           f"{len(z_nm)} planes of {size_px}×{size_px} px",
                           "use fewer planes (--z-nm) or a smaller --size-px")
-    psf = build_psf(exp)
+    psf, _ = species_psf(exp, build_psf(exp), species)
     size = size_px or psf.patch_px
     px = exp.optics.pixel_size_nm
     z = torch.as_tensor(np.asarray(z_nm, dtype=np.float32))
@@ -44,21 +47,25 @@ def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None) -> 
 
 
 def run_psf(experiment, out, z_range: tuple[float, float, float] | None = None,
-            size_px: int | None = None) -> np.ndarray:
-    """``out/psf.tif`` (float32 D×H×W, one photon), ``psf_z.csv``, ``psf.png``."""
+            size_px: int | None = None, species: str | None = None) -> np.ndarray:
+    """``out/psf.tif`` (float32 D×H×W, one photon), ``psf_z.csv``, ``psf.png`` (of one
+    species of a multicolor experiment: ``species``, default the first)."""
     from deepsmlm.io.atomic import atomic_write_text
     from deepsmlm.io.frames import write_stack
     from deepsmlm.plotting import psf_montage
 
     exp = as_experiment(experiment)
     z = z_planes(exp, z_range)
-    stack = psf_stack(exp, z, size_px)
+    stack = psf_stack(exp, z, size_px, species)
     out = out_dir(out)
     px = exp.optics.pixel_size_nm
     write_stack(out / "psf.tif", stack, px, axes="ZYX")
     atomic_write_text(out / "psf_z.csv", "z [nm]\n" + "".join(f"{v:.3f}\n" for v in z))
     o = exp.optics
-    title = (f"{o.psf} PSF, λ {o.wavelength_nm:.0f} nm, NA {o.na}, mask {o.mask.kind}, "
-             f"focus {o.focus_nm:.0f} nm")
+    from deepsmlm.build import build_psf
+
+    label = species_psf(exp, build_psf(exp), species)[1] if exp.emitters.species else ""
+    colour = label or f"λ {o.wavelength_nm:.0f} nm"
+    title = f"{o.psf} PSF, {colour}, NA {o.na}, mask {o.mask.kind}, focus {o.focus_nm:.0f} nm"
     psf_montage(stack, z, px, out / "psf.png", title)
     return z
