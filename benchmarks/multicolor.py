@@ -48,9 +48,10 @@ def config(k: int) -> Path:
     return CONFIGS / f"multicolor-{k}.yaml"
 
 
-ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10")
+ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10", "learned-crlb-w10")
 DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design",
-                 "learned-crlb": "design_from_crlb", "learned-w10": "design_w10"}
+                 "learned-crlb": "design_from_crlb", "learned-w10": "design_w10",
+                 "learned-crlb-w10": "design_from_crlb_w10"}
 
 
 def arm_experiment(k: int, arm: str, out: Path, **emitters):
@@ -82,7 +83,7 @@ def cmd_design(args) -> None:
         folder = "design_from_crlb"
     if args.species_weight != 1.0:  # the class term weighs more in the design's loss
         exp.training.species_weight = args.species_weight
-        folder = f"design_w{args.species_weight:g}"
+        folder = f"{folder}_w{args.species_weight:g}"
     res = run_design(exp, Path(args.out) / f"k{args.k}_{folder}", max_minutes=args.minutes,
                      progress=False)
     print(f"K={args.k}: design {time.perf_counter() - t0:.0f} s, {res['epochs']} epochs, "
@@ -217,7 +218,7 @@ def cmd_figures(args) -> None:
                  tuple(f"{a} {n}" for a in arms for n in names),
                  docs / f"multicolor_psf_k{k}.png")
     styles = {"clear": "--", "crlb": ":", "learned": "-", "learned-crlb": "-.",
-              "learned-w10": (0, (5, 1, 1, 1))}
+              "learned-w10": (0, (5, 1, 1, 1)), "learned-crlb-w10": (0, (1, 1))}
     fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
         for n_arm, arm in enumerate(arms_of(k)):
