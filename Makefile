@@ -115,15 +115,19 @@ bench-fastloc: $(STAMP) $(VENV)/.peers
 
 # Multicolor (issue 14): masks for colour (end to end from a clear aperture; Fisher
 # information on λ; end to end from that) against a clear aperture, K = 2 and 4
-# (≈ 3.5 h on 2 cores: designs, eight 25-epoch trainings, 384 held-out movies)
+# (≈ 5 h on 2 cores: designs, eleven 25-epoch trainings, 528 held-out movies)
 bench-multicolor: $(STAMP)
 	rm -rf bench_out/mc bench_out/multicolor.json
 	for k in 2 4; do \
 		$(PY) benchmarks/multicolor.py design --k $$k --minutes 15 || exit 1; \
 		$(PY) benchmarks/multicolor.py design --k $$k --objective crlb --minutes 5 || exit 1; \
 		$(PY) benchmarks/multicolor.py design --k $$k --start crlb --minutes 14 || exit 1; \
-		for arm in clear crlb learned learned-crlb; do \
+		$(PY) benchmarks/multicolor.py design --k $$k --start crlb --species-weight 10 \
+			--minutes 11 || exit 1; \
+		for arm in clear crlb learned learned-crlb learned-crlb-w10; do \
 		$(PY) benchmarks/multicolor.py train --k $$k --arm $$arm --epochs 25 || exit 1; done; done
+	$(PY) benchmarks/multicolor.py design --k 4 --species-weight 10 --minutes 13
+	$(PY) benchmarks/multicolor.py train --k 4 --arm learned-w10 --epochs 25
 	$(PY) benchmarks/multicolor.py evaluate
 	$(PY) benchmarks/multicolor.py figures
 	$(PY) benchmarks/multicolor.py table
