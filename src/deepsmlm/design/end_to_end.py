@@ -262,14 +262,12 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
             "phase": learned, "start_phase": start}
 
 
-COLOUR_DELTA_NM = 2.0  # the central difference of ∂μ/∂λ
-
 
 def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
     """A multicolor experiment's CRLB objective: a PSF with every species at λ_k − δ, λ_k,
     λ_k + δ (one shared mask) and objective() = mean σ_λ/Δλ with the lateral CRLB kept
     within 1.5× that of the starting mask (``fisher.mean_colour_bound``)."""
-    from deepsmlm.design.fisher import mean_colour_bound
+    from deepsmlm.design.fisher import COLOUR_DELTA_NM, mean_colour_bound
 
     species = exp.emitters.species
     if len(species) < 2:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deepsmlm.camera import Camera
-from deepsmlm.evaluation.crlb import centred_positions, model_and_jacobian, pixel_variance
+from deepsmlm.evaluation.crlb import centred_positions, fisher_information, model_and_jacobian
 from deepsmlm.optics.psf import PupilPSF
 
 
@@ -30,13 +30,17 @@ def crlb_xyz_nm(psf: PupilPSF, z_nm: torch.Tensor, photons: float, background_pe
     m = len(xyz)
     mu, jac = model_and_jacobian(psf, xyz, torch.full((m,), float(photons)),
                                  torch.full((m,), float(background_per_px)), differentiable=True)
-    var = pixel_variance(mu.double(), camera).clamp_min(1e-12)
-    j = jac.double().flatten(1, 2)
-    info = torch.einsum("mki,mkj->mij", j / var.flatten(1)[..., None], j)
-    # a tiny ridge keeps the inverse finite where a parameter carries no information
+    return bound_sd(mu, jac, camera)[:, :3]
+
+
+def bound_sd(mu: torch.Tensor, jac: torch.Tensor, camera: Camera | None) -> torch.Tensor:
+    """sqrt(diag(I⁻¹)) (M, P) of μ (M, H, W) and ∂μ/∂θ (M, H, W, P), differentiable: a
+    tiny ridge keeps the inverse finite where a parameter carries no information."""
+    info = fisher_information(mu, jac, camera)
     ridge = 1e-9 * torch.diagonal(info, dim1=1, dim2=2).mean(1)[:, None, None]
-    cov = torch.linalg.inv(info + ridge * torch.eye(5, dtype=info.dtype, device=info.device))
-    return torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2)[:, :3].clamp_min(0.0)).float()
+    eye = torch.eye(info.shape[-1], dtype=info.dtype, device=info.device)
+    cov = torch.linalg.inv(info + ridge * eye)
+    return torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0.0)).float()
 
 
 def mean_crlb_nm(psf: PupilPSF, z_nm: torch.Tensor, photons: float, background_per_px: float,
@@ -45,8 +49,11 @@ def mean_crlb_nm(psf: PupilPSF, z_nm: torch.Tensor, photons: float, background_p
     return crlb_xyz_nm(psf, z_nm, photons, background_per_px, camera).mean()
 
 
+COLOUR_DELTA_NM = 2.0  # λ_k ± δ: the central difference of ∂μ/∂λ
+
+
 def colour_crlb(triples, z_nm: torch.Tensor, photons: float, background_per_px: float,
-                camera: Camera | None = None, delta_nm: float = 2.0
+                camera: Camera | None = None, delta_nm: float = COLOUR_DELTA_NM
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The CRLB of the emission wavelength: σ_λ [nm] (K, M) and σ_x, σ_y, σ_z [nm] (K, M, 3)
     for one emitter per z of each species k, with θ = (x, y, z, N, b, λ) estimated jointly
@@ -62,12 +69,7 @@ def colour_crlb(triples, z_nm: torch.Tensor, photons: float, background_per_px: 
         mu, jac = model_and_jacobian(mid, xyz, n, torch.full((m,), float(background_per_px)),
                                      differentiable=True)
         d_lambda = (hi.patches(xyz, n)[0] - lo.patches(xyz, n)[0]) / (2.0 * delta_nm)
-        j = torch.cat([jac, d_lambda[..., None]], -1).double().flatten(1, 2)  # (M, P², 6)
-        var = pixel_variance(mu.double(), camera).clamp_min(1e-12)
-        info = torch.einsum("mki,mkj->mij", j / var.flatten(1)[..., None], j)
-        ridge = 1e-9 * torch.diagonal(info, dim1=1, dim2=2).mean(1)[:, None, None]
-        cov = torch.linalg.inv(info + ridge * torch.eye(6, dtype=info.dtype, device=info.device))
-        sd = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0.0)).float()
+        sd = bound_sd(mu, torch.cat([jac, d_lambda[..., None]], -1), camera)  # (M, 6)
         sig_l.append(sd[:, 5])
         sig_xyz.append(sd[:, :3])
     return torch.stack(sig_l), torch.stack(sig_xyz)

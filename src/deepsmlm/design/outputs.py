@@ -47,14 +47,19 @@ def slm_levels(phase_rad: np.ndarray, aperture: np.ndarray) -> np.ndarray:
     return (levels * (aperture > 0)).astype(np.uint8)
 
 
+def species_labels(exp) -> list[str]:
+    """One label suffix per emission wavelength: "" for one colour, " name (λ nm)" per
+    species of a multicolor experiment (the order of ``species_views``)."""
+    return [f" {sp.name} ({sp.wavelength_nm:.0f} nm)" for sp in exp.emitters.species or []] \
+        or [""]
+
+
 def species_views(exp, psf) -> list[tuple[str, object, float]]:
     """(label, PSF, mask scale) per emission wavelength: the PSF itself for one colour;
     each species' PSF and its thin-element mask scale for a multicolor experiment."""
     if not getattr(psf, "takes_species", False):
         return [("", psf, 1.0)]
-    return [(f" {sp.name} ({sp.wavelength_nm:.0f} nm)", child, scale)
-            for sp, child, scale in zip(exp.emitters.species, psf.psfs, psf.mask_scales,
-                                        strict=True)]
+    return list(zip(species_labels(exp), psf.psfs, psf.mask_scales, strict=True))
 
 
 def psf_stacks(exp, phases: list[torch.Tensor], n_z: int = 9, size_px: int = 41
@@ -82,13 +87,12 @@ def psf_stacks(exp, phases: list[torch.Tensor], n_z: int = 9, size_px: int = 41
 def write_figures(exp, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor,
                   out: Path, labels: tuple[str, str] = ("start", "learned")) -> None:
     """mask.png and psf.png (one row per mask, and per species' wavelength)."""
-    from deepsmlm.build import build_psf
     from deepsmlm.plotting import mask_image, psf_rows
 
     ap = grid.aperture(torch.float64).numpy()
     mask_image([start.double().numpy() * ap, phase.detach().double().numpy() * ap], ap,
                labels, out / "mask.png")
     z, stacks = psf_stacks(exp, [start, phase.detach()])
-    suffixes = [v[0] for v in species_views(exp, build_psf(exp))]
+    suffixes = species_labels(exp)
     psf_rows(stacks, z, exp.optics.pixel_size_nm,
              tuple(f"{lab}{suf}" for lab in labels for suf in suffixes), out / "psf.png")

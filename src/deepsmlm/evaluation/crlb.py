@@ -72,9 +72,9 @@ def pixel_variance(mu: torch.Tensor, camera: Camera | None) -> torch.Tensor:
 
 def fisher_information(mu: torch.Tensor, jac: torch.Tensor, camera: Camera | None = None
                        ) -> torch.Tensor:
-    """I (M, 5, 5) from μ (M, P, P) and ∂μ/∂θ (M, P, P, 5)."""
+    """I (M, Q, Q) from μ (M, P, P) and ∂μ/∂θ (M, P, P, Q) (Q = 5: x, y, z, N, b)."""
     v = pixel_variance(mu.double(), camera).clamp_min(1e-12)
-    j = jac.double().flatten(1, 2)  # (M, K, 5)
+    j = jac.double().flatten(1, 2)  # (M, K, Q)
     return torch.einsum("mki,mkj->mij", j / v.flatten(1)[..., None], j)
 
 

@@ -269,17 +269,26 @@ def _memory_bytes() -> int:
         return 0
 
 
-def species_psf(exp, psf, species: str | None):
-    """The PSF of one species of a multicolor experiment (by name; default the first) and
-    a label for titles; a single-colour PSF as it is. An unknown name is a UserError."""
-    if not getattr(psf, "takes_species", False):
+def species_choice(exp, species: str | None) -> tuple[int | None, str]:
+    """Which species of a multicolor experiment (by name; default the first) — its index
+    and a label for titles; (None, "") for a single-colour experiment. An unknown name is a
+    UserError."""
+    listed = exp.emitters.species or []
+    if not listed:
         if species is not None:
             raise UserError(f"--species {species}: the experiment lists no emitters.species")
-        return psf, ""
-    names = [s.name for s in exp.emitters.species]
+        return None, ""
+    names = [s.name for s in listed]
     name = names[0] if species is None else species
     if name not in names:
         raise UserError(f"--species {name}: not one of the experiment's species "
                         f"({', '.join(names)})")
     k = names.index(name)
-    return psf.psfs[k], f"{name} ({exp.emitters.species[k].wavelength_nm:.0f} nm)"
+    return k, f"{name} ({listed[k].wavelength_nm:.0f} nm)"
+
+
+def species_psf(exp, psf, species: str | None):
+    """The PSF of one species of a multicolor experiment (``species_choice``), or the
+    single-colour PSF as it is."""
+    k, _ = species_choice(exp, species)
+    return psf if k is None else psf.psfs[k]

@@ -16,7 +16,7 @@ def crlb_table(exp: Experiment, photons: float, background: float, z_nm: np.ndar
     from deepsmlm.build import build_camera, build_psf
     from deepsmlm.evaluation.crlb import crlb
 
-    psf, _ = species_psf(exp, build_psf(exp), species)
+    psf = species_psf(exp, build_psf(exp), species)
     return crlb(psf, z_nm, photons, background, build_camera(exp))
 
 

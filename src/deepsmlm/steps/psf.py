@@ -13,6 +13,7 @@ from deepsmlm.steps.common import (
     check_array_bytes,
     gigabytes,
     out_dir,
+    species_choice,
     species_psf,
     z_planes,
 )
@@ -35,7 +36,7 @@ def psf_stack(exp: Experiment, z_nm: np.ndarray, size_px: int | None = None,
         check_array_bytes(4.0 * len(z_nm) * size_px**2,
                           f"{len(z_nm)} planes of {size_px}×{size_px} px",
                           "use fewer planes (--z-nm) or a smaller --size-px")
-    psf, _ = species_psf(exp, build_psf(exp), species)
+    psf = species_psf(exp, build_psf(exp), species)
     size = size_px or psf.patch_px
     px = exp.optics.pixel_size_nm
     z = torch.as_tensor(np.asarray(z_nm, dtype=np.float32))
@@ -62,10 +63,7 @@ def run_psf(experiment, out, z_range: tuple[float, float, float] | None = None,
     write_stack(out / "psf.tif", stack, px, axes="ZYX")
     atomic_write_text(out / "psf_z.csv", "z [nm]\n" + "".join(f"{v:.3f}\n" for v in z))
     o = exp.optics
-    from deepsmlm.build import build_psf
-
-    label = species_psf(exp, build_psf(exp), species)[1] if exp.emitters.species else ""
-    colour = label or f"λ {o.wavelength_nm:.0f} nm"
+    colour = species_choice(exp, species)[1] or f"λ {o.wavelength_nm:.0f} nm"
     title = f"{o.psf} PSF, {colour}, NA {o.na}, mask {o.mask.kind}, focus {o.focus_nm:.0f} nm"
     psf_montage(stack, z, px, out / "psf.png", title)
     return z
