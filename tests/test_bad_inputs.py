@@ -86,6 +86,8 @@ def build_world(root: Path) -> dict[str, str]:
         "list.yaml": b"- optics\n- camera\n", "unknownkey.yaml": b"camera: {gain: 3}\n",
         "wrongtype.yaml": b"frame: {height_px: many}\n",
         "impossible.yaml": b"optics: {na: 1.7, n_immersion: 1.518}\n",
+        "mc1.yaml": b"emitters: {species: [{name: a, wavelength_nm: 500}]}\n"
+                    b"training: {model: multicolor}\n",
         "nomask.yaml": b"optics: {mask: {kind: file, path: nowhere.npy, "
                        b"pupil_radius_px: 10}}\n",
     }
@@ -414,6 +416,8 @@ CASES = [
     C("crlb --photons 0", "crlb {exp} --photons 0 --background 10 --out out", "number > 0"),
     C("crlb --background negative", "crlb {exp} --photons 1000 --background -1 --out out",
       "number >= 0"),
+    C("train multicolor with one species",
+      "train {mc1_yaml} --out out", "needs two or more emitters.species"),
     C("crlb --species of a single-colour experiment",
       "crlb {exp} --photons 1000 --background 10 --out out --species red",
       "lists no emitters.species"),

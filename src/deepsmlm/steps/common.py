@@ -136,17 +136,19 @@ def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder
 
 
 def locked_run(experiment, out: str | os.PathLike, resume: bool, what: str,
-               folder_word: str, holds: str):
+               folder_word: str, holds: str, check=None):
     """``open_run`` under the output folder's lock (``io.lock``): the folder is created
-    once the run is known to be valid, then locked — by rank 0 alone under torchrun — and
-    checked again, so two runs started together cannot both take it. Use as
-    ``with locked_run(...) as exp:``."""
+    once the run is known to be valid (``check(exp)`` too, when given), then locked — by
+    rank 0 alone under torchrun — and checked again, so two runs started together cannot
+    both take it. Use as ``with locked_run(...) as exp:``."""
     import contextlib
 
     from deepsmlm.io.lock import folder_lock
     from deepsmlm.training.distributed import is_main_process
 
     exp = open_run(experiment, out, resume, what, folder_word, holds)
+    if check is not None:
+        check(exp)
     if not is_main_process():
         return contextlib.nullcontext(exp)
 
@@ -292,3 +294,11 @@ def species_psf(exp, psf, species: str | None):
     single-colour PSF as it is."""
     k, _ = species_choice(exp, species)
     return psf if k is None else psf.psfs[k]
+
+
+def check_method_scene(exp) -> None:
+    """A UserError, before any folder is made, when the experiment's method cannot model
+    its scene (e.g. a colour classifier with fewer than two species)."""
+    from deepsmlm.build import build_method, build_scene
+
+    build_method(exp).card_settings(exp.training, build_scene(exp))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import check_minutes, locked_run
+from deepsmlm.steps.common import check_method_scene, check_minutes, locked_run
 
 
 def run_design(experiment, out, objective: str = "end-to-end",
@@ -25,7 +25,8 @@ def run_design(experiment, out, objective: str = "end-to-end",
         raise UserError("--init-model starts a new end-to-end design (not crlb, not --resume)")
     if resume and objective != "end-to-end":
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
-    with locked_run(experiment, out, resume, "design", "DIR", "a design") as exp:
+    with locked_run(experiment, out, resume, "design", "DIR", "a design",
+                    check_method_scene if objective == "end-to-end" else None) as exp:
         return _design(exp, out, objective, max_minutes, resume, init_model, progress)
 
 

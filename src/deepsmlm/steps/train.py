@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import check_device, check_minutes, locked_run
+from deepsmlm.steps.common import check_device, check_method_scene, check_minutes, locked_run
 
 
 def run_train(experiment, out, max_minutes: float | None = None, resume: bool = False,
@@ -26,6 +26,7 @@ def run_train(experiment, out, max_minutes: float | None = None, resume: bool = 
         movie = open_movie(stack)  # a TIFF, a TIFF series or a Zarr array
         frames = movie.read(0, len(movie))
         data = (frames, read_localizations(truth))
-    with locked_run(experiment, out, resume, "train", "MODEL", "a model") as exp:
+    with locked_run(experiment, out, resume, "train", "MODEL", "a model",
+                    check_method_scene) as exp:
         return train(exp, out, max_minutes=max_minutes, resume=resume, device=device,
                      progress=progress, stack=data)
