@@ -50,7 +50,9 @@ from common import (
 
 BASE = CONFIG_3D
 DESIGN = CONFIGS / "design-4um.yaml"
-ARMS = ("learned", "tetrapod", "astigmatic")
+SCRATCH = CONFIGS / "design-4um-scratch.yaml"
+ARMS = ("scratch", "learned", "tetrapod", "astigmatic")
+DESIGNS = {"scratch": "design_scratch", "learned": "design_e2e"}  # arm → its design folder
 
 
 def warm_design_experiment(out: Path, base: Path = BASE, design: Path = DESIGN) -> Path:
@@ -88,6 +90,22 @@ def cmd_design(args) -> None:
           f"{(time.perf_counter() - t0) / 60:.1f} min")
 
 
+def cmd_scratch(args) -> None:
+    """The design from scratch (issue 16): Fisher stage from a clear aperture, the network
+    alone on its mask, then pixel-wise mask and network together (design-4um-scratch.yaml)."""
+    from deepsmlm.api import run_design
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    r = run_design(args.design_config if args.design_config != DESIGN else SCRATCH,
+                   out / "design_scratch", "end-to-end", args.minutes, progress=False)
+    shape = r["shape"]
+    print(f"from scratch: {(time.perf_counter() - t0) / 60:.1f} min; mean CRLB "
+          f"{r['mean_crlb_start_nm']:.2f} (Fisher stage) → {r['mean_crlb_learned_nm']:.2f} nm; "
+          f"mean 80 % radius {shape['start']['mean_radius80_nm']:.0f} → "
+          f"{shape['learned']['mean_radius80_nm']:.0f} nm", flush=True)
+
+
 def astigmatism_rad(exp) -> tuple[float, list]:
     """Noll-6 amplitude [rad RMS]: the smallest within 2 % of the lowest mean CRLB over the
     z range (the curve is nearly flat beyond ~1 rad while the footprint keeps growing)."""
@@ -111,10 +129,16 @@ def cmd_arms(args) -> None:
     from deepsmlm.config import experiment_from_dict, load_experiment
 
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     base = load_experiment(args.base).to_dict()
     tetra = Path(base["optics"]["mask"]["path"])
-    masks = {"learned": {"kind": "file", "path": str((out / "design_e2e" / "mask.npy")
-                                                     .resolve())}}
+    masks = {arm: {"kind": "file", "path": str((Path(args.designs or out) / folder
+                                                / "mask.npy").resolve())}
+             for arm, folder in DESIGNS.items() if arm in args.arms}
+    missing = [a for a, m in masks.items() if not Path(m["path"]).is_file()]
+    if missing:
+        raise SystemExit(f"no design for {', '.join(missing)} (run the design step, or leave "
+                         "the arm out with --arms)")
     if tetra.is_file():
         masks["tetrapod"] = base["optics"]["mask"]
     else:
@@ -126,7 +150,7 @@ def cmd_arms(args) -> None:
     masks["astigmatic"] = {"kind": "zernike", "noll": {6: amp}}
     print(f"astigmatism: {amp:.2f} rad RMS (Noll 6); mean CRLB [nm] by amplitude: "
           + ", ".join(f"{a:.2f}→{c:.1f}" for a, c in scan))
-    for arm in ARMS:
+    for arm in args.arms:
         d = dict(base, optics=dict(base["optics"], mask=masks[arm]))
         d["training"] = dict(base["training"], seed=args.seed)
         if args.epochs:
@@ -134,6 +158,7 @@ def cmd_arms(args) -> None:
         experiment_from_dict(d)  # validate
         (out / f"{arm}.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     (out / "arms.json").write_text(json.dumps({"astigmatism_rad": amp, "scan": scan,
+                                               "seed": args.seed,
                                                "masks": masks}, indent=1))
 
 
@@ -239,12 +264,16 @@ def figures(out: Path, docs: Path, table: dict, sfx: str = "") -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, func in (("design", cmd_design), ("arms", cmd_arms), ("train", cmd_train),
+    for name, func in (("design", cmd_design), ("scratch", cmd_scratch), ("arms", cmd_arms),
+                       ("train", cmd_train),
                        ("movies", cmd_movies), ("evaluate", cmd_evaluate)):
         p = sub.add_parser(name)
         p.add_argument("--out", default="bench_out/optics")
         p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
         p.set_defaults(func=func)
+        if name == "scratch":
+            p.add_argument("--design-config", type=Path, default=SCRATCH)
+            p.add_argument("--minutes", type=float, default=45.0)
         if name == "design":
             p.add_argument("--init-model", default=None,
                            help="start from the Tetrapod with this model trained on it")
@@ -261,6 +290,8 @@ def main() -> None:
                            help="cap the training epochs of every arm (default: the config's)")
             p.add_argument("--seed", type=int, default=0,
                            help="training seed of every arm (simulation and initialisation)")
+            p.add_argument("--designs", default=None,
+                           help="folder holding design_scratch/ and design_e2e/ (default: --out)")
         if name == "movies":
             p.add_argument("--frames", type=int, default=100)
         if name in ("movies", "evaluate"):

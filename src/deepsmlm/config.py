@@ -265,11 +265,25 @@ class DesignConfig(_Strict):
     ``crlb_z_samples`` depths in emitters.z_range_nm, for one emitter of ``crlb_photons``
     on ``crlb_background_per_px`` (default: the middle of the experiment's ranges).
     Regularisers: ``smoothness_weight`` × mean squared wrapped phase step between pupil
-    pixels; ``range_weight`` × (peak-to-valley − ``phase_range_rad``)² when a range is set.
+    pixels; ``range_weight`` × (peak-to-valley − ``phase_range_rad``)² when a range is set;
+    ``quantisation_weight`` × mean sin²(L·φ/2) for a mask printed with ``height_levels`` = L
+    etch depths (zero at the L phases 2πk/L; the design also writes the mask quantised to
+    those levels and reports its CRLB).
+
+    The footprint term of the CRLB objective: ``footprint_weight`` [nm of mean CRLB per µm]
+    × the mean over z of the photon-weighted distance beyond ``footprint_radius_nm`` from the
+    PSF's centroid — what keeps a Fisher design compact enough for dense samples (the CRLB
+    of one emitter alone rewards a PSF spread over microns).
+
+    From scratch (``start: crlb``, end to end): the Fisher design above runs first (Zernike
+    from a clear aperture, seconds to minutes), the network then trains alone on that mask
+    for ``warmup_minutes`` (so the mask's gradient carries information when it joins),
+    then mask (``parameterization``, pixels by default) and network learn together for the
+    rest of the time budget.
     """
 
     parameterization: Literal["pixels", "zernike"] = "pixels"
-    start: Literal["clear", "experiment"] = "clear"
+    start: Literal["clear", "experiment", "crlb"] = "clear"
     zernike_noll: tuple[Annotated[int, Field(ge=1, le=231)],
                         Annotated[int, Field(ge=1, le=231)]] = (5, 28)
     mask_learning_rate: PosFloat = 0.01
@@ -281,10 +295,18 @@ class DesignConfig(_Strict):
     crlb_z_samples: Annotated[int, Field(ge=2, le=1000)] = 21
     crlb_steps: Annotated[int, Field(ge=1)] = 300
     crlb_learning_rate: PosFloat = 0.05
+    footprint_weight: NonNegFloat = 0.0
+    footprint_radius_nm: PosFloat = 800.0
+    warmup_minutes: NonNegFloat = 0.0
+    height_levels: Annotated[int, Field(ge=2, le=256)] | None = None
+    quantisation_weight: NonNegFloat = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> DesignConfig:
         _check_range(self.zernike_noll, "design.zernike_noll")
+        if self.quantisation_weight > 0 and self.height_levels is None:
+            raise ValueError("design.quantisation_weight needs design.height_levels (the "
+                             "number of etch depths of the printed mask)")
         return self
 
 

@@ -289,6 +289,27 @@ def psf_rows(stacks: list[np.ndarray], z_nm: np.ndarray, pixel_size_nm: float,
     _save(fig, path, dpi=110)
 
 
+def footprint_plot(report: dict, path: str | os.PathLike) -> None:
+    """Radius holding 80 % of the photons, and the principal axis's angle, against z: one
+    line per mask of a ``design.outputs.shape_report``."""
+    plt = _plt()
+    z = np.asarray(report["z_nm"]) / 1000.0
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    for name, r in report.items():
+        if name == "z_nm":
+            continue
+        a.plot(z, r["radius80_nm"], ".-", label=f"{name} (mean {r['mean_radius80_nm']:.0f})")
+        b.plot(z, r["angle_deg"], ".-", label=f"{name} (turn {r['turn_deg']:.0f}°)")
+    a.set_xlabel("z [µm]")
+    a.set_ylabel("radius holding 80 % of photons [nm]")
+    b.set_xlabel("z [µm]")
+    b.set_ylabel("principal axis [deg]")
+    a.legend(fontsize=7)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
 def calibration_planes(measured: np.ndarray, model: np.ndarray, z_nm: np.ndarray,
                        pixel_size_nm: float, path: str | os.PathLike, title: str = "",
                        n_show: int = 9) -> None:

@@ -32,6 +32,7 @@ from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.design import phase_models
 from deepsmlm.errors import UserError
 from deepsmlm.io.tensors import load_tensors
+from deepsmlm.training.loop import Checkpoints
 from deepsmlm.training.model_folder import ModelCard, ModelFolder
 
 
@@ -59,13 +60,67 @@ class ValFrames:
 
 
 def start_phase(exp) -> torch.Tensor:
-    """The starting mask: a clear aperture, or the experiment's own mask."""
+    """The starting mask: a clear aperture (also the start of the Fisher stage of
+    ``start: crlb``), or the experiment's own mask."""
     from deepsmlm.build import mask_phase
 
     grid = pupil_grid(exp.optics)
-    if exp.design.start == "clear":
+    if exp.design.start in ("clear", "crlb"):
         return torch.zeros(grid.n_px, grid.n_px)
     return mask_phase(exp.optics, grid)
+
+
+def _fisher_start(exp, folder: Path, resume: bool, progress: bool) -> torch.Tensor:
+    """Stage 1 of a design from scratch: the Fisher design (Zernike from a clear aperture,
+    with its footprint term) into ``folder/start``; a resumed design reads it back."""
+    from deepsmlm.design import outputs
+
+    stage = folder / "start"
+    if resume and (stage / "mask.npy").is_file():
+        return _read_mask(stage / "mask.npy")
+    probe = exp.model_copy(deep=True)
+    probe.design = probe.design.model_copy(update={"start": "clear"})
+    res = design_crlb(probe, stage, progress=progress)
+    phase = res.pop("phase")
+    grid = pupil_grid(exp.optics)
+    outputs.write_mask(phase, grid, stage, {"objective": "crlb", "stage": "start"})
+    from deepsmlm.io.tensors import write_json
+
+    write_json(stage / "design.json", {k: v for k, v in res.items() if k != "start_phase"})
+    return phase.float()
+
+
+def _read_mask(path: Path) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+
+
+def _warm_up(exp, folder: Path, start: torch.Tensor, minutes: float, resume: bool,
+             progress: bool) -> Path:
+    """Stage 2 of a design from scratch: the network alone, trained on the start mask for
+    ``minutes`` (model folder ``folder/warmup``; a resumed design finishes or reuses it)."""
+    from deepsmlm.config import FileMask
+    from deepsmlm.design import outputs
+    from deepsmlm.io.tensors import write_json
+    from deepsmlm.training.train import train
+
+    stage = folder / "warmup"
+    done = stage / "warmup.json"
+    if resume and done.is_file():
+        return stage
+    mask_dir = folder / "start"
+    if not (mask_dir / "mask.npy").is_file():
+        outputs.write_mask(start, pupil_grid(exp.optics), mask_dir, {"stage": "start"})
+    probe = exp.model_copy(deep=True)
+    probe.optics = probe.optics.model_copy(update={"mask": FileMask(
+        kind="file", path=str((mask_dir / "mask.npy").resolve()))})
+    again = resume and Checkpoints(stage).exists()
+    t0 = time.perf_counter()
+    card = train(probe, stage, max_minutes=minutes, resume=again, progress=progress)
+    write_json(done, {"minutes": (time.perf_counter() - t0) / 60.0,
+                      "samples": card.training.get("samples")})
+    return stage
 
 
 def phase_model(exp, start: torch.Tensor | None = None) -> nn.Module:
@@ -80,9 +135,10 @@ def phase_model(exp, start: torch.Tensor | None = None) -> nn.Module:
 
 
 def regulariser(exp, grid_aperture: torch.Tensor):
-    """λ_s·smoothness + λ_r·range excess of a phase map, or None when both are off."""
+    """λ_s·smoothness + λ_r·range excess + λ_q·quantisation of a phase map, or None when
+    all are off."""
     d = exp.design
-    if d.smoothness_weight == 0 and d.phase_range_rad is None:
+    if d.smoothness_weight == 0 and d.phase_range_rad is None and d.quantisation_weight == 0:
         return None
 
     def penalty(phase: torch.Tensor) -> torch.Tensor:
@@ -90,7 +146,24 @@ def regulariser(exp, grid_aperture: torch.Tensor):
         if d.phase_range_rad is not None:
             out = out + d.range_weight * phase_models.range_penalty(phase, grid_aperture,
                                                                     d.phase_range_rad)
+        if d.quantisation_weight > 0:
+            out = out + d.quantisation_weight * phase_models.quantisation_penalty(
+                phase, grid_aperture, d.height_levels)
         return out
+
+    return penalty
+
+
+def footprint_term(exp, psf, z_nm: torch.Tensor, then=None):
+    """penalty(phase) = footprint_weight × mean excess distance [µm] beyond
+    footprint_radius_nm of the PSF the mask source drives (+ ``then(phase)``)."""
+    from deepsmlm.design.fisher import mean_excess_um
+
+    d = exp.design
+
+    def penalty(phase: torch.Tensor) -> torch.Tensor:
+        out = d.footprint_weight * mean_excess_um(psf, z_nm, d.footprint_radius_nm)
+        return out if then is None else out + then(phase)
 
     return penalty
 
@@ -119,7 +192,7 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     ``init_model``: a trained DeepSTORM3D model folder of the same architecture whose
     weights and normalisation start the network (e.g. one trained on the starting mask, so
     the mask's gradient is informative from the first step)."""
-    from deepsmlm.training.loop import Checkpoints, fit
+    from deepsmlm.training.loop import fit
     from deepsmlm.training.train import new_card, new_network
 
     folder = ModelFolder(out)
@@ -127,15 +200,25 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     check_design_experiment(exp)
     method = build_method(exp)
     t, d = exp.training, exp.design
+    t_start = time.perf_counter()
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if not resume:  # first, so that a run killed in an early stage can be resumed
+        folder.write_experiment(exp)
+    start = start_phase(exp)
+    if d.start == "crlb":  # from scratch: Fisher stage, then the network alone, then both
+        start = _fisher_start(exp, folder.path, resume, progress)
+    if d.warmup_minutes > 0 and init_model is None and not (resume and ckpt.exists()):
+        init_model = _warm_up(exp, folder.path, start, d.warmup_minutes, resume, progress)
+        resume = False  # the joint stage starts now, from the warmed-up network
+    if max_minutes is not None:  # the stages before count against the budget
+        max_minutes = max(max_minutes - (time.perf_counter() - t_start) / 60.0, 0.01)
     gen = torch.Generator().manual_seed(t.seed)
     sampler = build_patch_sampler(exp, differentiable=True)
     psf = sampler.simulator.psf
-    start = start_phase(exp)
     phase = phase_model(exp, start)
     psf.set_mask_source(phase)
     camera = build_camera(exp)
     init = None if init_model is None or resume else _init_card(exp, Path(init_model))
-    folder.path.mkdir(parents=True, exist_ok=True)
     if resume:
         card = folder.read_card()
         normalizer = Normalizer.from_dict(card.normalization)
@@ -237,11 +320,13 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
     colour = None
     if exp.emitters.species:  # multicolor: the Fisher information on the wavelength
         psf, colour = _colour_objective(exp, z, photons, background)
+    penalty = regulariser(exp, psf.aperture)
+    if d.footprint_weight > 0 and colour is None:  # keep the PSF compact (dense samples)
+        penalty = footprint_term(exp, psf, z, penalty)
     t0 = time.perf_counter()
     res = design_by_crlb(psf, phase, z, photons, background, build_camera(exp),
                          steps=d.crlb_steps, lr=d.crlb_learning_rate, max_minutes=max_minutes,
-                         regulariser=regulariser(exp, psf.aperture), progress=progress,
-                         objective=colour)
+                         regulariser=penalty, progress=progress, objective=colour)
     history = [{"epoch": h["step"], "steps": 1, "train_loss": h["mean_crlb_nm"],
                 "val_loss": h["mean_crlb_nm"], "lr": d.crlb_learning_rate,
                 "seconds": h["seconds"]} for h in res.history]

@@ -49,6 +49,17 @@ def mean_crlb_nm(psf: PupilPSF, z_nm: torch.Tensor, photons: float, background_p
     return crlb_xyz_nm(psf, z_nm, photons, background_per_px, camera).mean()
 
 
+def mean_excess_um(psf: PupilPSF, z_nm: torch.Tensor, radius_nm: float) -> torch.Tensor:
+    """The footprint term: mean over z of the photon-weighted distance [µm] beyond
+    ``radius_nm`` from the PSF's centroid (``optics.psf_shape.excess_distance_nm``) for one
+    emitter per z, differentiable in the mask."""
+    from deepsmlm.optics.psf_shape import excess_distance_nm
+
+    xyz = centred_positions(psf, z_nm.detach().cpu().numpy())
+    img, _ = psf.patches(xyz, torch.ones(len(xyz)))
+    return excess_distance_nm(img, psf.pixel_size_nm, radius_nm).mean() / 1000.0
+
+
 COLOUR_DELTA_NM = 2.0  # λ_k ± δ: the central difference of ∂μ/∂λ
 
 

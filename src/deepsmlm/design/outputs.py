@@ -7,7 +7,11 @@
   JSON when the file does not give one).
 - ``mask_slm.tif``: the phase wrapped to [0, 2π) as 8 bits (0 ↔ 0, 256 ↔ 2π), for a
   spatial light modulator with a linear 2π lookup table.
-- ``mask.png``: the wrapped phase; ``psf.png``: the PSF across z, start above, learned below.
+- ``mask_levels.npy``: with ``design.height_levels`` = L, the phase wrapped and rounded to
+  the L levels 2πk/L of a printed mask (its CRLB is in design.json).
+- ``mask.png``: the wrapped phase; ``psf.png``: the PSF across z, start above, learned below;
+  ``footprint.png``: the radius holding 80 % of the photons and the orientation of the
+  PSF's principal axis against z (``shape_report``; the numbers are in design.json).
 """
 
 from __future__ import annotations
@@ -45,6 +49,37 @@ def slm_levels(phase_rad: np.ndarray, aperture: np.ndarray) -> np.ndarray:
     wrapped = np.mod(phase_rad, 2 * math.pi)
     levels = np.floor(wrapped / (2 * math.pi) * 256.0).astype(np.int64) % 256
     return (levels * (aperture > 0)).astype(np.uint8)
+
+
+def write_levels(phase: torch.Tensor, grid: PupilGrid, out: Path, levels: int) -> torch.Tensor:
+    """mask_levels.npy: the phase quantised to ``levels`` etch depths; returns it."""
+    from deepsmlm.design.phase_models import quantise
+
+    q = quantise(phase.detach().double(), levels) * grid.aperture(torch.float64)
+    with atomic_path(out / "mask_levels.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, q.cpu().numpy(), allow_pickle=False)
+    return q.float()
+
+
+def shape_report(exp, phases: dict[str, torch.Tensor], n_z: int = 9) -> dict:
+    """Footprint and rotation of the PSF of each phase over the experiment's z range (the
+    first species' PSF for a multicolor experiment): z [nm], radius holding 80 % of the
+    photons [nm] per z and its mean, principal-axis angle [deg, unwrapped over z] and
+    elongation per z, and the angle's total turn over the range."""
+    from deepsmlm.optics.psf_shape import energy_radius_nm, principal_axis_deg, unwrap_deg
+
+    z, stacks = psf_stacks(exp, list(phases.values()), n_z=n_z, size_px=10**6)
+    step = len(stacks) // len(phases)  # one stack per species and phase
+    out = {"z_nm": z.tolist()}
+    for i, name in enumerate(phases):
+        img = torch.from_numpy(stacks[i * step])
+        r = energy_radius_nm(img, exp.optics.pixel_size_nm, 0.8)
+        ang, el = principal_axis_deg(img)
+        turn = unwrap_deg(ang.numpy())
+        out[name] = {"radius80_nm": r.tolist(), "mean_radius80_nm": float(r.mean()),
+                     "angle_deg": turn.tolist(), "elongation": el.tolist(),
+                     "turn_deg": float(turn[-1] - turn[0])}
+    return out
 
 
 def species_labels(exp) -> list[str]:
@@ -96,3 +131,11 @@ def write_figures(exp, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor
     suffixes = species_labels(exp)
     psf_rows(stacks, z, exp.optics.pixel_size_nm,
              tuple(f"{lab}{suf}" for lab in labels for suf in suffixes), out / "psf.png")
+
+
+def write_shape_figure(report: dict, path: Path) -> None:
+    """footprint.png: 80 %-energy radius and principal-axis angle against z, one line per
+    mask of ``report`` (``shape_report``)."""
+    from deepsmlm.plotting import footprint_plot
+
+    footprint_plot(report, path)

@@ -12,6 +12,8 @@ gradient of anything rendered reaches the model's parameters.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -70,3 +72,19 @@ def range_penalty(phase: torch.Tensor, aperture: torch.Tensor, max_range_rad: fl
     (for a fabricated, unwrapped mask of limited etch depth)."""
     inside = phase[aperture > 0]
     return torch.relu(inside.max() - inside.min() - max_range_rad) ** 2
+
+
+def quantisation_penalty(phase: torch.Tensor, aperture: torch.Tensor, levels: int
+                         ) -> torch.Tensor:
+    """Mean over the aperture of sin²(L·φ/2): zero at the L phases 2πk/L a mask printed with
+    L etch depths can take (and at their 2π wraps), 1 half-way between two of them."""
+    inside = aperture > 0
+    return (torch.sin(0.5 * levels * phase[inside]) ** 2).mean()
+
+
+def quantise(phase: torch.Tensor, levels: int) -> torch.Tensor:
+    """The phase wrapped to [0, 2π) and rounded to the nearest of L levels 2πk/L (a level
+    that rounds to 2π is level 0)."""
+    step = 2.0 * math.pi / levels
+    k = torch.round(torch.remainder(phase, 2.0 * math.pi) / step) % levels
+    return k * step

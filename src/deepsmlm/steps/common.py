@@ -122,15 +122,19 @@ def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
+    # a design from scratch checkpoints its first stages in their own folders
+    stages = [out / "start" / "mask.npy", out / "warmup" / "checkpoint"] \
+        if what == "design" else []
     if resume:
         ckpt = out / "checkpoint"  # last.safetensors (format 1: + state.json)
-        if not ((ckpt / "last.safetensors").is_file() or (ckpt / "state.json").is_file()):
+        if not ((ckpt / "last.safetensors").is_file() or (ckpt / "state.json").is_file()
+                or any(p.exists() for p in stages)):
             raise UserError(f"--resume: no checkpoint in {out}")
         return load_experiment(out / "experiment.yaml")
     if experiment is None:
         raise UserError(f"{what} needs an experiment file (or --resume with --out "
                         f"{folder_word})")
-    if (out / "checkpoint").exists():
+    if (out / "checkpoint").exists() or any(p.exists() for p in stages):
         raise UserError(f"{out} already holds {holds}; use --resume or another --out")
     return as_experiment(experiment)
 

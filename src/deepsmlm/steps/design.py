@@ -63,6 +63,29 @@ def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_mode
                     bounds.append(float(mean_crlb_nm(one, z, photons, bg, build_camera(exp))))
                 res[f"mean_crlb_{name}_nm"] = float(sum(bounds) / len(bounds))
     outputs.write_mask(phase, grid, out, {"objective": objective})
+    levels = exp.design.height_levels
+    if levels is not None:  # the printed mask: its CRLB after rounding to the levels
+        res["mean_crlb_quantised_nm"] = _mean_crlb(exp, outputs.write_levels(phase, grid,
+                                                                             out, levels))
     outputs.write_figures(exp, grid, phase, start, out)
+    res["shape"] = outputs.shape_report(exp, {"start": start, "learned": phase})
+    outputs.write_shape_figure(res["shape"], out / "footprint.png")
     write_json(out / "design.json", res)
     return res
+
+
+def _mean_crlb(exp, phase) -> float:
+    """Mean CRLB (σx + σy + σz)/3 [nm] of one phase over the z range (first wavelength)."""
+    import torch
+
+    from deepsmlm.build import build_camera, build_psf, crlb_operating_point
+    from deepsmlm.design.fisher import mean_crlb_nm
+    from deepsmlm.design.outputs import species_views
+
+    _, psf, scale = species_views(exp, build_psf(exp))[0]
+    psf.set_mask_source(None)
+    z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
+    photons, bg = crlb_operating_point(exp)
+    with torch.no_grad():
+        psf.set_mask_phase(phase * scale)
+        return float(mean_crlb_nm(psf, z, photons, bg, build_camera(exp)))
