@@ -201,6 +201,8 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     method = build_method(exp)
     t, d = exp.training, exp.design
     t_start = time.perf_counter()
+    if init_model is not None and not resume:  # refused before anything is written
+        _init_card(exp, Path(init_model))
     folder.path.mkdir(parents=True, exist_ok=True)
     if not resume:  # first, so that a run killed in an early stage can be resumed
         folder.write_experiment(exp)
