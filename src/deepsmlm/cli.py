@@ -201,7 +201,7 @@ def cmd_design(args) -> None:
     from deepsmlm.steps.design import run_design
 
     r = run_design(args.experiment, args.out, args.objective, args.max_minutes, args.resume,
-                   args.init_model, progress=not args.quiet)
+                   args.init_model, progress=not args.quiet, device=args.device)
     crlb = (f"mean CRLB {r['mean_crlb_start_nm']:.1f} → {r['mean_crlb_nm']:.1f} nm"
             if r["objective"] == "crlb" else
             f"mean σ_λ/Δλ {r['mean_colour_bound_start']:.3f} → {r['mean_colour_bound']:.3f}"
@@ -370,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue the design in --out")
     s.add_argument("--init-model", type=Path, default=None,
                    help="start the network from this trained model folder (same architecture)")
+    s.add_argument("--device", type=_device, default="cpu",
+                   help="where the network and the PSF run (cpu, cuda, cuda:N, mps)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_design)
 

@@ -27,7 +27,7 @@ from deepsmlm.build import (
     crlb_operating_point,
     pupil_grid,
 )
-from deepsmlm.data.datasets import Batch, PatchSampler
+from deepsmlm.data.datasets import Batch, PatchSampler, to_device
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.design import phase_models
 from deepsmlm.errors import UserError
@@ -42,6 +42,26 @@ class EndToEnd(nn.Module):
     def __init__(self, phase: nn.Module, net: nn.Module):
         super().__init__()
         self.phase, self.net = phase, net
+
+
+class RenderOn:
+    """A PSF whose rendering runs on ``device`` (a GPU): emitters go there, images come back
+    to the CPU, where backgrounds and noise are drawn with the run's CPU generator (so a
+    design draws the same samples on any device). Gradients pass both ways; everything else
+    is the wrapped PSF's."""
+
+    def __init__(self, psf, device):
+        self.psf = psf.to(device)
+        self.device = torch.device(device)
+
+    def __getattr__(self, name):
+        return getattr(self.psf, name)
+
+    def render(self, xyz_nm, photons, frame_idx, shape, chunk: int = 2048, species=None):
+        d = self.device
+        out = self.psf.render(xyz_nm.to(d), photons.to(d), frame_idx.to(d), shape, chunk,
+                              None if species is None else species.to(d))
+        return out.cpu()
 
 
 @dataclass
@@ -97,7 +117,7 @@ def _read_mask(path: Path) -> torch.Tensor:
 
 
 def _warm_up(exp, folder: Path, start: torch.Tensor, minutes: float, resume: bool,
-             progress: bool) -> Path:
+             progress: bool, device: str = "cpu") -> Path:
     """Stage 2 of a design from scratch: the network alone, trained on the start mask for
     ``minutes`` (model folder ``folder/warmup``; a resumed design finishes or reuses it)."""
     from deepsmlm.config import FileMask
@@ -117,7 +137,8 @@ def _warm_up(exp, folder: Path, start: torch.Tensor, minutes: float, resume: boo
         kind="file", path=str((mask_dir / "mask.npy").resolve()))})
     again = resume and Checkpoints(stage).exists()
     t0 = time.perf_counter()
-    card = train(probe, stage, max_minutes=minutes, resume=again, progress=progress)
+    card = train(probe, stage, max_minutes=minutes, resume=again, progress=progress,
+                 device=device)
     write_json(done, {"minutes": (time.perf_counter() - t0) / 60.0,
                       "samples": card.training.get("samples")})
     return stage
@@ -184,14 +205,15 @@ def check_design_experiment(exp) -> None:
 
 def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
                       resume: bool = False, init_model: str | Path | None = None,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, device: str = "cpu") -> dict:
     """Learn mask + network for the experiment (the one saved in ``out`` when resuming);
     writes ``out`` (experiment.yaml, model.json, checkpoints, curves); returns a summary
     with the learned phase [rad] under ``"phase"`` and the start under ``"start_phase"``.
 
     ``init_model``: a trained DeepSTORM3D model folder of the same architecture whose
     weights and normalisation start the network (e.g. one trained on the starting mask, so
-    the mask's gradient is informative from the first step)."""
+    the mask's gradient is informative from the first step). ``device``: where the network
+    and the PSF's rendering run (``RenderOn``); backgrounds and noise stay on the CPU."""
     from deepsmlm.training.loop import fit
     from deepsmlm.training.train import new_card, new_network
 
@@ -210,13 +232,17 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     if d.start == "crlb":  # from scratch: Fisher stage, then the network alone, then both
         start = _fisher_start(exp, folder.path, resume, progress)
     if d.warmup_minutes > 0 and init_model is None and not (resume and ckpt.exists()):
-        init_model = _warm_up(exp, folder.path, start, d.warmup_minutes, resume, progress)
+        init_model = _warm_up(exp, folder.path, start, d.warmup_minutes, resume, progress,
+                              device)
         resume = False  # the joint stage starts now, from the warmed-up network
     if max_minutes is not None:  # the stages before count against the budget
         max_minutes = max(max_minutes - (time.perf_counter() - t_start) / 60.0, 0.01)
     gen = torch.Generator().manual_seed(t.seed)
     sampler = build_patch_sampler(exp, differentiable=True)
     psf = sampler.simulator.psf
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        sampler.simulator.psf = RenderOn(psf, dev)
     phase = phase_model(exp, start)
     psf.set_mask_source(phase)
     camera = build_camera(exp)
@@ -235,7 +261,7 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
             card = new_card(exp, normalizer)
         folder.write_experiment(exp)
         folder.write_card(card)
-    model = EndToEnd(phase, new_network(card, t.seed))
+    model = EndToEnd(phase, new_network(card, t.seed)).to(dev)
     if init_model is not None and not resume:
         try:
             model.net.load_state_dict(load_tensors(Path(init_model) / "weights.safetensors"))
@@ -248,7 +274,7 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     def loss_fn(m: EndToEnd, b) -> torch.Tensor:
         if isinstance(b, ValFrames):
             b = b.render()
-        loss = criterion(m.net(normalizer(b.inputs_adu)), b.targets)
+        loss = criterion(m.net(normalizer(b.inputs_adu).to(dev)), to_device(b.targets, dev))
         return loss if reg is None or not m.training else loss + reg(m.phase())
 
     n_val = max(1, t.val_frames // t.batch_size)
@@ -271,7 +297,8 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
                "session_seconds": time.perf_counter() - t0,
                "samples": sum(h["steps"] for h in state.history) * t.batch_size}
     with torch.no_grad():
-        learned = phase().detach().clone()
+        learned = phase().detach().cpu().clone()
+    summary["device"] = str(dev)
     return {**summary, "phase": learned, "start_phase": start}
 
 

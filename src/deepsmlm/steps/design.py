@@ -6,16 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepsmlm.errors import UserError
-from deepsmlm.steps.common import check_method_scene, check_minutes, locked_run
+from deepsmlm.steps.common import check_device, check_method_scene, check_minutes, locked_run
 
 
 def run_design(experiment, out, objective: str = "end-to-end",
                max_minutes: float | None = None, resume: bool = False,
-               init_model=None, progress: bool = True) -> dict:
-    """Design a mask into ``out``; returns design.json's content."""
+               init_model=None, progress: bool = True, device: str = "cpu") -> dict:
+    """Design a mask into ``out``; returns design.json's content. ``device``: where an
+    end-to-end design's network and rendering run (a CRLB design runs on the CPU)."""
     from deepsmlm.training.distributed import from_env
 
     check_minutes(max_minutes)
+    device = check_device(device)
     if from_env().enabled:  # every rank would write the same folder
         raise UserError("design runs in one process; torchrun (DDP) is for deepsmlm train")
     out = Path(out)
@@ -27,11 +29,11 @@ def run_design(experiment, out, objective: str = "end-to-end",
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
     with locked_run(experiment, out, resume, "design", "DIR", "a design",
                     check_method_scene if objective == "end-to-end" else None) as exp:
-        return _design(exp, out, objective, max_minutes, resume, init_model, progress)
+        return _design(exp, out, objective, max_minutes, resume, init_model, progress, device)
 
 
 def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_model,
-            progress: bool) -> dict:
+            progress: bool, device: str = "cpu") -> dict:
     """The design itself, in a folder this run holds; returns design.json's content."""
     import torch
 
@@ -43,7 +45,8 @@ def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_mode
         res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
     else:
         res = end_to_end.design_end_to_end(exp, out, max_minutes=max_minutes, resume=resume,
-                                           init_model=init_model, progress=progress)
+                                           init_model=init_model, progress=progress,
+                                           device=device)
     grid = pupil_grid(exp.optics)
     phase, start = res.pop("phase"), res.pop("start_phase")
     if objective == "end-to-end":
