@@ -51,7 +51,7 @@ from common import (
 BASE = CONFIG_3D
 DESIGN = CONFIGS / "design-4um.yaml"
 SCRATCH = CONFIGS / "design-4um-scratch.yaml"
-ARMS = ("scratch", "learned", "tetrapod", "astigmatic")
+ARMS = ("scratch", "learned", "paper", "tetrapod", "astigmatic")
 DESIGNS = {"scratch": "design_scratch", "learned": "design_e2e"}  # arm → its design folder
 
 
@@ -95,13 +95,25 @@ def cmd_scratch(args) -> None:
     alone on its mask, then pixel-wise mask and network together (design-4um-scratch.yaml)."""
     from deepsmlm.api import run_design
 
+    from deepsmlm.config import experiment_from_dict, load_experiment
+
     out = Path(args.out)
+    config = args.design_config
+    folder, label = out / "design_scratch", "from scratch"
+    if args.from_tetrapod:  # the same stages, started at the Tetrapod instead of stage 1
+        d = load_experiment(config).to_dict()
+        d["optics"]["mask"] = load_experiment(args.base).to_dict()["optics"]["mask"]
+        d["design"]["start"] = "experiment"
+        experiment_from_dict(d)  # validate
+        out.mkdir(parents=True, exist_ok=True)
+        config = out / "design_from_tetrapod_staged.yaml"
+        config.write_text(yaml.safe_dump(d, sort_keys=False))
+        folder, label = out / "design_e2e", "from the Tetrapod"
     t0 = time.perf_counter()
-    r = run_design(args.design_config if args.design_config != DESIGN else SCRATCH,
-                   out / "design_scratch", "end-to-end", args.minutes, progress=False)
+    r = run_design(config, folder, "end-to-end", args.minutes, progress=False)
     shape = r["shape"]
-    print(f"from scratch: {(time.perf_counter() - t0) / 60:.1f} min; mean CRLB "
-          f"{r['mean_crlb_start_nm']:.2f} (Fisher stage) → {r['mean_crlb_learned_nm']:.2f} nm; "
+    print(f"{label}: {(time.perf_counter() - t0) / 60:.1f} min; mean CRLB "
+          f"{r['mean_crlb_start_nm']:.2f} (start) → {r['mean_crlb_learned_nm']:.2f} nm; "
           f"mean 80 % radius {shape['start']['mean_radius80_nm']:.0f} → "
           f"{shape['learned']['mean_radius80_nm']:.0f} nm", flush=True)
 
@@ -145,6 +157,12 @@ def cmd_arms(args) -> None:
         print(f"no Tetrapod file at {tetra}: the CRLB design stands in for it")
         masks["tetrapod"] = {"kind": "file",
                              "path": str((out / "design_crlb" / "mask.npy").resolve())}
+    paper = tetra.with_name("mask_learned.mat")  # the paper's learned mask, set-up A
+    if "paper" in args.arms:
+        if not paper.is_file():
+            raise SystemExit(f"no {paper}: leave the paper arm out with --arms")
+        masks["paper"] = {"kind": "file", "path": str(paper), "key": "mask_circ_model",
+                          "pupil_radius_px": base["optics"]["mask"]["pupil_radius_px"]}
     clear = dict(base, optics=dict(base["optics"], mask={"kind": "clear"}))
     amp, scan = astigmatism_rad(experiment_from_dict(clear))
     masks["astigmatic"] = {"kind": "zernike", "noll": {6: amp}}
@@ -220,10 +238,54 @@ def cmd_evaluate(args) -> None:
         table[arm] = {"rows": rows, "training": card.training}
     (out / f"comparison{sfx}.json").write_text(json.dumps(table, indent=1, default=float))
     if args.docs:
-        figures(out, Path(args.docs), table, sfx)
+        figures(out, Path(args.docs), table, sfx, args.tag)
 
 
-def figures(out: Path, docs: Path, table: dict, sfx: str = "") -> None:
+def cmd_shapes(args) -> None:
+    """Footprint (radius holding 80 % of the photons) and rotation of every arm's PSF over
+    the range, with the mean CRLB, and the paper's learned mask (../shared/data) as a
+    reference when present: shapes.json, and <tag>_footprint.png under --docs."""
+    from deepsmlm.build import build_camera, build_psf, crlb_operating_point
+    from deepsmlm.config import experiment_from_dict, load_experiment
+    from deepsmlm.design.fisher import mean_crlb_nm
+    from deepsmlm.design.outputs import shape_report
+    from deepsmlm.plotting import footprint_plot
+
+    out = Path(args.out)
+    exps = {arm: load_experiment(out / f"{arm}.yaml") for arm in args.arms
+            if (out / f"{arm}.yaml").is_file()}
+    first = next(iter(exps.values()))
+    base = first.to_dict()
+    paper = Path(base["optics"]["mask"].get("path", "")).with_name("mask_learned.mat")
+    if "paper" not in exps and base["optics"]["mask"].get("kind") == "file" \
+            and paper.is_file():
+        exps["paper"] = experiment_from_dict(dict(base, optics=dict(
+            base["optics"], mask={"kind": "file", "path": str(paper), "key": "mask_circ_model",
+                                  "pupil_radius_px": 82.9})))
+    phases = {arm: build_psf(e).mask_phase for arm, e in exps.items()}
+    report = shape_report(first, phases)
+    photons, bg = crlb_operating_point(first)
+    z = torch.linspace(*first.emitters.z_range_nm, 21)
+    psf = build_psf(first)
+    with torch.no_grad():
+        for arm, p in phases.items():
+            psf.set_mask_phase(p)
+            report[arm]["mean_crlb_nm"] = float(mean_crlb_nm(psf, z, photons, bg,
+                                                             build_camera(first)))
+    (out / "shapes.json").write_text(json.dumps(report, indent=1))
+    for arm in phases:
+        r = report[arm]
+        print(f"{arm:20s} mean 80 % radius {r['mean_radius80_nm']:6.0f} nm, 50 % "
+              f"{r['mean_radius50_nm']:5.0f} nm, turn "
+              f"{r['turn_deg']:6.0f}°, mean CRLB {r['mean_crlb_nm']:.2f} nm; radius by z "
+              + " ".join(f"{v:.0f}" for v in r["radius80_nm"]))
+    if args.docs:
+        Path(args.docs).mkdir(parents=True, exist_ok=True)
+        footprint_plot(report, Path(args.docs) / f"{args.tag}_footprint.png")
+
+
+def figures(out: Path, docs: Path, table: dict, sfx: str = "", tag: str = "deep_optics"
+            ) -> None:
     """Jaccard vs density, the three masks, and the three PSFs across z."""
     import matplotlib
 
@@ -246,7 +308,7 @@ def figures(out: Path, docs: Path, table: dict, sfx: str = "") -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(docs / f"deep_optics_jaccard{sfx}.png", dpi=120)
+    fig.savefig(docs / f"{tag}_jaccard{sfx}.png", dpi=120)
     plt.close(fig)
     if sfx:  # the masks and PSFs do not depend on the geometry
         return
@@ -256,16 +318,16 @@ def figures(out: Path, docs: Path, table: dict, sfx: str = "") -> None:
     phases = [build_psf(e).mask_phase for e in exps.values()]
     ap = grid.aperture(torch.float64).numpy()
     mask_image([p.double().numpy() for p in phases], ap, tuple(exps),
-               docs / "deep_optics_masks.png")
+               docs / f"{tag}_masks.png")
     z, stacks = psf_stacks(first, phases, n_z=9, size_px=41)
-    psf_rows(stacks, z, first.optics.pixel_size_nm, tuple(exps), docs / "deep_optics_psfs.png")
+    psf_rows(stacks, z, first.optics.pixel_size_nm, tuple(exps), docs / f"{tag}_psfs.png")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, func in (("design", cmd_design), ("scratch", cmd_scratch), ("arms", cmd_arms),
-                       ("train", cmd_train),
+                       ("train", cmd_train), ("shapes", cmd_shapes),
                        ("movies", cmd_movies), ("evaluate", cmd_evaluate)):
         p = sub.add_parser(name)
         p.add_argument("--out", default="bench_out/optics")
@@ -273,6 +335,9 @@ def main() -> None:
         p.set_defaults(func=func)
         if name == "scratch":
             p.add_argument("--design-config", type=Path, default=SCRATCH)
+            p.add_argument("--from-tetrapod", action="store_true",
+                           help="start the same stages at the Tetrapod (--base's mask) instead "
+                                "of the Fisher stage: the 'learned' arm, in design_e2e/")
             p.add_argument("--minutes", type=float, default=45.0)
         if name == "design":
             p.add_argument("--init-model", default=None,
@@ -280,7 +345,7 @@ def main() -> None:
             p.add_argument("--design-config", type=Path, default=DESIGN,
                            help="the design experiment (its design section, and with no "
                                 "--init-model its start)")
-        if name in ("design", "arms"):
+        if name in ("design", "arms", "scratch"):
             p.add_argument("--base", type=Path, default=BASE,
                            help="the Tetrapod experiment every arm copies")
         if name in ("design", "train"):
@@ -299,8 +364,10 @@ def main() -> None:
                            help="frames of (64 + 2C)² px, scored on the central 64×64")
             p.add_argument("--counts", type=int, nargs="+", default=list(COUNTS),
                            choices=COUNTS, help="emitters per 64×64 region (a subset)")
-        if name == "evaluate":
+        if name in ("evaluate", "shapes"):
             p.add_argument("--docs", default=None, help="folder for the figures")
+            p.add_argument("--tag", default="deep_optics",
+                           help="file-name prefix of the figures (deep_optics16: issue 16)")
     args = ap.parse_args()
     args.func(args)
 
