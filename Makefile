@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d bench-optics bench-beads bench-fastloc bench-calib bench-multicolor clean
+.PHONY: setup demo test lint bench bench3d bench-optics bench-optics16 bench-beads bench-fastloc bench-calib bench-multicolor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,25 @@ bench-optics: $(STAMP)  # after make bench3d (its model starts the design)
 	$(PY) benchmarks/deep_optics.py movies --out bench_out/optics --context-px 20
 	$(PY) benchmarks/deep_optics.py evaluate --out bench_out/optics --context-px 20 \
 		--docs docs/images
+
+# Deep optics from scratch (issue 16): the three-stage design from a clear aperture, the
+# same stages from the Tetrapod, then five arms (from scratch, from the Tetrapod, the
+# paper's learned mask, Tetrapod, astigmatism) × 2 seeds, 12 min each, both geometries.
+# One lane: ≈ 5 h on 2 cores (the docs' run used two lanes at one thread each).
+bench-optics16: $(STAMP)
+	rm -rf bench_out/optics16 bench_out/optics16_s0 bench_out/optics16_s1
+	$(PY) benchmarks/deep_optics.py scratch --out bench_out/optics16 --minutes 45
+	$(PY) benchmarks/deep_optics.py scratch --from-tetrapod --out bench_out/optics16 --minutes 45
+	for s in 0 1; do o=bench_out/optics16_s$$s; \
+	  $(PY) benchmarks/deep_optics.py arms --out $$o --designs bench_out/optics16 --seed $$s && \
+	  $(PY) benchmarks/deep_optics.py train --out $$o --minutes 12 && \
+	  $(PY) benchmarks/deep_optics.py movies --out $$o && \
+	  $(PY) benchmarks/deep_optics.py movies --out $$o --context-px 20 && \
+	  $(PY) benchmarks/deep_optics.py evaluate --out $$o --docs docs/images --tag deep_optics16_s$$s && \
+	  $(PY) benchmarks/deep_optics.py evaluate --out $$o --context-px 20 --docs docs/images \
+	    --tag deep_optics16_s$$s || exit 1; done
+	$(PY) benchmarks/deep_optics.py shapes --out bench_out/optics16_s0 --docs docs/images \
+	  --tag deep_optics16
 
 # Mask-file conventions (issue 18): our PSF against a forward-FFT reference for the
 # DeepSTORM3D masks, then the DeepNebulae Tetrapod bead scan localized with models trained
