@@ -241,6 +241,34 @@ def cmd_evaluate(args) -> None:
         figures(out, Path(args.docs), table, sfx, args.tag)
 
 
+def cmd_table(args) -> None:
+    """Markdown tables of comparison{,_c20}.json in each --out: per density, every arm's
+    Jaccard and RMSE xy / z, and the first arm's margin over the Tetrapod."""
+    for folder in args.folders:
+        for sfx, what in (("_c20", "64×64 regions inside a larger field"),
+                          ("", "64×64 frames with emitters up to the edge")):
+            path = Path(folder) / f"comparison{sfx}.json"
+            if not path.is_file():
+                continue
+            table = json.loads(path.read_text())
+            arms = [a for a in args.arms if a in table]
+            print(f"\n*{folder}, {what}:*\n")
+            print("| per 64×64 (per µm²) | " + " | ".join(f"{a}: J · xy / z [nm]" for a in arms)
+                  + f" | {arms[0]} − tetrapod |")
+            print("|---|" + "---:|" * (len(arms) + 1))
+            for i, row in enumerate(table[arms[0]]["rows"]):
+                cells = []
+                for a in arms:
+                    r = table[a]["rows"][i]
+                    cells.append(f"{r['jaccard']:.3f} · {r['rmse_xy_nm']:.1f} / "
+                                 f"{r['rmse_z_nm']:.1f}")
+                gap = row["jaccard"] - table["tetrapod"]["rows"][i]["jaccard"]
+                print(f"| {row['emitters_per_frame']} ({row['density_per_um2']:.2f}) | "
+                      + " | ".join(cells) + f" | {gap:+.3f} |")
+            print("\nsamples in training: " + ", ".join(
+                f"{a} {table[a]['training'].get('samples')}" for a in arms))
+
+
 def cmd_shapes(args) -> None:
     """Footprint (radius holding 80 % of the photons) and rotation of every arm's PSF over
     the range, with the mean CRLB, and the paper's learned mask (../shared/data) as a
@@ -368,6 +396,10 @@ def main() -> None:
             p.add_argument("--docs", default=None, help="folder for the figures")
             p.add_argument("--tag", default="deep_optics",
                            help="file-name prefix of the figures (deep_optics16: issue 16)")
+    p = sub.add_parser("table", help="markdown tables of the comparisons in FOLDERS")
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.set_defaults(func=cmd_table)
     args = ap.parse_args()
     args.func(args)
 
