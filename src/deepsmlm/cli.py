@@ -209,7 +209,12 @@ def cmd_design(args) -> None:
             f"best validation loss {r['best_val_loss']:.4g} after {r['epochs']} epochs "
             f"({r['stopped'] or 'done'}); mean CRLB {r['mean_crlb_start_nm']:.1f} → "
             f"{r['mean_crlb_learned_nm']:.1f} nm")
-    print(f"{crlb} → {args.out}/mask.npy, mask.json, mask_slm.tif, mask.png, psf.png")
+    shape = r.get("shape", {})
+    if "learned" in shape:
+        crlb += (f"; mean 80 % radius {shape['start']['mean_radius80_nm']:.0f} → "
+                 f"{shape['learned']['mean_radius80_nm']:.0f} nm")
+    print(f"{crlb} → {args.out}/mask.npy, mask.json, mask_slm.tif, mask.png, psf.png, "
+          "footprint.png")
 
 
 def cmd_localize(args) -> None:
