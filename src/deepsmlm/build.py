@@ -61,6 +61,14 @@ def pupil_maps(optics: Optics, grid: PupilGrid) -> tuple[torch.Tensor, torch.Ten
     return phase, masks.resample_amplitude(amp, radius, grid)
 
 
+def with_mask_file(exp: Experiment, path) -> Experiment:
+    """A copy of ``exp`` whose phase mask is the file ``path`` (a design's mask.npy, its
+    pupil radius read from the mask.json beside it)."""
+    out = exp.model_copy(deep=True)
+    out.optics = out.optics.model_copy(update={"mask": FileMask(kind="file", path=str(path))})
+    return out
+
+
 def mask_phase(optics: Optics, grid: PupilGrid) -> torch.Tensor:
     """The experiment's phase mask on ``grid`` [rad], (n_px, n_px)."""
     return pupil_maps(optics, grid)[0]

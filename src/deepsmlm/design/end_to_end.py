@@ -120,7 +120,7 @@ def _warm_up(exp, folder: Path, start: torch.Tensor, minutes: float, resume: boo
              progress: bool, device: str = "cpu") -> Path:
     """Stage 2 of a design from scratch: the network alone, trained on the start mask for
     ``minutes`` (model folder ``folder/warmup``; a resumed design finishes or reuses it)."""
-    from deepsmlm.config import FileMask
+    from deepsmlm.build import with_mask_file
     from deepsmlm.design import outputs
     from deepsmlm.io.tensors import write_json
     from deepsmlm.training.train import train
@@ -132,9 +132,7 @@ def _warm_up(exp, folder: Path, start: torch.Tensor, minutes: float, resume: boo
     mask_dir = folder / "start"
     if not (mask_dir / "mask.npy").is_file():
         outputs.write_mask(start, pupil_grid(exp.optics), mask_dir, {"stage": "start"})
-    probe = exp.model_copy(deep=True)
-    probe.optics = probe.optics.model_copy(update={"mask": FileMask(
-        kind="file", path=str((mask_dir / "mask.npy").resolve()))})
+    probe = with_mask_file(exp, (mask_dir / "mask.npy").resolve())
     again = resume and Checkpoints(stage).exists()
     t0 = time.perf_counter()
     card = train(probe, stage, max_minutes=minutes, resume=again, progress=progress,
