@@ -94,7 +94,6 @@ def cmd_scratch(args) -> None:
     """The design from scratch (issue 16): Fisher stage from a clear aperture, the network
     alone on its mask, then pixel-wise mask and network together (design-4um-scratch.yaml)."""
     from deepsmlm.api import run_design
-
     from deepsmlm.config import experiment_from_dict, load_experiment
 
     out = Path(args.out)

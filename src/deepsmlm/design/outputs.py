@@ -65,8 +65,8 @@ def shape_report(exp, phases: dict[str, torch.Tensor], n_z: int = 9) -> dict:
     """Footprint and rotation of the PSF of each phase over the experiment's z range (the
     first species' PSF for a multicolor experiment): z [nm], radius holding 80 % of the
     photons [nm] per z and its mean (and the same for 50 %: a compact core with faint
-    rings has a small 50 % and a large 80 % radius), principal-axis angle [deg, unwrapped over z] and
-    elongation per z, and the angle's total turn over the range."""
+    rings has a small 50 % and a large 80 % radius), principal-axis angle [deg, unwrapped
+    over z] and elongation per z, and the angle's total turn over the range."""
     from deepsmlm.optics.psf_shape import energy_radius_nm, principal_axis_deg, unwrap_deg
 
     z, stacks = psf_stacks(exp, list(phases.values()), n_z=n_z, size_px=10**6)
