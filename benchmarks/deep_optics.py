@@ -283,9 +283,9 @@ def cmd_shapes(args) -> None:
             if (out / f"{arm}.yaml").is_file()}
     first = next(iter(exps.values()))
     base = first.to_dict()
-    paper = Path(base["optics"]["mask"].get("path", "")).with_name("mask_learned.mat")
-    if "paper" not in exps and base["optics"]["mask"].get("kind") == "file" \
-            and paper.is_file():
+    tetra = load_experiment(BASE).to_dict()["optics"]["mask"]  # the paper's mask beside it
+    paper = Path(tetra.get("path", "")).with_name("mask_learned.mat")
+    if "paper" not in exps and tetra.get("kind") == "file" and paper.is_file():
         exps["paper"] = experiment_from_dict(dict(base, optics=dict(
             base["optics"], mask={"kind": "file", "path": str(paper), "key": "mask_circ_model",
                                   "pupil_radius_px": 82.9})))
