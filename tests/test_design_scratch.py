@@ -232,3 +232,15 @@ def test_render_on_a_device_gives_the_same_frames_and_mask_gradient():
         grads.append((img.detach(), phase.phase.grad.clone()))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
     assert float(grads[1][1].abs().max()) > 0
+
+
+def test_a_crlb_objective_with_start_crlb_leaves_the_clear_aperture(tmp_path):
+    """start: crlb begins at the clear aperture, a saddle of the CRLB: the design seeds it
+    as it does start: clear, and lowers the bound."""
+    from deepsmlm.design.end_to_end import design_crlb
+
+    exp = tiny_design_experiment(start="crlb", crlb_steps=8, crlb_z_samples=3,
+                                 zernike_noll=[5, 11])
+    r = design_crlb(exp, tmp_path / "c", progress=False)
+    assert r["mean_crlb_nm"] < r["mean_crlb_start_nm"]
+    assert float(r["phase"].abs().max()) > 0.01

@@ -336,7 +336,7 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
     start = start_phase(exp)
     noll = tuple(range(d.zernike_noll[0], d.zernike_noll[1] + 1))
     coeffs = torch.zeros(len(noll))
-    if exp.design.start == "clear":  # a clear aperture is a saddle of the objective
+    if exp.design.start in ("clear", "crlb"):  # a clear aperture is a saddle of the objective
         g = torch.Generator().manual_seed(exp.training.seed)
         coeffs = 0.01 * torch.randn(len(noll), generator=g)
     phase = phase_models.ZernikePhase(grid, noll, coeffs, offset=start)
