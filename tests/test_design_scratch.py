@@ -244,3 +244,21 @@ def test_a_crlb_objective_with_start_crlb_leaves_the_clear_aperture(tmp_path):
     r = design_crlb(exp, tmp_path / "c", progress=False)
     assert r["mean_crlb_nm"] < r["mean_crlb_start_nm"]
     assert float(r["phase"].abs().max()) > 0.01
+
+
+def test_joint_footprint_term_keeps_the_end_to_end_mask_more_compact(tmp_path):
+    """Same seed, same steps: the end-to-end design with joint_footprint_weight ends with a
+    smaller mean excess distance than the one without."""
+    from deepsmlm.design.end_to_end import design_end_to_end
+    from deepsmlm.design.fisher import mean_excess_um
+
+    ends = {}
+    for w in (0.0, 50.0):
+        exp = tiny_design_experiment(parameterization="pixels", joint_footprint_weight=w,
+                                     footprint_radius_nm=300.0, mask_learning_rate=0.1)
+        r = design_end_to_end(exp, tmp_path / f"w{w}", progress=False)
+        psf = build_psf(exp)
+        with torch.no_grad():
+            psf.set_mask_phase(r["phase"])
+            ends[w] = float(mean_excess_um(psf, torch.linspace(-500.0, 500.0, 5), 300.0))
+    assert ends[50.0] < ends[0.0]

@@ -273,7 +273,9 @@ class DesignConfig(_Strict):
     The footprint term of the CRLB objective: ``footprint_weight`` [nm of mean CRLB per µm]
     × the mean over z of the photon-weighted distance beyond ``footprint_radius_nm`` from the
     PSF's centroid — what keeps a Fisher design compact enough for dense samples (the CRLB
-    of one emitter alone rewards a PSF spread over microns).
+    of one emitter alone rewards a PSF spread over microns). ``joint_footprint_weight``
+    adds the same term [per µm] to the end-to-end loss (the network's loss does not count
+    faint rings against a PSF).
 
     From scratch (``start: crlb``, end to end): the Fisher design above runs first (Zernike
     from a clear aperture, seconds to minutes), the network then trains alone on that mask
@@ -297,6 +299,7 @@ class DesignConfig(_Strict):
     crlb_learning_rate: PosFloat = 0.05
     footprint_weight: NonNegFloat = 0.0
     footprint_radius_nm: PosFloat = 800.0
+    joint_footprint_weight: NonNegFloat = 0.0
     warmup_minutes: NonNegFloat = 0.0
     height_levels: Annotated[int, Field(ge=2, le=256)] | None = None
     quantisation_weight: NonNegFloat = 0.0

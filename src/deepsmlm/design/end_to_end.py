@@ -268,6 +268,10 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
                             "network (a design folder is not a model folder)") from None
     criterion = method.loss(t)
     reg = regulariser(exp, psf.aperture)
+    if d.joint_footprint_weight > 0:  # the footprint term in the joint loss too
+        z_fp = torch.linspace(*exp.emitters.z_range_nm, d.crlb_z_samples)
+        reg = footprint_term(exp.model_copy(update={"design": d.model_copy(
+            update={"footprint_weight": d.joint_footprint_weight})}), psf, z_fp, reg)
 
     def loss_fn(m: EndToEnd, b) -> torch.Tensor:
         if isinstance(b, ValFrames):

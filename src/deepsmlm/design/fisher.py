@@ -55,8 +55,9 @@ def mean_excess_um(psf: PupilPSF, z_nm: torch.Tensor, radius_nm: float) -> torch
     emitter per z, differentiable in the mask."""
     from deepsmlm.optics.psf_shape import excess_distance_nm
 
-    xyz = centred_positions(psf, z_nm.detach().cpu().numpy())
-    img, _ = psf.patches(xyz, torch.ones(len(xyz)))
+    dev = next(psf.buffers()).device  # the PSF may live on a GPU (design --device)
+    xyz = centred_positions(psf, z_nm.detach().cpu().numpy()).to(dev)
+    img, _ = psf.patches(xyz, torch.ones(len(xyz), device=dev))
     return excess_distance_nm(img, psf.pixel_size_nm, radius_nm).mean() / 1000.0
 
 
