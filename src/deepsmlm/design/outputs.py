@@ -11,7 +11,8 @@
   the L levels 2πk/L of a printed mask (its CRLB is in design.json).
 - ``mask.png``: the wrapped phase; ``psf.png``: the PSF across z, start above, learned below;
   ``footprint.png``: the radius holding 80 % of the photons and the orientation of the
-  PSF's principal axis against z (``shape_report``; the numbers are in design.json).
+  PSF's principal axis against z (``shape_report``, drawn by ``plotting.footprint_plot``;
+  the numbers are in design.json).
 """
 
 from __future__ import annotations
@@ -135,10 +136,3 @@ def write_figures(exp, grid: PupilGrid, phase: torch.Tensor, start: torch.Tensor
     psf_rows(stacks, z, exp.optics.pixel_size_nm,
              tuple(f"{lab}{suf}" for lab in labels for suf in suffixes), out / "psf.png")
 
-
-def write_shape_figure(report: dict, path: Path) -> None:
-    """footprint.png: 80 %-energy radius and principal-axis angle against z, one line per
-    mask of ``report`` (``shape_report``)."""
-    from deepsmlm.plotting import footprint_plot
-
-    footprint_plot(report, path)

@@ -35,11 +35,10 @@ def run_design(experiment, out, objective: str = "end-to-end",
 def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_model,
             progress: bool, device: str = "cpu") -> dict:
     """The design itself, in a folder this run holds; returns design.json's content."""
-    import torch
-
     from deepsmlm.build import pupil_grid
     from deepsmlm.design import end_to_end, outputs
     from deepsmlm.io.tensors import write_json
+    from deepsmlm.plotting import footprint_plot
 
     if objective == "crlb":
         res = end_to_end.design_crlb(exp, out, max_minutes=max_minutes, progress=progress)
@@ -50,21 +49,8 @@ def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_mode
     grid = pupil_grid(exp.optics)
     phase, start = res.pop("phase"), res.pop("start_phase")
     if objective == "end-to-end":
-        from deepsmlm.build import build_camera, build_psf, crlb_operating_point
-        from deepsmlm.design.fisher import mean_crlb_nm
-
-        psf = build_psf(exp)
-        z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
-        photons, bg = crlb_operating_point(exp)
-        views = outputs.species_views(exp, psf)  # each wavelength's PSF (one: the PSF)
-        with torch.no_grad():
-            for name, p in (("start", start), ("learned", phase)):
-                bounds = []
-                for _, one, scale in views:
-                    one.set_mask_source(None)  # a species' PSF: its own scaled phase
-                    one.set_mask_phase(p * scale)
-                    bounds.append(float(mean_crlb_nm(one, z, photons, bg, build_camera(exp))))
-                res[f"mean_crlb_{name}_nm"] = float(sum(bounds) / len(bounds))
+        for name, p in (("start", start), ("learned", phase)):
+            res[f"mean_crlb_{name}_nm"] = _mean_crlb(exp, p)
     outputs.write_mask(phase, grid, out, {"objective": objective})
     levels = exp.design.height_levels
     if levels is not None:  # the printed mask: its CRLB after rounding to the levels
@@ -72,23 +58,28 @@ def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_mode
                                                                              out, levels))
     outputs.write_figures(exp, grid, phase, start, out)
     res["shape"] = outputs.shape_report(exp, {"start": start, "learned": phase})
-    outputs.write_shape_figure(res["shape"], out / "footprint.png")
+    footprint_plot(res["shape"], out / "footprint.png")
     write_json(out / "design.json", res)
     return res
 
 
 def _mean_crlb(exp, phase) -> float:
-    """Mean CRLB (σx + σy + σz)/3 [nm] of one phase over the z range (first wavelength)."""
+    """Mean CRLB (σx + σy + σz)/3 [nm] of one phase over the z range, averaged over the
+    emission wavelengths of a multicolor experiment (each species' PSF with its own
+    thin-element scale of the phase)."""
     import torch
 
     from deepsmlm.build import build_camera, build_psf, crlb_operating_point
     from deepsmlm.design.fisher import mean_crlb_nm
     from deepsmlm.design.outputs import species_views
 
-    _, psf, scale = species_views(exp, build_psf(exp))[0]
-    psf.set_mask_source(None)
     z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
     photons, bg = crlb_operating_point(exp)
+    camera = build_camera(exp)
+    bounds = []
     with torch.no_grad():
-        psf.set_mask_phase(phase * scale)
-        return float(mean_crlb_nm(psf, z, photons, bg, build_camera(exp)))
+        for _, one, scale in species_views(exp, build_psf(exp)):
+            one.set_mask_source(None)  # a species' PSF: its own scaled phase
+            one.set_mask_phase(phase * scale)
+            bounds.append(float(mean_crlb_nm(one, z, photons, bg, camera)))
+    return sum(bounds) / len(bounds)
