@@ -147,7 +147,7 @@ def test_footprint_term_makes_the_fisher_design_more_compact():
         phase = ZernikePhase(grid, tuple(range(5, 12)),
                              0.05 * torch.randn(7, generator=torch.Generator().manual_seed(0)))
         z = torch.linspace(-500.0, 500.0, 3)
-        reg = footprint_term(exp, psf, z) if w else None
+        reg = footprint_term(w, 300.0, psf, z) if w else None
         design_by_crlb(psf, phase, z, 2000.0, 10.0, build_camera(exp), steps=15, lr=0.1,
                        regulariser=reg, progress=False)
         with torch.no_grad():

@@ -90,10 +90,15 @@ def start_phase(exp) -> torch.Tensor:
     return mask_phase(exp.optics, grid)
 
 
+# what the first stages of a design from scratch leave in its folder (a run begun)
+STAGES = ("start/mask.npy", "warmup/checkpoint")
+
+
 def _fisher_start(exp, folder: Path, resume: bool, progress: bool) -> torch.Tensor:
     """Stage 1 of a design from scratch: the Fisher design (Zernike from a clear aperture,
     with its footprint term) into ``folder/start``; a resumed design reads it back."""
     from deepsmlm.design import outputs
+    from deepsmlm.io.tensors import write_json
 
     stage = folder / "start"
     if resume and (stage / "mask.npy").is_file():
@@ -104,8 +109,6 @@ def _fisher_start(exp, folder: Path, resume: bool, progress: bool) -> torch.Tens
     phase = res.pop("phase")
     grid = pupil_grid(exp.optics)
     outputs.write_mask(phase, grid, stage, {"objective": "crlb", "stage": "start"})
-    from deepsmlm.io.tensors import write_json
-
     write_json(stage / "design.json", {k: v for k, v in res.items() if k != "start_phase"})
     return phase.float()
 
@@ -173,15 +176,13 @@ def regulariser(exp, grid_aperture: torch.Tensor):
     return penalty
 
 
-def footprint_term(exp, psf, z_nm: torch.Tensor, then=None):
-    """penalty(phase) = footprint_weight × mean excess distance [µm] beyond
-    footprint_radius_nm of the PSF the mask source drives (+ ``then(phase)``)."""
+def footprint_term(weight: float, radius_nm: float, psf, z_nm: torch.Tensor, then=None):
+    """penalty(phase) = weight × mean excess distance [µm] beyond ``radius_nm`` of the PSF
+    the mask source drives (+ ``then(phase)``)."""
     from deepsmlm.design.fisher import mean_excess_um
 
-    d = exp.design
-
     def penalty(phase: torch.Tensor) -> torch.Tensor:
-        out = d.footprint_weight * mean_excess_um(psf, z_nm, d.footprint_radius_nm)
+        out = weight * mean_excess_um(psf, z_nm, radius_nm)
         return out if then is None else out + then(phase)
 
     return penalty
@@ -221,8 +222,8 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     method = build_method(exp)
     t, d = exp.training, exp.design
     t_start = time.perf_counter()
-    if init_model is not None and not resume:  # refused before anything is written
-        _init_card(exp, Path(init_model))
+    # an unfit --init-model is refused before anything is written
+    init = None if init_model is None or resume else _init_card(exp, Path(init_model))
     folder.path.mkdir(parents=True, exist_ok=True)
     if not resume:  # first, so that a run killed in an early stage can be resumed
         folder.write_experiment(exp)
@@ -232,6 +233,7 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     if d.warmup_minutes > 0 and init_model is None and not (resume and ckpt.exists()):
         init_model = _warm_up(exp, folder.path, start, d.warmup_minutes, resume, progress,
                               device)
+        init = _init_card(exp, init_model)
         resume = False  # the joint stage starts now, from the warmed-up network
     if max_minutes is not None:  # the stages before count against the budget
         max_minutes = max(max_minutes - (time.perf_counter() - t_start) / 60.0, 0.01)
@@ -244,7 +246,6 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     phase = phase_model(exp, start)
     psf.set_mask_source(phase)
     camera = build_camera(exp)
-    init = None if init_model is None or resume else _init_card(exp, Path(init_model))
     if resume:
         card = folder.read_card()
         normalizer = Normalizer.from_dict(card.normalization)
@@ -257,7 +258,6 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
                 probe = sampler(64, torch.Generator().manual_seed(t.seed + 2)).inputs_adu
             normalizer = Normalizer.fit(t.normalization, camera, probe)
             card = new_card(exp, normalizer)
-        folder.write_experiment(exp)
         folder.write_card(card)
     model = EndToEnd(phase, new_network(card, t.seed)).to(dev)
     if init_model is not None and not resume:
@@ -270,8 +270,7 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     reg = regulariser(exp, psf.aperture)
     if d.joint_footprint_weight > 0:  # the footprint term in the joint loss too
         z_fp = torch.linspace(*exp.emitters.z_range_nm, d.crlb_z_samples)
-        reg = footprint_term(exp.model_copy(update={"design": d.model_copy(
-            update={"footprint_weight": d.joint_footprint_weight})}), psf, z_fp, reg)
+        reg = footprint_term(d.joint_footprint_weight, d.footprint_radius_nm, psf, z_fp, reg)
 
     def loss_fn(m: EndToEnd, b) -> torch.Tensor:
         if isinstance(b, ValFrames):
@@ -353,7 +352,7 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
         psf, colour = _colour_objective(exp, z, photons, background)
     penalty = regulariser(exp, psf.aperture)
     if d.footprint_weight > 0 and colour is None:  # keep the PSF compact (dense samples)
-        penalty = footprint_term(exp, psf, z, penalty)
+        penalty = footprint_term(d.footprint_weight, d.footprint_radius_nm, psf, z, penalty)
     t0 = time.perf_counter()
     res = design_by_crlb(psf, phase, z, photons, background, build_camera(exp),
                          steps=d.crlb_steps, lr=d.crlb_learning_rate, max_minutes=max_minutes,

@@ -116,15 +116,15 @@ def species_names_of(locs_path: str | os.PathLike,
 
 
 def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder_word: str,
-             holds: str) -> Experiment:
+             holds: str, stages: tuple[str, ...] = ()) -> Experiment:
     """The experiment of a run in ``out`` (``what``: train or design): a resumed run takes
-    the one saved there; a new one needs ``experiment`` and a folder without a run."""
+    the one saved there; a new one needs ``experiment`` and a folder without a run.
+    ``stages``: paths inside ``out`` that, like the checkpoint, mark a run begun (the early
+    stages of a design from scratch)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    # a design from scratch checkpoints its first stages in their own folders
-    stages = [out / "start" / "mask.npy", out / "warmup" / "checkpoint"] \
-        if what == "design" else []
+    stages = [out / p for p in stages]
     if resume:
         ckpt = out / "checkpoint"  # last.safetensors (format 1: + state.json)
         if not ((ckpt / "last.safetensors").is_file() or (ckpt / "state.json").is_file()
@@ -140,7 +140,7 @@ def open_run(experiment, out: str | os.PathLike, resume: bool, what: str, folder
 
 
 def locked_run(experiment, out: str | os.PathLike, resume: bool, what: str,
-               folder_word: str, holds: str, check=None):
+               folder_word: str, holds: str, check=None, stages: tuple[str, ...] = ()):
     """``open_run`` under the output folder's lock (``io.lock``): the folder is created
     once the run is known to be valid (``check(exp)`` too, when given), then locked — by
     rank 0 alone under torchrun — and checked again, so two runs started together cannot
@@ -150,7 +150,7 @@ def locked_run(experiment, out: str | os.PathLike, resume: bool, what: str,
     from deepsmlm.io.lock import folder_lock
     from deepsmlm.training.distributed import is_main_process
 
-    exp = open_run(experiment, out, resume, what, folder_word, holds)
+    exp = open_run(experiment, out, resume, what, folder_word, holds, stages)
     if check is not None:
         check(exp)
     if not is_main_process():
@@ -159,7 +159,7 @@ def locked_run(experiment, out: str | os.PathLike, resume: bool, what: str,
     @contextlib.contextmanager
     def held():
         with folder_lock(out_dir(out), what):
-            yield open_run(exp, out, resume, what, folder_word, holds)
+            yield open_run(exp, out, resume, what, folder_word, holds, stages)
 
     return held()
 

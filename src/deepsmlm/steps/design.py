@@ -27,8 +27,11 @@ def run_design(experiment, out, objective: str = "end-to-end",
         raise UserError("--init-model starts a new end-to-end design (not crlb, not --resume)")
     if resume and objective != "end-to-end":
         raise UserError("--resume is for end-to-end designs (a CRLB design is quick to rerun)")
+    from deepsmlm.design.end_to_end import STAGES
+
     with locked_run(experiment, out, resume, "design", "DIR", "a design",
-                    check_method_scene if objective == "end-to-end" else None) as exp:
+                    check_method_scene if objective == "end-to-end" else None,
+                    STAGES) as exp:
         return _design(exp, out, objective, max_minutes, resume, init_model, progress, device)
 
 
