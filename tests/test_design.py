@@ -249,6 +249,8 @@ def test_design_command_crlb_objective(tmp_path):
     ({"optics": {"psf": "gaussian"}}, "optics.psf must be 'pupil'"),
     ({"design": {"zernike_noll": [9, 5]}}, "design.zernike_noll"),
     ({"design": {"mask_lr": 1}}, "design.mask_lr: unknown key"),
+    ({"design": {"quantisation_weight": 0.1}}, "needs design.height_levels"),
+    ({"design": {"start": "fisher"}}, "design.start"),
 ])
 def test_design_bad_input_is_one_line_and_exit_2(tmp_path, edit, needle):
     import subprocess
