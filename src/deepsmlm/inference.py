@@ -1,14 +1,15 @@
 """Run a trained model of any method: frames → raw network output → localizations.
 
 ``Predictor`` loads a model folder (``ModelFolder``: card, weights, normaliser, tuned
-threshold); ``localize_stack`` streams a movie in chunks of frames (memory bounded whatever
+threshold) and, with ``refine``, the maximum-likelihood refinement through the model's own
+PSF (``deepsmlm.refine``); ``localize_stack`` streams a movie in chunks of frames (memory bounded whatever
 its length), pads frames the network cannot take, decodes each batch with the method, and
 accumulates the summed output image.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,34 @@ class Predictor:
     normalizer: Normalizer
     card: ModelCard
     device: torch.device
+    refiner: object | None = None  # deepsmlm.refine.Refiner
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu", camera_overrides: dict | None = None
-             ) -> Predictor:
+    def load(cls, folder: str | Path, device: str = "cpu", camera_overrides: dict | None = None,
+             refine: bool = False, refine_roi_px: int | None = None) -> Predictor:
         mf = ModelFolder(folder)
         card = mf.read_trained_card()
         model = mf.load_network(card).eval().to(device)
-        return cls(model, mf.normalizer(card, camera_overrides), card, torch.device(device))
+        pred = cls(model, mf.normalizer(card, camera_overrides), card, torch.device(device))
+        if refine:
+            pred.enable_refine(folder, refine_roi_px)
+        return pred
+
+    def enable_refine(self, folder: str | Path, roi_px: int | None = None) -> None:
+        """Refine every localization through the model's own PSF (``deepsmlm.refine``),
+        with the camera of the normaliser (the model's, with the user's overrides), over
+        ``roi_px`` × ``roi_px`` pixels about each (None: the PSF's patch)."""
+        from deepsmlm.errors import UserError
+        from deepsmlm.refine import Refiner
+
+        path = ModelFolder(folder).experiment_path
+        if not path.is_file():
+            raise UserError(f"--refine: {path} is missing (the experiment the model was "
+                            "trained for holds the PSF to fit through)")
+        z_fitted = np.isfinite(self.method.tuning_match(self.card).get("tol_z_nm", np.inf))
+        self.refiner = Refiner.from_model(folder, self.normalizer.camera, bool(z_fitted),
+                                          fits_photons="photon" in self.method.value_column,
+                                          roi_px=roi_px)
 
     @property
     def method(self):
@@ -53,6 +74,12 @@ class Predictor:
         u = self.card.upsampling
         return sr[..., : h * u, : w * u]
 
+    def uncertainty_columns(self) -> int:
+        """σ columns of its tables: the refinement's when refining, else the method's."""
+        if self.refiner is not None:
+            return self.refiner.uncertainty_columns
+        return self.method.uncertainty_columns(self.card)
+
     def localize(self, sr: torch.Tensor, frame_offset: int = 0,
                  threshold: float | None = None) -> EmitterSet:
         thr = self.card.threshold if threshold is None else threshold
@@ -62,11 +89,13 @@ class Predictor:
 @dataclass
 class ChunkResult:
     """What a chunk of frames gives: its localizations (global frame numbers), its summed
-    output image (the method's ``output_image``, float64) and its widefield sum."""
+    output image (the method's ``output_image``, float64) and its widefield sum; with a
+    refinement, how many localizations it refined and how many kept the network's value."""
 
     emitters: EmitterSet
     sr_sum: np.ndarray
     wf_sum: np.ndarray
+    refine_counts: dict = field(default_factory=dict)
 
 
 def localize_chunk(pred: Predictor, block: np.ndarray, t0: int, batch_size: int = 16
@@ -79,13 +108,19 @@ def localize_chunk(pred: Predictor, block: np.ndarray, t0: int, batch_size: int 
     u = pred.card.upsampling
     sr_sum = torch.zeros(h * u, w * u, dtype=torch.float64)
     found = []
+    before = dict(pred.refiner.counts) if pred.refiner is not None else {}
     for b0 in range(0, len(block), batch_size):
         frames = torch.from_numpy(np.ascontiguousarray(block[b0:b0 + batch_size]))
         sr = pred.super_resolve(frames).cpu()
         sr_sum += pred.method.output_image(pred.card, sr).sum(dim=0).double()
-        found.append(pred.localize(sr, frame_offset=t0 + b0))
+        em = pred.localize(sr, frame_offset=t0 + b0)
+        if pred.refiner is not None:
+            em = pred.refiner(frames, em, t0 + b0)
+        found.append(em)
+    counts = ({k: v - before[k] for k, v in pred.refiner.counts.items()}
+              if pred.refiner is not None else {})
     return ChunkResult(EmitterSet.cat(found), sr_sum.numpy(),
-                       block.sum(axis=0, dtype=np.float64))
+                       block.sum(axis=0, dtype=np.float64), counts)
 
 
 def localize_chunks(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,

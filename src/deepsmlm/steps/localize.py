@@ -44,7 +44,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                  batch_size: int | None = None, device: str = "cpu",
                  camera: dict | None = None, threshold: float | None = None,
                  progress: bool = True, resume: bool = False, dask: str | None = None,
-                 pixel_size_nm: float | None = None) -> dict:
+                 pixel_size_nm: float | None = None, refine: bool = False,
+                 refine_roi_px: int | None = None) -> dict:
     """Localize a movie; writes localizations.csv/.hdf5, sr.tif, sr.png, localize.json;
     returns a summary.
 
@@ -55,7 +56,9 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     ``out`` (same model and movie; its chunking, threshold and camera). ``dask``:
     ``local:N`` or a scheduler address (``tcp://HOST:PORT``). ``pixel_size_nm``: the
     movie's pixel size, overriding its metadata (which must otherwise agree with the
-    model's within 2 %)."""
+    model's within 2 %). ``refine``: each localization refined by maximum likelihood
+    through the model's own PSF, with its Cramér–Rao σ (``deepsmlm.refine``), over
+    ``refine_roi_px`` × ``refine_roi_px`` pixels about each (default: the PSF's patch)."""
     from deepsmlm.inference import Predictor
     from deepsmlm.io.atomic import remove_stale_temporaries
     from deepsmlm.io.lock import folder_lock
@@ -64,6 +67,10 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
 
     device = check_device(device)
     check_localize_options(threshold, camera)
+    if refine_roi_px is not None and (not refine or int(refine_roi_px) != refine_roi_px
+                                      or refine_roi_px < 3):
+        raise UserError(f"--refine-roi-px {refine_roi_px}: a whole number of pixels ≥ 3, "
+                        "with --refine")
     pred = Predictor.load(model_dir, device, camera)
     stack = open_movie(movie)
     if pixel_size_nm is not None:
@@ -76,7 +83,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                 "threshold": float(pred.card.threshold if threshold is None else threshold),
                 "threshold_given": threshold is not None,
                 "camera": {k: v for k, v in (camera or {}).items() if v is not None},
-                "chunk_frames": chunk_frames, "batch_size": batch_size}
+                "chunk_frames": chunk_frames, "batch_size": batch_size, "refine": bool(refine),
+                "refine_roi_px": refine_roi_px}
     with folder_lock(out, "localize"):
         remove_stale_temporaries(out)  # of a run killed in the middle of a write
         state = _start(out, settings, resume)
@@ -84,6 +92,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
             pred.normalizer = ModelFolder(model_dir).normalizer(pred.card,
                                                                 state["settings"]["camera"])
         pred.card.threshold = state["settings"]["threshold"]
+        if state["settings"].get("refine"):  # a resumed run refines as it did
+            pred.enable_refine(model_dir, state["settings"].get("refine_roi_px"))
         run = _Run(out, pred, stack, state, progress)
         chunks, batch = state["settings"]["chunk_frames"], state["settings"]["batch_size"]
         try:
@@ -140,6 +150,7 @@ def _start(out: Path, settings: dict, resume: bool) -> dict:
         s["chunk_frames"] = s["chunk_frames"] or DEFAULT_CHUNK_FRAMES
         s["batch_size"] = s["batch_size"] or DEFAULT_BATCH_SIZE
         return {"settings": s, "frames_done": 0, "csv_bytes": 0, "n_localizations": 0,
+                "refine_counts": {},
                 "n_uncertainty": None, "species": None, "species_probability": None,
                 "seconds": 0.0, "sums": None}
     if not state_path.exists():
@@ -158,6 +169,13 @@ def _start(out: Path, settings: dict, resume: bool) -> dict:
     if settings["threshold_given"] and settings["threshold"] != saved["threshold"]:
         raise UserError(f"--resume: the interrupted run used --threshold "
                         f"{saved['threshold']:g}; give the same or leave it out")
+    if settings["refine"] and not saved.get("refine"):
+        raise UserError("--resume: the interrupted run did not use --refine; leave it out, "
+                        "or start again without --resume")
+    if (settings["refine_roi_px"] is not None
+            and settings["refine_roi_px"] != saved.get("refine_roi_px")):
+        raise UserError(f"--resume: the interrupted run used --refine-roi-px "
+                        f"{saved.get('refine_roi_px')}; give the same or leave it out")
     if settings["camera"] and settings["camera"] != saved["camera"]:
         raise UserError(f"--resume: the interrupted run used the camera values "
                         f"{saved['camera'] or 'of the model'}; give the same or leave them out")
@@ -194,7 +212,7 @@ class _Run:
         # the table's columns are the method's, fixed before its first row (a multicolor
         # model: species and species_probability); a resumed table keeps its own header
         self.species_names = list(pred.method.species_names(pred.card))
-        layout = {"n_uncertainty": pred.method.uncertainty_columns(pred.card),
+        layout = {"n_uncertainty": pred.uncertainty_columns(),
                   "species": bool(self.species_names),
                   "species_probability": bool(self.species_names)}
         layout.update({k: state[k] for k in layout if state.get(k) is not None})
@@ -223,6 +241,9 @@ class _Run:
         self.sr_sum += r.sr_sum
         self.wf_sum += r.wf_sum
         done = min(t0 + st["settings"]["chunk_frames"], len(self.stack))
+        counts = st.setdefault("refine_counts", {})
+        for k, v in r.refine_counts.items():
+            counts[k] = counts.get(k, 0) + v
         st.update(frames_done=done, csv_bytes=self.csv.size_bytes,
                   n_localizations=st["n_localizations"] + len(em),
                   n_uncertainty=self.csv.n_uncertainty, species=self.csv.species,
@@ -272,6 +293,8 @@ class _Run:
                    "frames_per_s": n / seconds if seconds > 0 else float("nan"),
                    "out": str(out), "movie": source, "dask": on_dask,
                    "threshold": card.threshold, "settings": self.state["settings"],
+                   **({"refine": self.state["refine_counts"]}
+                      if self.state["settings"].get("refine") else {}),
                    **({"species_names": self.species_names} if self.species_names else {})}
         from deepsmlm.steps.common import json_safe
 
