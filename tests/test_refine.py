@@ -132,7 +132,8 @@ def test_without_blur_in_the_model_the_sigma_is_smaller():
 
 def test_a_neighbour_raises_the_bound_along_the_line_joining_them():
     """Alone, the bound is evaluation.crlb's; with an overlapping neighbour 2.5 px away
-    along x it grows, most in x (the neighbour's light also adds noise in y), and a neighbour whose patch does not overlap changes nothing."""
+    along x it grows, most in x (the neighbour's light also adds noise in y), and a
+    neighbour whose patch does not overlap changes nothing."""
     from deepsmlm.evaluation.crlb import crlb
 
     psf = GaussianPSF(130.0, 100.0, 15)

@@ -1,10 +1,10 @@
 """Run a trained model of any method: frames → raw network output → localizations.
 
-``Predictor`` loads a model folder (``ModelFolder``: card, weights, normaliser, tuned
-threshold) and, with ``refine``, the maximum-likelihood refinement through the model's own
-PSF (``deepsmlm.refine``); ``localize_stack`` streams a movie in chunks of frames (memory bounded whatever
-its length), pads frames the network cannot take, decodes each batch with the method, and
-accumulates the summed output image.
+``Predictor`` loads a model folder (``ModelFolder``: card, weights, normaliser, tuned threshold)
+and, with ``refine``, the maximum-likelihood refinement through the model's own PSF
+(``deepsmlm.refine``); ``localize_stack`` streams a movie in chunks of frames (memory bounded
+whatever its length), pads frames the network cannot take, decodes each batch with the method,
+and accumulates the summed output image.
 """
 
 from __future__ import annotations

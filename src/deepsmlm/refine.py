@@ -10,11 +10,11 @@ to the camera frames, through the image-formation model the network was trained 
 Camera noise is a shifted Poisson variable with the camera's variance in photon units
 (``evaluation.crlb.pixel_variance``: v(μ) = a·μ + r, a = F/QE, r = (F·c + (σ_read/G)²)/QE²):
     y = d/a + r/a²  ~  Poisson(μ/a + r/a²)
-has that mean and variance (Huang et al., Nat. Methods 2013, for sCMOS read noise; F = 2
-for an EMCCD). All localizations of a frame are fitted together, so overlapping PSFs share
-their light, over the pixels within ``roi_px`` of one (default: the PSF's patch; choose the
-region the PSF model is good for, e.g. the crop a calibration was fitted on). Adam on (x/px, y/px, z/100 nm, log N, background) with a cosine step size;
-z stays inside the experiment's range (± 10 %).
+has that mean and variance (Huang et al., Nat. Methods 2013, for sCMOS read noise; F = 2 for an
+EMCCD). All localizations of a frame are fitted together, so overlapping PSFs share their light,
+over the pixels within ``roi_px`` of one (default: the PSF's patch; choose the region the PSF
+model is good for, e.g. the crop a calibration was fitted on). Adam on (x/px, y/px, z/100 nm,
+log N, background) with a cosine step size; z stays inside the experiment's range (± 10 %).
 
 Uncertainties are the Cramér–Rao bound at the fitted parameters, emitters whose patches
 overlap bounded together with the frame's background (blur included):
