@@ -6,6 +6,7 @@
     python benchmarks/calibrate_beads.py localize  --out bench_out/calib
     python benchmarks/calibrate_beads.py evaluate  --out bench_out/calib --docs docs/images
     python benchmarks/calibrate_beads.py mle       --out bench_out/calib
+    python benchmarks/calibrate_beads.py refine    --out bench_out/calib --docs docs/images
 
 simulated: stacks simulated from known Zernike coefficients (Noll 5–21, 0.15 rad RMS each,
 random signs, 3 seeds) in the bead set-up (NA 1.49, 41 planes of 100 nm, 10⁴ photons per
@@ -28,6 +29,10 @@ docs/images/calibrated_beads.png.
 mle: no network — each plane of the Tetrapod stack fitted on its own (x, y, z, photons,
 background; Poisson likelihood) through the calibrated pupil held fixed, the same figures
 of merit: what the calibrated PSF model itself says about the bead.
+refine: both models again with ``localize --refine`` (each localization refined by maximum
+likelihood through the model's own PSF, over the square the calibration was fitted on:
+``--refine-roi-px`` = calibration.json's ``crop_px``); calib_refine.json and
+docs/images/calibrated_beads_refine.png.
 """
 
 from __future__ import annotations
@@ -193,11 +198,15 @@ def train(out: Path, minutes: float) -> None:
             raise SystemExit(f"training failed: see {out}/train_*.log")
 
 
-def localize(out: Path) -> None:
+def localize(out: Path, refine: bool = False) -> None:
     stack = DATA / STACKS["tetrapod"][0]
+    extra = ()
+    if refine:
+        cal = json.loads((out / "tetrapod_pupil_mask1" / "calibration.json").read_text())
+        extra = ("--refine", "--refine-roi-px", str(cal.get("crop_px", 61)))  # 61: its default
     for m in MODELS:
         deepsmlm("localize", str(out / f"model_{m}"), str(stack), "--out",
-                 str(out / f"loc_{m}"), "--quiet")
+                 str(out / f"loc_{m}{'_refine' if refine else ''}"), "--quiet", *extra)
 
 
 def axial_merit(track: np.ndarray, central_nm: float = 4000.0) -> dict:
@@ -221,15 +230,17 @@ def axial_merit(track: np.ndarray, central_nm: float = 4000.0) -> dict:
             "bias_nm": bias.round(1).tolist()}
 
 
-def evaluate(out: Path, docs: Path | None) -> dict:
+def evaluate(out: Path, docs: Path | None, refine: bool = False) -> dict:
     n = 54
-    tracks = {m: bead_track(out / f"loc_{m}" / "localizations.csv", n) for m in MODELS}
+    names = [f"{m}{s}" for m in MODELS for s in (("", "_refine") if refine else ("",))]
+    tracks = {m: bead_track(out / f"loc_{m}" / "localizations.csv", n) for m in names}
     result = {m: axial_merit(t) for m, t in tracks.items()}
     result["tracks_nm"] = {m: t.round(1).tolist() for m, t in tracks.items()}
-    (out / "calib.json").write_text(json.dumps(result, indent=1))
-    for m in MODELS:
+    tag = "_refine" if refine else ""
+    (out / f"calib{tag}.json").write_text(json.dumps(result, indent=1))
+    for m in names:
         print(m, json.dumps({k: v for k, v in result[m].items() if k != "bias_nm"}))
-    plot(tracks, result, (docs or out) / "calibrated_beads.png")
+    plot(tracks, result, (docs or out) / f"calibrated_beads{tag}.png")
     return result
 
 
@@ -240,9 +251,11 @@ def plot(tracks: dict, result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8 + 0.5 * max(0, len(tracks) - 2)))
     labels = {"design": "published retrieval (no calibration)",
-              "calibrated": "calibrated by deepsmlm"}
+              "calibrated": "calibrated by deepsmlm",
+              "design_refine": "published retrieval, --refine",
+              "calibrated_refine": "calibrated, --refine"}
     for i, (m, t) in enumerate(tracks.items()):
         stage = np.arange(len(t)) * STEP_NM
         mid = 0.5 * (stage[0] + stage[-1])
@@ -322,7 +335,7 @@ def mle(out: Path, tag: str = "tetrapod_pupil_mask1", crop: int = 61) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=("simulated", "calibrate", "train", "localize", "evaluate",
-                                    "mle"))
+                                    "mle", "refine"))
     p.add_argument("--out", type=Path, default=ROOT / "bench_out" / "calib")
     p.add_argument("--minutes", type=float, default=25.0)
     p.add_argument("--steps", type=int, default=150)
@@ -339,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         localize(a.out)
     elif a.step == "mle":
         mle(a.out)
+    elif a.step == "refine":
+        localize(a.out, refine=True)
+        evaluate(a.out, a.docs, refine=True)
     else:
         evaluate(a.out, a.docs)
     return 0

@@ -176,6 +176,7 @@ def test_calibrate_command_round_trips_through_the_experiment_file(bead_experime
                  "--no-blur", "--quiet"]) == 0
     cal = yaml.safe_load((out / "calibration.json").read_text())
     assert cal["deviance_per_px"] < 1.1  # shot-noise limited on both beads
+    assert cal["crop_px"] == 31  # the square the pupil was fitted on (localize --refine-roi-px)
     assert len(cal["beads"]) == 2  # found and fitted jointly
     xs = sorted(bead["x_px"] for bead in cal["beads"])
     np.testing.assert_allclose(xs, [15.4, 31 + 15.7], atol=0.15)

@@ -227,3 +227,18 @@ def test_a_resumed_localize_refines_as_the_interrupted_run_did(trained, monkeypa
     assert "did not use --refine" in capsys.readouterr().err
     assert main(args("other", "--refine-roi-px", "9")) == 2  # needs --refine
     assert "--refine-roi-px 9" in capsys.readouterr().err
+
+
+def test_refine_on_a_dask_cluster_gives_the_same_table(trained):
+    pytest.importorskip("distributed")
+    d = trained
+    movie = str(d / "sim" / "frames.tif")
+    for out, extra in (("one", ()), ("dask", ("--dask", "local:1"))):
+        assert main(["localize", str(d / "model"), movie, "--out", str(d / out), "--quiet",
+                     "--refine", "--chunk-frames", "6", *extra]) == 0
+    a, b = (read_csv(d / f / "localizations.csv") for f in ("one", "dask"))
+    np.testing.assert_allclose(a.xyz_nm.numpy(), b.xyz_nm.numpy(), atol=1e-3)
+    np.testing.assert_allclose(a.uncertainty_xyz_nm.numpy(), b.uncertainty_xyz_nm.numpy(),
+                               atol=1e-3)
+    counts = json.loads((d / "dask" / "localize.json").read_text())["refine"]
+    assert counts["refined"] + counts["kept_network"] == len(b)

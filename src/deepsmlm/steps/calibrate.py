@@ -193,6 +193,7 @@ def _write(out: Path, exp: Experiment, grid, fit, beads, skipped, bad, crops, we
     corr = fit.correlation
     return {
         "stack": str(stack_path), "psf": o.psf, "planes": n_planes, "z_step_nm": z_step_nm,
+        "crop_px": int(crops.shape[-1]),  # the square fitted about each bead
         "z_direction": "up" if fit.direction > 0 else "down",
         "pupil_grid_px": n, "noll": {str(j): a for j, a in fit.noll.items()},
         "amplitude_noll": {str(j): a for j, a in fit.amplitude_noll.items()},

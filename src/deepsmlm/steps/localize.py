@@ -102,7 +102,9 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
 
                 results = localize_on_dask(dask, model_dir, movie, len(stack), chunks, batch,
                                            device, state["settings"]["camera"],
-                                           pred.card.threshold, state["frames_done"])
+                                           pred.card.threshold, state["frames_done"],
+                                           refine=pred.refiner is not None,
+                                           refine_roi_px=state["settings"].get("refine_roi_px"))
             else:
                 from deepsmlm.inference import localize_chunks
 
