@@ -414,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per batch of frames)")
     s.add_argument("--refine-roi-px", type=_positive_int, default=None,
                    help="with --refine: fit the pixels within this square about each "
-                        "localization (default: the PSF's patch); the region the PSF model "
-                        "holds for, e.g. the crop a calibration was fitted on")
+                        "localization (default: the crop a `deepsmlm calibrate` pupil was "
+                        "fitted on, else the PSF's patch)")
     s.add_argument("--camera-baseline-adu", type=_finite, default=None)
     s.add_argument("--camera-e-per-adu", type=_positive, default=None)
     s.add_argument("--camera-em-gain", type=_positive, default=None)

@@ -12,8 +12,9 @@ Camera noise is a shifted Poisson variable with the camera's variance in photon 
     y = d/a + r/a²  ~  Poisson(μ/a + r/a²)
 has that mean and variance (Huang et al., Nat. Methods 2013, for sCMOS read noise; F = 2 for an
 EMCCD). All localizations of a frame are fitted together, so overlapping PSFs share their light,
-over the pixels within ``roi_px`` of one (default: the PSF's patch; choose the region the PSF
-model is good for, e.g. the crop a calibration was fitted on). Adam on (x/px, y/px, z/100 nm,
+over the pixels within ``roi_px`` of one (default: the crop the pupil was fitted on when the
+PSF comes from ``deepsmlm calibrate``, else the PSF's patch — the region the PSF model is
+known to hold for). Adam on (x/px, y/px, z/100 nm,
 log N, background) with a cosine step size; z stays inside the experiment's range (± 10 %).
 
 Uncertainties are the Cramér–Rao bound at the fitted parameters, emitters whose patches
@@ -238,6 +239,22 @@ def crlb_nm(psf: PSF, blur_px: float, camera: Camera, xyz_nm: torch.Tensor,
     return out
 
 
+def calibrated_crop_px(exp) -> int | None:
+    """The square a ``deepsmlm calibrate`` pupil was fitted on (``crop_px`` of the
+    calibration.json beside the experiment's mask file), or None for any other PSF."""
+    import json
+
+    mask = exp.optics.mask
+    if getattr(mask, "kind", None) != "file":
+        return None
+    cal = Path(mask.path).parent / "calibration.json"
+    try:
+        crop = json.loads(cal.read_text(encoding="utf-8")).get("crop_px")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(crop) if isinstance(crop, int) and crop >= 3 else None
+
+
 @dataclass
 class Refiner:
     """``localize --refine``: called on each batch of frames after decoding."""
@@ -251,7 +268,7 @@ class Refiner:
     max_shift_px: float = 1.5
     max_shift_z_nm: float = 300.0
     fits_photons: bool = False  # write the fitted photons (the table's value column is photons)
-    roi_px: int | None = None  # the fitted pixels about each localization (None: the PSF patch)
+    roi_px: int | None = None  # the fitted square about each localization (None: the PSF patch)
     counts: dict = field(default_factory=lambda: {"refined": 0, "kept_network": 0})
 
     @classmethod
@@ -263,6 +280,7 @@ class Refiner:
         from deepsmlm.config import load_experiment
 
         exp = load_experiment(Path(folder) / "experiment.yaml")
+        roi_px = roi_px or calibrated_crop_px(exp)
         lo, hi = exp.emitters.z_range_nm
         margin = 0.1 * (hi - lo)
         return cls(build_psf(exp).eval(), camera,
