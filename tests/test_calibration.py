@@ -190,7 +190,7 @@ def test_calibrate_command_round_trips_through_the_experiment_file(bead_experime
         assert (out / name).is_file(), name
     # the retrieved pupil, loaded back through the experiment file, renders the fitted model
     exp = load_experiment(out / "experiment.yaml")
-    from deepsmlm.refine import calibrated_crop_px
+    from deepsmlm.build import calibrated_crop_px
 
     assert calibrated_crop_px(exp) == 31  # localize --refine fits that square by default
     psf = build_psf(exp)

@@ -417,7 +417,7 @@ def test_dask_keeps_at_most_the_bound_of_chunks_in_flight_or_waiting(monkeypatch
     distributed = pytest.importorskip("distributed")
     from deepsmlm import parallel
 
-    def fake_task(model_dir, movie, device, camera, threshold, batch, refine, t0, t1):
+    def fake_task(model_dir, movie, device, camera, threshold, batch, refiner, t0, t1):
         import time
 
         time.sleep(0.5 if t0 == 0 else 0.01)

@@ -8,6 +8,7 @@ into them (PSF, camera, structure, emission, background, simulator, training pat
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -330,3 +331,34 @@ def crlb_operating_point(exp: Experiment) -> tuple[float, float]:
     background = d.crlb_background_per_px if d.crlb_background_per_px is not None \
         else 0.5 * (b[0] + b[1])
     return float(photons), float(background)
+
+
+def calibrated_crop_px(exp: Experiment) -> int | None:
+    """The square a ``deepsmlm calibrate`` pupil was fitted on (``crop_px`` of the
+    calibration.json beside the experiment's mask file), or None for any other PSF."""
+    import json
+
+    mask = exp.optics.mask
+    if getattr(mask, "kind", None) != "file":
+        return None
+    cal = Path(mask.path).parent / "calibration.json"
+    try:
+        crop = json.loads(cal.read_text(encoding="utf-8")).get("crop_px")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(crop) if isinstance(crop, int) and crop >= 3 else None
+
+
+def build_refiner(exp: Experiment, camera: Camera, fit_z: bool, fits_photons: bool = False,
+                  roi_px: int | None = None):
+    """``refine.Refiner`` through the experiment's PSF, emitter blur and z range (± 10 %);
+    ``camera``: the movie's; ``roi_px`` None: the calibration's crop (``calibrated_crop_px``)
+    or, for any other PSF, the PSF's patch."""
+    from deepsmlm.refine import Refiner
+
+    lo, hi = exp.emitters.z_range_nm
+    margin = 0.1 * (hi - lo)
+    return Refiner(build_psf(exp).eval(), camera,
+                   exp.emitters.blur_sigma_nm / exp.optics.pixel_size_nm, fit_z,
+                   (lo - margin, hi + margin), fits_photons=fits_photons,
+                   roi_px=roi_px or calibrated_crop_px(exp))

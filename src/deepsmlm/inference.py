@@ -1,10 +1,10 @@
 """Run a trained model of any method: frames → raw network output → localizations.
 
-``Predictor`` loads a model folder (``ModelFolder``: card, weights, normaliser, tuned threshold)
-and, with ``refine``, the maximum-likelihood refinement through the model's own PSF
-(``deepsmlm.refine``); ``localize_stack`` streams a movie in chunks of frames (memory bounded
-whatever its length), pads frames the network cannot take, decodes each batch with the method,
-and accumulates the summed output image.
+``Predictor`` loads a model folder (``ModelFolder``: card, weights, normaliser, tuned
+threshold); with a ``refiner`` (``build.build_refiner``) each batch's localizations are
+refined through the model's own PSF (``deepsmlm.refine``). ``localize_stack`` streams a
+movie in chunks of frames (memory bounded whatever its length), pads frames the network
+cannot take, decodes each batch with the method, and accumulates the summed output image.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from deepsmlm import methods
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.models.deepstorm import pad_to_multiple
+from deepsmlm.refine import Refiner
 from deepsmlm.training.model_folder import ModelCard, ModelFolder
 
 
@@ -28,34 +29,15 @@ class Predictor:
     normalizer: Normalizer
     card: ModelCard
     device: torch.device
-    refiner: object | None = None  # deepsmlm.refine.Refiner
+    refiner: Refiner | None = None  # set: each batch's localizations are refined
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu", camera_overrides: dict | None = None,
-             refine: bool = False, refine_roi_px: int | None = None) -> Predictor:
+    def load(cls, folder: str | Path, device: str = "cpu", camera_overrides: dict | None = None
+             ) -> Predictor:
         mf = ModelFolder(folder)
         card = mf.read_trained_card()
         model = mf.load_network(card).eval().to(device)
-        pred = cls(model, mf.normalizer(card, camera_overrides), card, torch.device(device))
-        if refine:
-            pred.enable_refine(folder, refine_roi_px)
-        return pred
-
-    def enable_refine(self, folder: str | Path, roi_px: int | None = None) -> None:
-        """Refine every localization through the model's own PSF (``deepsmlm.refine``),
-        with the camera of the normaliser (the model's, with the user's overrides), over
-        ``roi_px`` × ``roi_px`` pixels about each (None: the PSF's patch)."""
-        from deepsmlm.errors import UserError
-        from deepsmlm.refine import Refiner
-
-        path = ModelFolder(folder).experiment_path
-        if not path.is_file():
-            raise UserError(f"--refine: {path} is missing (the experiment the model was "
-                            "trained for holds the PSF to fit through)")
-        z_fitted = np.isfinite(self.method.tuning_match(self.card).get("tol_z_nm", np.inf))
-        self.refiner = Refiner.from_model(folder, self.normalizer.camera, bool(z_fitted),
-                                          fits_photons="photon" in self.method.value_column,
-                                          roi_px=roi_px)
+        return cls(model, mf.normalizer(card, camera_overrides), card, torch.device(device))
 
     @property
     def method(self):

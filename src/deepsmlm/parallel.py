@@ -22,8 +22,9 @@ _PREDICTORS: dict = {}  # per worker process: (model, its weights, device, camer
 def localize_on_dask(address: str, model_dir, movie, n_frames: int, chunk_frames: int,
                      batch_size: int, device: str, camera: dict, threshold: float,
                      start_frame: int = 0, in_flight_per_worker: int = 2,
-                     refine: bool = False, refine_roi_px: int | None = None) -> Iterator:
-    """Yield ``(t0, ChunkResult)`` for chunks from ``start_frame`` on, in frame order."""
+                     refiner=None) -> Iterator:
+    """Yield ``(t0, ChunkResult)`` for chunks from ``start_frame`` on, in frame order;
+    ``refiner`` (``refine.Refiner``), when given, goes to the workers with each chunk."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -48,8 +49,7 @@ def localize_on_dask(address: str, model_dir, movie, n_frames: int, chunk_frames
     try:
         workers = max(1, len(client.scheduler_info()["workers"]))
         starts = list(range(start_frame, n_frames, chunk_frames))
-        args = (str(model_dir), str(movie), device, camera, threshold, batch_size,
-                (refine, refine_roi_px))
+        args = (str(model_dir), str(movie), device, camera, threshold, batch_size, refiner)
         pending = as_completed()
         queue = iter(starts)
         waiting: dict[int, object] = {}
@@ -83,7 +83,7 @@ def localize_on_dask(address: str, model_dir, movie, n_frames: int, chunk_frames
 
 
 def _localize_task(model_dir: str, movie: str, device: str, camera: dict,
-                   threshold: float, batch_size: int, refine: tuple, t0: int, t1: int):
+                   threshold: float, batch_size: int, refiner, t0: int, t1: int):
     """On a worker: read frames ``t0..t1-1`` of the movie and localize them."""
     import torch
 
@@ -101,10 +101,11 @@ def _localize_task(model_dir: str, movie: str, device: str, camera: dict,
     weights = Path(model_dir) / "weights.safetensors"
     stamp = (weights.stat().st_mtime_ns, weights.stat().st_size) if weights.is_file() else None
     # a long-lived cluster may see the folder retrained: the stamp keys the cache too
-    key = (model_dir, stamp, device, tuple(sorted(camera.items())), refine)
+    key = (model_dir, stamp, device, tuple(sorted(camera.items())))
     pred = _PREDICTORS.get(key)
     if pred is None:
-        pred = _PREDICTORS[key] = Predictor.load(model_dir, device, camera, *refine)
+        pred = _PREDICTORS[key] = Predictor.load(model_dir, device, camera)
+    pred.refiner = refiner
     pred.card.threshold = threshold
     block = open_movie(movie).read(t0, t1)
     return t0, localize_chunk(pred, block, t0, batch_size)

@@ -30,7 +30,6 @@ the table's value column holds photons (fastloc), it gets the fitted photons; a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -239,25 +238,10 @@ def crlb_nm(psf: PSF, blur_px: float, camera: Camera, xyz_nm: torch.Tensor,
     return out
 
 
-def calibrated_crop_px(exp) -> int | None:
-    """The square a ``deepsmlm calibrate`` pupil was fitted on (``crop_px`` of the
-    calibration.json beside the experiment's mask file), or None for any other PSF."""
-    import json
-
-    mask = exp.optics.mask
-    if getattr(mask, "kind", None) != "file":
-        return None
-    cal = Path(mask.path).parent / "calibration.json"
-    try:
-        crop = json.loads(cal.read_text(encoding="utf-8")).get("crop_px")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return int(crop) if isinstance(crop, int) and crop >= 3 else None
-
-
 @dataclass
 class Refiner:
-    """``localize --refine``: called on each batch of frames after decoding."""
+    """``localize --refine``: called on each batch of frames after decoding
+    (``build.build_refiner`` makes one for a model's experiment)."""
 
     psf: PSF
     camera: Camera
@@ -270,23 +254,6 @@ class Refiner:
     fits_photons: bool = False  # write the fitted photons (the table's value column is photons)
     roi_px: int | None = None  # the fitted square about each localization (None: the PSF patch)
     counts: dict = field(default_factory=lambda: {"refined": 0, "kept_network": 0})
-
-    @classmethod
-    def from_model(cls, folder: str | Path, camera: Camera, fit_z: bool, steps: int = 150,
-                   fits_photons: bool = False, roi_px: int | None = None) -> Refiner:
-        """From a model folder's ``experiment.yaml``; ``camera``: the movie's (the model's
-        with the user's overrides)."""
-        from deepsmlm.build import build_psf
-        from deepsmlm.config import load_experiment
-
-        exp = load_experiment(Path(folder) / "experiment.yaml")
-        roi_px = roi_px or calibrated_crop_px(exp)
-        lo, hi = exp.emitters.z_range_nm
-        margin = 0.1 * (hi - lo)
-        return cls(build_psf(exp).eval(), camera,
-                   exp.emitters.blur_sigma_nm / exp.optics.pixel_size_nm, fit_z,
-                   (lo - margin, hi + margin), steps, fits_photons=fits_photons,
-                   roi_px=roi_px)
 
     @property
     def uncertainty_columns(self) -> int:

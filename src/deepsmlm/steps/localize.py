@@ -58,7 +58,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     movie's pixel size, overriding its metadata (which must otherwise agree with the
     model's within 2 %). ``refine``: each localization refined by maximum likelihood
     through the model's own PSF, with its Cramér–Rao σ (``deepsmlm.refine``), over
-    ``refine_roi_px`` × ``refine_roi_px`` pixels about each (default: the PSF's patch)."""
+    ``refine_roi_px`` × ``refine_roi_px`` pixels about each (default: the crop a calibrated
+    pupil was fitted on, else the PSF's patch)."""
     from deepsmlm.inference import Predictor
     from deepsmlm.io.atomic import remove_stale_temporaries
     from deepsmlm.io.lock import folder_lock
@@ -93,7 +94,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                                                                 state["settings"]["camera"])
         pred.card.threshold = state["settings"]["threshold"]
         if state["settings"].get("refine"):  # a resumed run refines as it did
-            pred.enable_refine(model_dir, state["settings"].get("refine_roi_px"))
+            pred.refiner = _refiner(model_dir, pred, state["settings"].get("refine_roi_px"))
         run = _Run(out, pred, stack, state, progress)
         chunks, batch = state["settings"]["chunk_frames"], state["settings"]["batch_size"]
         try:
@@ -103,8 +104,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                 results = localize_on_dask(dask, model_dir, movie, len(stack), chunks, batch,
                                            device, state["settings"]["camera"],
                                            pred.card.threshold, state["frames_done"],
-                                           refine=pred.refiner is not None,
-                                           refine_roi_px=state["settings"].get("refine_roi_px"))
+                                           refiner=pred.refiner)
             else:
                 from deepsmlm.inference import localize_chunks
 
@@ -120,6 +120,24 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
             raise
         run.close()
         return run.finish(str(movie), bool(dask))
+
+
+def _refiner(model_dir, pred, roi_px: int | None):
+    """The refinement through the PSF of the experiment the model was trained for, with the
+    movie's camera (the model's, with the user's overrides)."""
+    import numpy as np
+
+    from deepsmlm.build import build_refiner
+    from deepsmlm.config import load_experiment
+    from deepsmlm.training.model_folder import ModelFolder
+
+    path = ModelFolder(model_dir).experiment_path
+    if not path.is_file():
+        raise UserError(f"--refine: {path} is missing (the experiment the model was trained "
+                        "for holds the PSF to fit through)")
+    fit_z = bool(np.isfinite(pred.method.tuning_match(pred.card).get("tol_z_nm", np.inf)))
+    return build_refiner(load_experiment(path), pred.normalizer.camera, fit_z,
+                         fits_photons="photon" in pred.method.value_column, roi_px=roi_px)
 
 
 def _model_identity(model_dir) -> dict:
