@@ -223,6 +223,13 @@ def _existing_folder(name: str):
     return setup
 
 
+def _no_experiment_in_model(mp, tmp: Path) -> None:
+    """A model folder without its experiment.yaml (copied by hand, or an old folder)."""
+    from deepsmlm.training.model_folder import ModelFolder
+
+    mp.setattr(ModelFolder, "experiment_path", property(lambda self: self.path / "gone.yaml"))
+
+
 def _as_root() -> str | None:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return "running as root: chmod cannot make a folder read-only"
@@ -317,6 +324,10 @@ CASES = [
     C("--device cuda on a CPU build", LOC + " --device cuda", "no CUDA", skip=_has_cuda),
     C("--device unknown", LOC + " --device banana", "unknown device 'banana'"),
     C("--chunk-frames 0", LOC + " --chunk-frames 0", "positive integer"),
+    C("--refine-roi-px 0", LOC + " --refine --refine-roi-px 0", "positive integer"),
+    C("--refine-roi-px without --refine", LOC + " --refine-roi-px 9", "with --refine"),
+    C("--refine, model without experiment.yaml", LOC + " --refine", "gone.yaml is missing",
+      _no_experiment_in_model),
     # localize: model folders
     C("model folder missing", "localize nomodel {movie} --out out --quiet",
       "model folder not found"),

@@ -77,6 +77,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     if pixel_size_nm is not None:
         stack.pixel_size_nm = float(pixel_size_nm)
     check_movie_fits_model(stack, pred.card)
+    if refine:
+        _experiment_of(model_dir)  # its error before anything is written
     if resume and not (Path(out) / PARTIAL_STATE).is_file():
         raise UserError(f"--resume: no interrupted localize in {out}")
     out = out_dir(out)
@@ -129,15 +131,22 @@ def _refiner(model_dir, pred, roi_px: int | None):
 
     from deepsmlm.build import build_refiner
     from deepsmlm.config import load_experiment
+
+    fit_z = bool(np.isfinite(pred.method.tuning_match(pred.card).get("tol_z_nm", np.inf)))
+    return build_refiner(load_experiment(_experiment_of(model_dir)), pred.normalizer.camera,
+                         fit_z, fits_photons="photon" in pred.method.value_column,
+                         roi_px=roi_px)
+
+
+def _experiment_of(model_dir) -> Path:
+    """The model folder's experiment.yaml, which holds the PSF --refine fits through."""
     from deepsmlm.training.model_folder import ModelFolder
 
     path = ModelFolder(model_dir).experiment_path
     if not path.is_file():
         raise UserError(f"--refine: {path} is missing (the experiment the model was trained "
                         "for holds the PSF to fit through)")
-    fit_z = bool(np.isfinite(pred.method.tuning_match(pred.card).get("tol_z_nm", np.inf)))
-    return build_refiner(load_experiment(path), pred.normalizer.camera, fit_z,
-                         fits_photons="photon" in pred.method.value_column, roi_px=roi_px)
+    return path
 
 
 def _model_identity(model_dir) -> dict:
