@@ -112,6 +112,28 @@ def test_light_outside_the_region_does_not_pull_the_fit():
     assert n_roi.mean().item() == pytest.approx(3000.0, rel=0.05)
 
 
+def test_a_smooth_background_grid_follows_a_background_that_is_not_flat():
+    """A background rising from 20 to 220 photons/px across the frame: one constant per
+    frame pulls the emitter towards the bright side, the bilinear grid does not."""
+
+    psf = GaussianPSF(150.0, 100.0, 15)
+    truth = torch.tensor([[1650.0, 1600.0, 0.0]])
+    ramp = torch.linspace(20.0, 220.0, 32)[None, None, :].expand(20, 32, 32)
+    g = torch.Generator().manual_seed(5)
+    frame = torch.arange(20)
+    mu = psf.render(truth.repeat(20, 1), torch.full((20,), 1500.0), frame, (20, 32, 32)) + ramp
+    frames = torch.poisson(mu, generator=g)
+    kw = dict(fit_z=False, z_bounds_nm=(0.0, 0.0), steps=200, roi_px=15)
+    errs = {}
+    for grid in (1, 4):
+        xyz, _, _ = fit_frames(psf, 0.0, IDEAL, frames, truth.repeat(20, 1), frame,
+                               background_grid=grid, **kw)
+        errs[grid] = (xyz[:, 0] - truth[0, 0]).mean().abs().item()
+    sd = crlb_nm(psf, 0.0, IDEAL, truth, torch.tensor([1500.0]), torch.tensor([0]),
+                 torch.tensor([120.0]), (32, 32), False)[0, 0].item()
+    assert errs[4] < sd < 4 * sd < errs[1], (errs, sd)  # measured: 8 and 65 nm, σ 9.9 nm
+
+
 def test_roi_mask_is_the_union_of_squares_about_each_localization():
     from deepsmlm.refine import roi_mask
 
