@@ -264,3 +264,32 @@ def test_refine_on_a_dask_cluster_gives_the_same_table(trained):
                                atol=1e-3)
     counts = json.loads((d / "dask" / "localize.json").read_text())["refine"]
     assert counts["refined"] + counts["kept_network"] == len(b)
+
+
+def test_species_are_fitted_through_their_own_psf():
+    """Multicolor: each emitter through its species' PSF (a narrow and a wide Gaussian);
+    fitted through the wrong species it lands worse, and the bound of the wide one is
+    larger."""
+    from deepsmlm.optics.multicolor import MulticolorPSF
+
+    psf = MulticolorPSF([GaussianPSF(110.0, 100.0, 15), GaussianPSF(170.0, 100.0, 15)],
+                        [520.0, 690.0])
+    truth = torch.tensor([[1050.0, 1550.0, 0.0], [2250.0, 1560.0, 0.0]])
+    species = torch.tensor([0, 1])
+    t = 15
+    frame = torch.arange(t).repeat_interleave(2)
+    mu = psf.render(truth.repeat(t, 1), torch.full((2 * t,), 3000.0), frame, (t, 32, 40),
+                    species=species.repeat(t)) + 10.0
+    frames = torch.poisson(mu, generator=torch.Generator().manual_seed(6))
+    start = truth.repeat(t, 1) + torch.tensor([40.0, -30.0, 0.0])
+    kw = dict(fit_z=False, z_bounds_nm=(0.0, 0.0), steps=200, roi_px=15)
+    _, n_right, _ = fit_frames(psf, 0.0, IDEAL, frames, start, frame,
+                               species=species.repeat(t), **kw)
+    _, n_wrong, _ = fit_frames(psf, 0.0, IDEAL, frames, start, frame,
+                               species=(1 - species).repeat(t), **kw)
+    right = (n_right.view(t, 2) - 3000.0).abs().mean()
+    wrong = (n_wrong.view(t, 2) - 3000.0).abs().mean()
+    assert right < 100.0 < wrong  # photons: right within ~3 %, the wrong PSF far off
+    sd = crlb_nm(psf, 0.0, IDEAL, truth, torch.full((2,), 3000.0), torch.tensor([0, 0]),
+                 torch.tensor([10.0]), (32, 40), False, species=species)
+    assert sd[1, 0] > 1.3 * sd[0, 0]
