@@ -411,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refine each localization by maximum likelihood through the model's "
                         "own PSF (experiment.yaml), all of a frame's together, and write its "
                         "Cramér–Rao σ as the uncertainty columns (slower: ~150 PSF renders "
-                        "per batch of frames)")
+                        "per batch of frames). Use it with a measured PSF (deepsmlm "
+                        "calibrate): through a PSF that is off it follows the wrong model")
     s.add_argument("--refine-roi-px", type=_positive_int, default=None,
                    help="with --refine: fit the pixels within this square about each "
                         "localization (default: the crop a `deepsmlm calibrate` pupil was "
