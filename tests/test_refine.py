@@ -293,3 +293,28 @@ def test_species_are_fitted_through_their_own_psf():
     sd = crlb_nm(psf, 0.0, IDEAL, truth, torch.full((2,), 3000.0), torch.tensor([0, 0]),
                  torch.tensor([10.0]), (32, 40), False, species=species)
     assert sd[1, 0] > 1.3 * sd[0, 0]
+
+
+def test_a_2d_fit_keeps_the_networks_depth():
+    psf = GaussianPSF(130.0, 100.0, 15)
+    frames, frame = simulate(psf, torch.tensor([[1550.0, 1550.0, 0.0]]),
+                             torch.tensor([2000.0]), 10.0, (32, 32), 2, seed=7)
+    start = torch.tensor([[1560.0, 1540.0, 0.0]]).repeat(2, 1)
+    xyz, _, _ = fit_frames(psf, 0.0, IDEAL, frames, start, frame, fit_z=False,
+                           z_bounds_nm=(140.0, 880.0), steps=20)
+    assert (xyz[:, 2] == 0.0).all()  # not clamped into the experiment's range
+
+
+def test_the_bound_uses_the_local_background_and_survives_a_degenerate_pair():
+    """On a background ramp the emitter on the dark side has the smaller σ; two emitters on
+    one spot give NaN (their parameters cannot be told apart), not an error."""
+    psf = GaussianPSF(130.0, 100.0, 15)
+    ramp = torch.linspace(20.0, 420.0, 64)[None, None, :].expand(1, 32, 64)
+    xyz = torch.tensor([[800.0, 1600.0, 0.0], [5600.0, 1600.0, 0.0]])
+    sd = crlb_nm(psf, 0.0, IDEAL, xyz, torch.full((2,), 2000.0), torch.tensor([0, 0]), ramp,
+                 (32, 64), False)
+    assert sd[0, 0] < 0.8 * sd[1, 0]
+    same = torch.tensor([[1600.0, 1600.0, 0.0]]).repeat(2, 1)
+    sd = crlb_nm(psf, 0.0, IDEAL, same, torch.full((2,), 2000.0), torch.tensor([0, 0]),
+                 torch.tensor([10.0]), (32, 32), False)
+    assert torch.isnan(sd[:, :2]).all()

@@ -114,13 +114,13 @@ def fit_frames(psf: PSF, blur_px: float, camera: Camera, frames_ph: torch.Tensor
                xyz_nm: torch.Tensor, frame_idx: torch.Tensor, fit_z: bool,
                z_bounds_nm: tuple[float, float], steps: int = 150,
                species: torch.Tensor | None = None, lr: float = 0.05,
-               roi_px: int | None = None, background_grid: int = 1
+               roi_px: int | None = None, background_grid: int | tuple[int, int] = 1
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Maximum-likelihood x, y, z [nm] (N, 3), photons (N,) and background (T,) of the
-    emitters ``xyz_nm`` in frames ``frame_idx`` of ``frames_ph`` (T, H, W, photons), over
-    the pixels within ``roi_px`` × ``roi_px`` of a localization (None: whole frames); the
-    background is smooth, bilinear between ``background_grid`` × ``background_grid`` values
-    per frame (1: a constant), and (T,) returns its mean per frame."""
+    """Maximum-likelihood x, y, z [nm] (N, 3), photons (N,) and background map (T, H, W)
+    of the emitters ``xyz_nm`` in frames ``frame_idx`` of ``frames_ph`` (T, H, W, photons),
+    over the pixels within ``roi_px`` × ``roi_px`` of a localization (None: whole frames);
+    the background is smooth, bilinear between ``background_grid`` (rows, columns; an int:
+    square) values per frame (1: a constant). z is fitted only with ``fit_z``."""
     px = psf.pixel_size_nm
     a, r = shifted_poisson(camera)
     weight = None
@@ -137,15 +137,16 @@ def fit_frames(psf: PSF, blur_px: float, camera: Camera, frames_ph: torch.Tensor
     xy = (xyz_nm[:, :2] / px).clone().requires_grad_(True)
     z = (xyz_nm[:, 2] / Z_UNIT_NM).clone().requires_grad_(fit_z)
     log_n = torch.log(n0).requires_grad_(True)
-    g = int(background_grid)
-    # log of the background on a g × g grid per frame: Adam's steps are then relative, as
+    gh, gw = ((background_grid, background_grid) if isinstance(background_grid, int)
+              else background_grid)
+    # log of the background on a gh × gw grid per frame: Adam's steps are then relative, as
     # for the photons (a background of 100 photons/px moves as fast as one of 1)
-    bg_raw = torch.log(bg0)[:, None, None].repeat(1, g, g).requires_grad_(True)
+    bg_raw = torch.log(bg0)[:, None, None].repeat(1, gh, gw).requires_grad_(True)
 
     def background():
         b = torch.exp(bg_raw)
-        if g == 1:
-            return b
+        if (gh, gw) == (1, 1):
+            return b.expand(-1, *frames_ph.shape[-2:])
         return torch.nn.functional.interpolate(b[:, None], size=frames_ph.shape[-2:],
                                                mode="bilinear", align_corners=True)[:, 0]
 
@@ -161,12 +162,12 @@ def fit_frames(psf: PSF, blur_px: float, camera: Camera, frames_ph: torch.Tensor
         shifted_deviance(mu, frames_ph, a, r, weight).backward()
         opt.step()
         sched.step()
-        with torch.no_grad():
-            z.clamp_(lo, hi)
+        if fit_z:
+            with torch.no_grad():
+                z.clamp_(lo, hi)
     with torch.no_grad():
         xyz = torch.cat([xy * px, (z * Z_UNIT_NM)[:, None]], 1)
-        b = torch.exp(bg_raw).flatten(1).mean(1)  # per frame
-        return xyz, torch.exp(log_n), b
+        return xyz, torch.exp(log_n), background().clone()
 
 
 def patch_jacobians(psf: PSF, blur_px: float, xyz_nm: torch.Tensor, photons: torch.Tensor,
@@ -217,9 +218,11 @@ def crlb_nm(psf: PSF, blur_px: float, camera: Camera, xyz_nm: torch.Tensor,
     """σ of x, y, z [nm] (N, 3) at the given parameters (NaN for z when it is not fitted).
 
     The bound of the fitted model: the emitters whose patches overlap are bounded together
-    (their parameters and the frame's background, over the pixels their patches cover), so
-    a neighbour's light counts as it does in the fit; blur included; over the pixels the
-    fit sees (``roi_px``, as ``fit_frames``)."""
+    (their parameters and the local background level, over the pixels their patches
+    cover), so a neighbour's light counts as it does in the fit; blur included; over the
+    pixels the fit sees (``roi_px``, as ``fit_frames``). ``background``: per frame (T,) or
+    the fitted map (T, H, W) (the noise it adds is the map's; its shape is taken as known,
+    one level free per group)."""
     n = len(xyz_nm)
     out = torch.full((n, 3), float("nan"), dtype=torch.float64)
     if not n:
@@ -230,6 +233,7 @@ def crlb_nm(psf: PSF, blur_px: float, camera: Camera, xyz_nm: torch.Tensor,
     q = jac.shape[-1]
     p = sig.shape[-1]
     h, w = frame_shape
+    bmap = background if background.ndim == 3 else background[:, None, None].expand(-1, h, w)
     seen = None
     if roi_px is not None:
         seen = roi_mask(xyz_nm, frame_idx, psf.pixel_size_nm, roi_px,
@@ -243,10 +247,10 @@ def crlb_nm(psf: PSF, blur_px: float, camera: Camera, xyz_nm: torch.Tensor,
         cols = place_patches(jac[g].permute(0, 3, 1, 2).reshape(k * q, p, p),
                              local.repeat_interleave(q, 0), torch.arange(k * q), (k * q, *box))
         mu = place_patches(sig[g], local, torch.zeros(k, dtype=torch.long), (1, *box))[0]
-        mu = mu + background[frame_idx[g[0]]]
+        t = int(frame_idx[g[0]])
+        mu = mu + bmap[t, top[0]:bottom[0], top[1]:bottom[1]]
         design = torch.cat([cols.reshape(k * q, -1), torch.ones(1, box[0] * box[1])], 0)
         if seen is not None:  # pixels outside the fitted region carry no information
-            t = int(frame_idx[g[0]])
             design = design * seen[t, top[0]:bottom[0], top[1]:bottom[1]].reshape(1, -1)
         info = fisher_information(mu.reshape(1, -1, 1), design.T.reshape(1, -1, 1, k * q + 1),
                                   camera)
@@ -284,13 +288,13 @@ class Refiner:
         first frame is ``t0``, refined."""
         if not len(em):
             return em
-        frames_ph = self.camera.to_photons(frames_adu.float()).clamp_min(0.0)
+        frames_ph = self.camera.to_photons(frames_adu.float())  # read noise may go below 0
         idx = (em.frame - t0).long()
         sp = em.species.clamp_min(0) if (self.psf.takes_species and em.species is not None) \
             else None
         start = em.xyz_nm.float()
         roi = self.roi_px or self.psf.patch_px
-        grid = (max(1, round(max(frames_ph.shape[-2:]) / self.background_px))
+        grid = (tuple(max(1, round(n / self.background_px)) for n in frames_ph.shape[-2:])
                 if self.background_px > 0 else 1)
         xyz, photons, bg = fit_frames(self.psf, self.blur_px, self.camera, frames_ph, start,
                                       idx, self.fit_z, self.z_bounds_nm, self.steps, sp,

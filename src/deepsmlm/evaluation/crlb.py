@@ -85,7 +85,10 @@ def bound_from_fisher(info: torch.Tensor, rel_tol: float = 1e-9) -> torch.Tensor
         d = torch.diagonal(info[m])
         free = d > rel_tol * d.max()
         sub = info[m][free][:, free]
-        out[m, free] = torch.sqrt(torch.diagonal(torch.linalg.inv(sub)))
+        try:
+            out[m, free] = torch.sqrt(torch.diagonal(torch.linalg.inv(sub)))
+        except torch.linalg.LinAlgError:  # degenerate (e.g. two emitters on one spot): NaN
+            pass
     return out
 
 

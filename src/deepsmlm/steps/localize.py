@@ -78,7 +78,7 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
         stack.pixel_size_nm = float(pixel_size_nm)
     check_movie_fits_model(stack, pred.card)
     if refine:
-        _experiment_of(model_dir)  # its error before anything is written
+        _refiner(model_dir, pred, refine_roi_px)  # its errors before anything is written
     if resume and not (Path(out) / PARTIAL_STATE).is_file():
         raise UserError(f"--resume: no interrupted localize in {out}")
     out = out_dir(out)
@@ -133,9 +133,13 @@ def _refiner(model_dir, pred, roi_px: int | None):
     from deepsmlm.config import load_experiment
 
     fit_z = bool(np.isfinite(pred.method.tuning_match(pred.card).get("tol_z_nm", np.inf)))
-    return build_refiner(load_experiment(_experiment_of(model_dir)), pred.normalizer.camera,
-                         fit_z, fits_photons="photon" in pred.method.value_column,
-                         roi_px=roi_px)
+    refiner = build_refiner(load_experiment(_experiment_of(model_dir)), pred.normalizer.camera,
+                            fit_z, fits_photons="photon" in pred.method.value_column,
+                            roi_px=roi_px)
+    if refiner.psf.takes_species and not pred.method.species_names(pred.card):
+        raise UserError("--refine: the model's experiment has several species (one PSF each) "
+                        "but the model does not tell them apart; refine a multicolor model")
+    return refiner
 
 
 def _experiment_of(model_dir) -> Path:
