@@ -15,8 +15,8 @@ from deepsmlm.camera import Camera
 from deepsmlm.cli import main
 from deepsmlm.evaluation.crlb import pixel_variance
 from deepsmlm.io.localizations import read_csv
-from deepsmlm.optics.psf import AstigmaticGaussianPSF, GaussianPSF
-from deepsmlm.refine import crlb_nm, fit_frames, gather_patches, shifted_poisson
+from deepsmlm.optics.psf import AstigmaticGaussianPSF, GaussianPSF, gather_patches
+from deepsmlm.refine import crlb_nm, fit_frames, shifted_poisson
 
 from .conftest import tiny_fastloc
 

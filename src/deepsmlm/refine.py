@@ -40,18 +40,23 @@ import torch
 
 from deepsmlm.camera import Camera
 from deepsmlm.emitters import EmitterSet
-from deepsmlm.evaluation.crlb import bound_from_fisher, fisher_information, model_and_jacobian
-from deepsmlm.optics.psf import PSF, patch_origin, place_patches
+from deepsmlm.evaluation.crlb import (
+    bound_from_fisher,
+    fisher_information,
+    model_and_jacobian,
+    pixel_variance,
+)
+from deepsmlm.optics.psf import PSF, gather_patches, patch_origin, place_patches
 from deepsmlm.simulation.simulator import gaussian_blur
 
 Z_UNIT_NM = 100.0  # z is optimised in units of 100 nm, x and y in camera pixels
 
 
 def shifted_poisson(camera: Camera) -> tuple[float, float]:
-    """(a, r) of the camera's variance v(μ) = a·μ + r in photon units."""
-    f, qe = camera.excess_factor, camera.qe
-    r = (f * camera.spurious_charge + (camera.read_noise_e / camera.em_gain) ** 2) / qe ** 2
-    return f / qe, r
+    """(a, r) of the camera's variance v(μ) = a·μ + r in photon units
+    (``evaluation.crlb.pixel_variance``, linear in μ)."""
+    r, v1 = pixel_variance(torch.tensor([0.0, 1.0], dtype=torch.float64), camera).tolist()
+    return v1 - r, r
 
 
 def shifted_deviance(mu: torch.Tensor, data: torch.Tensor, a: float, r: float,
@@ -64,22 +69,6 @@ def shifted_deviance(mu: torch.Tensor, data: torch.Tensor, a: float, r: float,
     term = lam - y + torch.where(y > 0, y * torch.log(y.clamp_min(1e-12) / lam),
                                  torch.zeros_like(y))
     return 2.0 * (term.sum() if weight is None else (term * weight).sum())
-
-
-def gather_patches(frames: torch.Tensor, origin: torch.Tensor, frame_idx: torch.Tensor,
-                   patch_px: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (N, P, P) pixels of ``frames`` (T, H, W) under each patch, and a mask of those
-    inside the frame (outside: 0)."""
-    t, h, w = frames.shape
-    ar = torch.arange(patch_px)
-    rows = origin[:, 0, None] + ar
-    cols = origin[:, 1, None] + ar
-    inside = (((rows >= 0) & (rows < h))[:, :, None]
-              & ((cols >= 0) & (cols < w))[:, None])
-    flat = ((frame_idx[:, None, None] * h + rows.clamp(0, h - 1)[:, :, None]) * w
-            + cols.clamp(0, w - 1)[:, None])
-    vals = frames.reshape(-1)[flat.reshape(-1)].view(flat.shape)
-    return vals * inside, inside
 
 
 def roi_mask(xyz_nm: torch.Tensor, frame_idx: torch.Tensor, pixel_size_nm: float,

@@ -32,25 +32,41 @@ def patch_origin(xy_nm: torch.Tensor, pixel_size_nm: float, patch_px: int) -> to
     return ij - patch_px // 2
 
 
+def patch_pixels(origin: torch.Tensor, frame_idx: torch.Tensor, patch_px: int,
+                 shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat index (N, P, P) into frames of ``shape`` (T, H, W) of each patch's pixels, and
+    whether each lies inside its frame (outside: the index is T·H·W, one past the end)."""
+    n_frames, height, width = shape
+    ar = torch.arange(patch_px, device=origin.device)
+    rows = origin[:, 0, None] + ar  # (N, P)
+    cols = origin[:, 1, None] + ar
+    valid = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
+    flat = (frame_idx.long()[:, None, None] * height + rows[:, :, None]) * width + cols[:, None]
+    return torch.where(valid, flat, n_frames * height * width), valid
+
+
 def place_patches(values: torch.Tensor, origin: torch.Tensor, frame_idx: torch.Tensor,
                   shape: tuple[int, int, int]) -> torch.Tensor:
     """Sum patches (N, P, P) into frames (T, H, W); parts outside the frame are dropped.
 
     Differentiable with respect to ``values``.
     """
-    n_frames, height, width = shape
     n, p, _ = values.shape
-    size = n_frames * height * width
+    size = shape[0] * shape[1] * shape[2]
     if n == 0:
         return values.new_zeros(shape)
-    ar = torch.arange(p, device=values.device)
-    rows = origin[:, 0, None] + ar  # (N, P)
-    cols = origin[:, 1, None] + ar
-    valid = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
-    flat = (frame_idx.long()[:, None, None] * height + rows[:, :, None]) * width + cols[:, None]
-    flat = torch.where(valid, flat, size)  # out-of-frame pixels go to one dropped slot
+    flat, _ = patch_pixels(origin.to(values.device), frame_idx.to(values.device), p, shape)
     out = values.new_zeros(size + 1).index_add(0, flat.reshape(-1), values.reshape(-1))
     return out[:size].view(shape)
+
+
+def gather_patches(frames: torch.Tensor, origin: torch.Tensor, frame_idx: torch.Tensor,
+                   patch_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixels (N, P, P) of ``frames`` (T, H, W) under each patch (the adjoint of
+    ``place_patches``), and which of them lie inside the frame (outside: 0)."""
+    flat, valid = patch_pixels(origin, frame_idx, patch_px, tuple(frames.shape))
+    padded = torch.cat([frames.reshape(-1), frames.new_zeros(1)])
+    return padded[flat], valid
 
 
 class PSF(nn.Module):

@@ -77,8 +77,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
     if pixel_size_nm is not None:
         stack.pixel_size_nm = float(pixel_size_nm)
     check_movie_fits_model(stack, pred.card)
-    if refine:
-        _refiner(model_dir, pred, refine_roi_px)  # its errors before anything is written
+    # built before anything is written (its errors first); a resumed run builds its own
+    refiner = _refiner(model_dir, pred, refine_roi_px) if refine and not resume else None
     if resume and not (Path(out) / PARTIAL_STATE).is_file():
         raise UserError(f"--resume: no interrupted localize in {out}")
     out = out_dir(out)
@@ -96,7 +96,8 @@ def run_localize(model_dir, movie, out, chunk_frames: int | None = None,
                                                                 state["settings"]["camera"])
         pred.card.threshold = state["settings"]["threshold"]
         if state["settings"].get("refine"):  # a resumed run refines as it did
-            pred.refiner = _refiner(model_dir, pred, state["settings"].get("refine_roi_px"))
+            pred.refiner = refiner or _refiner(model_dir, pred,
+                                               state["settings"].get("refine_roi_px"))
         run = _Run(out, pred, stack, state, progress)
         chunks, batch = state["settings"]["chunk_frames"], state["settings"]["batch_size"]
         try:
