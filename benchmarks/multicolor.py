@@ -48,10 +48,13 @@ def config(k: int) -> Path:
     return CONFIGS / f"multicolor-{k}.yaml"
 
 
-ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10", "learned-crlb-w10")
+ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10", "learned-crlb-w10",
+        "learned-crlb-c100", "learned-crlb-c300")
 DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design",
                  "learned-crlb": "design_from_crlb", "learned-w10": "design_w10",
-                 "learned-crlb-w10": "design_from_crlb_w10"}
+                 "learned-crlb-w10": "design_from_crlb_w10",
+                 "learned-crlb-c100": "design_from_crlb_c100",
+                 "learned-crlb-c300": "design_from_crlb_c300"}
 
 
 def arm_experiment(k: int, arm: str, out: Path, **emitters):
@@ -84,6 +87,9 @@ def cmd_design(args) -> None:
     if args.species_weight != 1.0:  # the class term weighs more in the design's loss
         exp.training.species_weight = args.species_weight
         folder = f"{folder}_w{args.species_weight:g}"
+    if args.colour_weight > 0:  # the colour-Fisher term in the design's loss
+        exp.design.joint_colour_weight = args.colour_weight
+        folder = f"{folder}_c{args.colour_weight:g}"
     res = run_design(exp, Path(args.out) / f"k{args.k}_{folder}", max_minutes=args.minutes,
                      progress=False)
     print(f"K={args.k}: design {time.perf_counter() - t0:.0f} s, {res['epochs']} epochs, "
@@ -218,7 +224,8 @@ def cmd_figures(args) -> None:
                  tuple(f"{a} {n}" for a in arms for n in names),
                  docs / f"multicolor_psf_k{k}.png")
     styles = {"clear": "--", "crlb": ":", "learned": "-", "learned-crlb": "-.",
-              "learned-w10": (0, (5, 1, 1, 1)), "learned-crlb-w10": (0, (1, 1))}
+              "learned-w10": (0, (5, 1, 1, 1)), "learned-crlb-w10": (0, (1, 1)),
+              "learned-crlb-c100": "-", "learned-crlb-c300": "-"}
     fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
         for n_arm, arm in enumerate(arms_of(k)):
@@ -308,6 +315,8 @@ def main() -> None:
                    help="end to end: from a clear aperture or the colour-CRLB mask")
     s.add_argument("--species-weight", type=float, default=1.0,
                    help="end to end: weight of the class term in the design's loss")
+    s.add_argument("--colour-weight", type=float, default=0.0,
+                   help="end to end: design.joint_colour_weight (the colour-Fisher term)")
     s.add_argument("--out", default="bench_out/mc")
     s.set_defaults(fn=cmd_design)
     s = sub.add_parser("train")

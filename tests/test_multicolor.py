@@ -309,3 +309,47 @@ def test_psf_and_crlb_commands_take_a_species(tmp_path):
     assert main(["crlb", str(tmp_path / "mc.yaml"), "--photons", "100", "--background", "1",
                  "--out", str(tmp_path / "c"), "--species", "green"]) == 2
     assert not (tmp_path / "c").exists()
+
+
+def _tiny_colour_design(tmp_path, name, **design):
+    from deepsmlm.design.end_to_end import design_end_to_end
+
+    exp = experiment_from_dict({
+        "frame": {"height_px": 16, "width_px": 16},
+        "optics": {"wavelength_nm": 600, "na": 1.4, "n_sample": 1.33, "pixel_size_nm": 100,
+                   "patch_px": 15, "pupil_grid_px": 24, "focus_nm": 150},
+        "emitters": {"density_per_um2": 1.0, "z_range_nm": [0, 300],
+                     "photons": {"lo": 2000, "hi": 4000},
+                     "species": [{"name": "green", "wavelength_nm": 560},
+                                 {"name": "red", "wavelength_nm": 680}]},
+        "background": {"photons_per_px": [10, 10]},
+        "training": {"model": "multicolor", "width": 8, "seed": 2, "patch_px": 16,
+                     "batch_size": 4, "steps_per_epoch": 4, "max_epochs": 2,
+                     "val_frames": 4},
+        "design": {"parameterization": "zernike", "zernike_noll": [5, 15],
+                   "mask_learning_rate": 0.1, "crlb_z_samples": 3, **design}})
+    return exp, design_end_to_end(exp, tmp_path / name, progress=False)
+
+
+def test_joint_colour_term_moves_the_end_to_end_mask_towards_colour(tmp_path):
+    """Same seed, same steps: with design.joint_colour_weight the end-to-end mask ends with
+    a lower colour objective (σ_λ/Δλ) than without it, and the design reports it."""
+    from deepsmlm.design.end_to_end import colour_objective_of
+
+    ends = {}
+    for w in (0.0, 100.0):
+        exp, r = _tiny_colour_design(tmp_path, f"w{w}", joint_colour_weight=w)
+        ends[w] = colour_objective_of(exp, r["phase"])
+    clear = colour_objective_of(exp, torch.zeros_like(r["phase"]))
+    assert ends[100.0] < 0.95 * min(ends[0.0], clear)
+
+
+def test_joint_colour_term_needs_species(tmp_path):
+    from deepsmlm.design.end_to_end import design_end_to_end
+
+    from .test_design import tiny_design_experiment
+
+    exp = tiny_design_experiment(joint_colour_weight=1.0)
+    with pytest.raises(UserError, match="joint_colour_weight"):
+        design_end_to_end(exp, tmp_path / "d", progress=False)
+    assert not (tmp_path / "d").exists()

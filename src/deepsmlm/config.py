@@ -277,6 +277,12 @@ class DesignConfig(_Strict):
     adds the same term [per µm] to the end-to-end loss (the network's loss does not count
     faint rings against a PSF).
 
+    The colour term (multicolor experiments): ``joint_colour_weight`` × the colour
+    objective of the CRLB design (mean over species and z of σ_λ/Δλ, the Cramér–Rao bound of
+    the emission wavelength over the gap to the nearest other species, with the lateral
+    CRLB kept within 1.5× the clear aperture's) added to the end-to-end loss, so that the
+    joint design keeps the colour information that the network, early on, cannot yet read.
+
     From scratch (``start: crlb``, end to end): the Fisher design above runs first (Zernike
     from a clear aperture, seconds to minutes), the network then trains alone on that mask
     for ``warmup_minutes`` (so the mask's gradient carries information when it joins),
@@ -300,6 +306,7 @@ class DesignConfig(_Strict):
     footprint_weight: NonNegFloat = 0.0
     footprint_radius_nm: PosFloat = 800.0
     joint_footprint_weight: NonNegFloat = 0.0
+    joint_colour_weight: NonNegFloat = 0.0
     warmup_minutes: NonNegFloat = 0.0
     height_levels: Annotated[int, Field(ge=2, le=256)] | None = None
     quantisation_weight: NonNegFloat = 0.0

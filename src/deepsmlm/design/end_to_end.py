@@ -188,12 +188,51 @@ def footprint_term(weight: float, radius_nm: float, psf, z_nm: torch.Tensor, the
     return penalty
 
 
+class OnCpu(nn.Module):
+    """A phase source (on any device) seen on the CPU, gradients passing back."""
+
+    def __init__(self, source: nn.Module):
+        super().__init__()
+        self.source = source
+
+    def forward(self) -> torch.Tensor:
+        return self.source().cpu()
+
+
+def colour_term(exp, phase: nn.Module, then=None):
+    """penalty(phase) = ``design.joint_colour_weight`` × the colour objective of the CRLB
+    design (``_colour_objective``) for the mask ``phase`` drives (+ ``then(phase)``); the
+    bound is computed on the CPU whatever device the design runs on."""
+    d = exp.design
+    z = torch.linspace(*exp.emitters.z_range_nm, d.crlb_z_samples)
+    probe, objective = _colour_objective(exp, z, *crlb_operating_point(exp))
+    probe.set_mask_source(OnCpu(phase))
+
+    def penalty(phase_map: torch.Tensor) -> torch.Tensor:
+        out = d.joint_colour_weight * objective()
+        return out if then is None else out + then(phase_map)
+
+    return penalty
+
+
+def colour_objective_of(exp, phase: torch.Tensor) -> float:
+    """The colour objective (``_colour_objective``) of one phase map [rad]."""
+    z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
+    probe, objective = _colour_objective(exp, z, *crlb_operating_point(exp))
+    probe.set_mask_phase(phase.float())
+    with torch.no_grad():
+        return float(objective())
+
+
 def check_design_experiment(exp) -> None:
     from deepsmlm import methods
 
     if exp.optics.psf not in ("pupil", "vectorial"):
         raise UserError("design: optics.psf must be 'pupil' or 'vectorial' (the mask lives "
                         "in the pupil)")
+    if exp.design.joint_colour_weight > 0 and len(exp.emitters.species or ()) < 2:
+        raise UserError("design.joint_colour_weight: the colour term needs two or more "
+                        "emitters.species (a multicolor experiment)")
     method = build_method(exp)
     if not (method.decodes_z(exp.training) or method.classifies_species(exp.training)):
         raise UserError(f"design: the network of training.model {exp.training.model!r} "
@@ -271,6 +310,8 @@ def design_end_to_end(exp, out: str | Path, *, max_minutes: float | None = None,
     if d.joint_footprint_weight > 0:  # the footprint term in the joint loss too
         z_fp = torch.linspace(*exp.emitters.z_range_nm, d.crlb_z_samples)
         reg = footprint_term(d.joint_footprint_weight, d.footprint_radius_nm, psf, z_fp, reg)
+    if d.joint_colour_weight > 0:  # the colour-Fisher term in the joint loss (multicolor)
+        reg = colour_term(exp, phase, reg)
 
     def loss_fn(m: EndToEnd, b) -> torch.Tensor:
         if isinstance(b, ValFrames):
@@ -380,8 +421,9 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
 
 def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
     """A multicolor experiment's CRLB objective: a PSF with every species at λ_k − δ, λ_k,
-    λ_k + δ (one shared mask) and objective() = mean σ_λ/Δλ with the lateral CRLB kept
-    within 1.5× that of the starting mask (``fisher.mean_colour_bound``)."""
+    λ_k + δ (one shared mask, set by the caller as the PSF's mask source) and objective() =
+    mean σ_λ/Δλ with the lateral CRLB kept within 1.5× the clear aperture's
+    (``fisher.mean_colour_bound``)."""
     from deepsmlm.design.fisher import COLOUR_DELTA_NM, mean_colour_bound
 
     species = exp.emitters.species
@@ -399,7 +441,9 @@ def _colour_objective(exp, z: torch.Tensor, photons: float, background: float):
     gap = (lam[:, None] - lam[None, :]).abs() + torch.eye(len(lam)) * 1e9
     spacing = gap.min(1).values
     camera = build_camera(exp)
-    with torch.no_grad():  # the lateral CRLB of the starting mask bounds the design's
+    grid = psf.psfs[0].aperture
+    psf.set_mask_phase(torch.zeros(grid.shape, device=grid.device))
+    with torch.no_grad():  # the clear aperture's lateral CRLB bounds the design's
         _, reference = mean_colour_bound(triples, spacing, z, photons, background, camera)
     return psf, lambda: mean_colour_bound(triples, spacing, z, photons, background, camera,
                                           reference)[0]
