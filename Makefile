@@ -121,6 +121,8 @@ bench-calib: $(STAMP)
 	$(PY) benchmarks/calibrate_beads.py localize --out bench_out/calib
 	$(PY) benchmarks/calibrate_beads.py evaluate --out bench_out/calib --docs docs/images
 	$(PY) benchmarks/calibrate_beads.py mle --out bench_out/calib
+	$(PY) benchmarks/calibrate_beads.py mle-censored --out bench_out/calib
+	$(PY) benchmarks/calibrate_beads.py jitter --out bench_out/calib
 	OMP_NUM_THREADS=1 $(PY) benchmarks/calibrate_beads.py refine --out bench_out/calib --docs docs/images
 
 bench-fastloc: $(STAMP) $(VENV)/.peers

@@ -5,7 +5,7 @@
     python benchmarks/calibrate_beads.py train     --out bench_out/calib --minutes 25
     python benchmarks/calibrate_beads.py localize  --out bench_out/calib
     python benchmarks/calibrate_beads.py evaluate  --out bench_out/calib --docs docs/images
-    python benchmarks/calibrate_beads.py mle       --out bench_out/calib
+    python benchmarks/calibrate_beads.py mle       --out bench_out/calib  # mle-censored, jitter
     python benchmarks/calibrate_beads.py refine    --out bench_out/calib --docs docs/images
 
 simulated: stacks simulated from known Zernike coefficients (Noll 5–21, 0.15 rad RMS each,
@@ -28,7 +28,9 @@ plane steps about 100 nm, / √2), and the lateral drift; calib.json and
 docs/images/calibrated_beads.png.
 mle: no network — each plane of the Tetrapod stack fitted on its own (x, y, z, photons,
 background; Poisson likelihood) through the calibrated pupil held fixed, the same figures
-of merit: what the calibrated PSF model itself says about the bead.
+of merit: what the calibrated PSF model itself says about the bead. mle-censored: the
+same with a likelihood that knows the stack's pixels below 76 counts were set to 0.
+jitter: whether the bead's image moves from plane to plane (after mle; see ``jitter``).
 refine: both models again with ``localize --refine`` (each localization refined by maximum
 likelihood through the model's own PSF, over the square the calibration was fitted on:
 ``--refine-roi-px`` = calibration.json's ``crop_px``); calib_refine.json and
@@ -285,7 +287,11 @@ def plot(tracks: dict, result: dict, path: Path) -> None:
     print("wrote", path)
 
 
-def mle(out: Path, tag: str = "tetrapod_pupil_mask1", crop: int = 61) -> dict:
+CLIP_COUNTS = 76.0  # the stack's pixels below this were set to 0 (smallest non-zero: 76)
+
+
+def mle(out: Path, tag: str = "tetrapod_pupil_mask1", crop: int = 61,
+        censored: bool = False) -> dict:
     import tifffile
     import torch
     import torch.nn.functional as F
@@ -309,15 +315,25 @@ def mle(out: Path, tag: str = "tetrapod_pupil_mask1", crop: int = 61) -> dict:
     log_n = torch.log(torch.tensor(b["photons"])).float().requires_grad_(True)
     bg = torch.full((n,), -5.0, requires_grad=True)
     sigma = torch.tensor(cal["blur_sigma_nm"] / 110.0)
+    # censored: a pixel at 0 only says "below CLIP_COUNTS"; the others are Gaussian with
+    # the Poisson variance plus a fitted extra (what the subtracted background left)
+    log_v0 = torch.tensor(3.0, requires_grad=True)
     opt = torch.optim.Adam([{"params": [xy], "lr": 0.05}, {"params": [z], "lr": 5.0},
-                            {"params": [log_n, bg], "lr": 0.02}])
-    for _ in range(300):
+                            {"params": [log_n, bg, log_v0], "lr": 0.02}])
+    clipped = data <= 0
+    for _ in range(400 if censored else 300):
         opt.zero_grad()
         vals, origin = psf.patches(torch.cat([xy * 110.0, z[:, None]], 1), torch.ones(n),
                                    mask_phase=phase, amplitude=amp)
         img = place_patches(gaussian_blur(vals, sigma), origin, torch.arange(n), (n, crop, crop))
         mu = torch.exp(log_n)[:, None, None] * img + F.softplus(bg)[:, None, None] + 1e-6
-        loss = poisson_deviance(mu, data, torch.ones_like(data))
+        if censored:
+            var = mu + torch.exp(log_v0)
+            seen = 0.5 * ((data - mu) ** 2 / var + torch.log(var))
+            below = -torch.special.log_ndtr((CLIP_COUNTS - mu) / var.sqrt())
+            loss = torch.where(clipped, below, seen).sum()
+        else:
+            loss = poisson_deviance(mu, data, torch.ones_like(data))
         loss.backward()
         opt.step()
     # the track in the models' frame: z = focus + height above the focal plane
@@ -326,16 +342,56 @@ def mle(out: Path, tag: str = "tetrapod_pupil_mask1", crop: int = 61) -> dict:
                       z.detach().numpy()], 1).astype(np.float64)
     result = axial_merit(track)
     result["track_nm"] = track.round(1).tolist()
-    (out / "mle.json").write_text(json.dumps(result, indent=1))
-    print("mle", json.dumps({k: v for k, v in result.items()
-                             if k not in ("bias_nm", "track_nm")}))
+    name = "mle_censored" if censored else "mle"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    print(name, json.dumps({k: v for k, v in result.items()
+                            if k not in ("bias_nm", "track_nm")}))
     return result
+
+
+def jitter(out: Path, degree: int = 5, central_nm: float = 4000.0) -> dict:
+    """Does the bead's image move from plane to plane? Over the central planes, the part of
+    the MLE track (mle.json) that a smooth curve in z (a polynomial of ``degree``) does not
+    explain, against the same residual of the image's plain centroid (no PSF model at all):
+    a PSF that changes smoothly with z can make a smooth error, not a white one, so residuals
+    that correlate with the model-free centroid's are motion of the image. Also the peak to
+    peak that white noise of that size gives over as many planes (the median of 10⁵ draws)."""
+    import tifffile
+
+    track = np.array(json.loads((out / "mle.json").read_text())["track_nm"])
+    stack = tifffile.imread(DATA / STACKS["tetrapod"][0]).astype(np.float64)
+    stage = np.arange(len(track)) * STEP_NM
+    sel = np.abs(stage - 0.5 * (stage[0] + stage[-1])) <= central_nm / 2 + 1e-6
+    rows, cols = np.indices(stack.shape[1:])
+    total = stack.sum((1, 2))
+    centroid = np.stack([(stack * cols).sum((1, 2)) / total,
+                         (stack * rows).sum((1, 2)) / total], 1) * 110.0
+
+    def residual(v):
+        i = np.arange(len(v))
+        return v - np.polyval(np.polyfit(i, v, degree), i)
+
+    rng = np.random.default_rng(0)
+    white = np.ptp(rng.standard_normal((100_000, int(sel.sum()))), axis=1)
+    res = {"degree": degree, "planes": int(sel.sum())}
+    for ax, name in enumerate("xy"):
+        rm, rc = residual(track[sel, ax]), residual(centroid[sel, ax])
+        res[name] = {"ptp_nm": float(np.ptp(track[sel, ax])),
+                     "smooth_ptp_nm": float(np.ptp(track[sel, ax] - rm)),
+                     "residual_std_nm": float(rm.std()),
+                     "residual_lag1_autocorr": float(np.corrcoef(rm[:-1], rm[1:])[0, 1]),
+                     "centroid_residual_std_nm": float(rc.std()),
+                     "corr_with_centroid": float(np.corrcoef(rm, rc)[0, 1]),
+                     "white_noise_ptp_nm": float(np.median(white) * rm.std())}
+    (out / "jitter.json").write_text(json.dumps(res, indent=1))
+    print("jitter", json.dumps(res))
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=("simulated", "calibrate", "train", "localize", "evaluate",
-                                    "mle", "refine"))
+                                    "mle", "mle-censored", "jitter", "refine"))
     p.add_argument("--out", type=Path, default=ROOT / "bench_out" / "calib")
     p.add_argument("--minutes", type=float, default=25.0)
     p.add_argument("--steps", type=int, default=150)
@@ -352,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         localize(a.out)
     elif a.step == "mle":
         mle(a.out)
+    elif a.step == "mle-censored":
+        mle(a.out, censored=True)
+    elif a.step == "jitter":
+        jitter(a.out)
     elif a.step == "refine":
         localize(a.out, refine=True)
         evaluate(a.out, a.docs, refine=True)
