@@ -251,6 +251,7 @@ def test_design_command_crlb_objective(tmp_path):
     ({"design": {"mask_lr": 1}}, "design.mask_lr: unknown key"),
     ({"design": {"quantisation_weight": 0.1}}, "needs design.height_levels"),
     ({"design": {"start": "fisher"}}, "design.start"),
+    ({"design": {"joint_colour_weight": 10}}, "needs two or more emitters.species"),
 ])
 def test_design_bad_input_is_one_line_and_exit_2(tmp_path, edit, needle):
     import subprocess
