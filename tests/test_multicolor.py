@@ -312,7 +312,7 @@ def test_psf_and_crlb_commands_take_a_species(tmp_path):
 
 
 def _tiny_colour_design(tmp_path, name, **design):
-    from deepsmlm.design.end_to_end import design_end_to_end
+    from deepsmlm.api import run_design
 
     exp = experiment_from_dict({
         "frame": {"height_px": 16, "width_px": 16},
@@ -328,7 +328,8 @@ def _tiny_colour_design(tmp_path, name, **design):
                      "val_frames": 4},
         "design": {"parameterization": "zernike", "zernike_noll": [5, 15],
                    "mask_learning_rate": 0.1, "crlb_z_samples": 3, **design}})
-    return exp, design_end_to_end(exp, tmp_path / name, progress=False)
+    report = run_design(exp, tmp_path / name, progress=False)
+    return exp, report, torch.from_numpy(np.load(tmp_path / name / "mask.npy")).float()
 
 
 def test_joint_colour_term_moves_the_end_to_end_mask_towards_colour(tmp_path):
@@ -338,9 +339,11 @@ def test_joint_colour_term_moves_the_end_to_end_mask_towards_colour(tmp_path):
 
     ends = {}
     for w in (0.0, 100.0):
-        exp, r = _tiny_colour_design(tmp_path, f"w{w}", joint_colour_weight=w)
-        ends[w] = colour_objective_of(exp, r["phase"])
-    clear = colour_objective_of(exp, torch.zeros_like(r["phase"]))
+        exp, report, phase = _tiny_colour_design(tmp_path, f"w{w}", joint_colour_weight=w)
+        ends[w] = colour_objective_of(exp, phase)
+        assert report["mean_colour_bound_learned"] == pytest.approx(ends[w], rel=1e-4)
+    clear = colour_objective_of(exp, torch.zeros_like(phase))
+    assert report["mean_colour_bound_start"] == pytest.approx(clear, rel=1e-4)
     assert ends[100.0] < 0.95 * min(ends[0.0], clear)
 
 
