@@ -49,12 +49,13 @@ def config(k: int) -> Path:
 
 
 ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10", "learned-crlb-w10",
-        "learned-crlb-c100", "learned-crlb-c300")
+        "learned-crlb-c100", "learned-crlb-c300", "scratch-c100")
 DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design",
                  "learned-crlb": "design_from_crlb", "learned-w10": "design_w10",
                  "learned-crlb-w10": "design_from_crlb_w10",
                  "learned-crlb-c100": "design_from_crlb_c100",
-                 "learned-crlb-c300": "design_from_crlb_c300"}
+                 "learned-crlb-c300": "design_from_crlb_c300",
+                 "scratch-c100": "design_scratch_c100"}
 
 
 def arm_experiment(k: int, arm: str, out: Path, **emitters):
@@ -79,11 +80,15 @@ def cmd_design(args) -> None:
               f"{res['mean_colour_bound_start']:.3f} → {res['mean_colour_bound']:.3f}")
         return
     folder = "design"
+    exp.design.start = "clear"
     if args.start == "crlb":  # end to end, starting from the colour-CRLB mask
         exp.optics.mask = FileMask(kind="file", path=str(Path(args.out).resolve()
                                                          / f"k{args.k}_crlb_design/mask.npy"))
         exp.design.start = "experiment"
         folder = "design_from_crlb"
+    elif args.start == "scratch":  # one command: Fisher stage from a clear aperture, joint
+        exp.design.start = "crlb"
+        folder = "design_scratch"
     if args.species_weight != 1.0:  # the class term weighs more in the design's loss
         exp.training.species_weight = args.species_weight
         folder = f"{folder}_w{args.species_weight:g}"
@@ -227,7 +232,7 @@ def cmd_figures(args) -> None:
                  docs / f"multicolor_psf_k{k}.png")
     styles = {"clear": "--", "crlb": ":", "learned": "-", "learned-crlb": "-.",
               "learned-w10": (0, (5, 1, 1, 1)), "learned-crlb-w10": (0, (1, 1)),
-              "learned-crlb-c100": "-", "learned-crlb-c300": "-"}
+              "learned-crlb-c100": "-", "learned-crlb-c300": "-", "scratch-c100": "--"}
     fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
         for n_arm, arm in enumerate(arms_of(k)):
@@ -318,8 +323,10 @@ def main() -> None:
     s.add_argument("--k", type=int, choices=(2, 4), required=True)
     s.add_argument("--minutes", type=float, default=15.0)
     s.add_argument("--objective", choices=("end-to-end", "crlb"), default="end-to-end")
-    s.add_argument("--start", choices=("clear", "crlb"), default="clear",
-                   help="end to end: from a clear aperture or the colour-CRLB mask")
+    s.add_argument("--start", choices=("clear", "crlb", "scratch"), default="clear",
+                   help="end to end: from a clear aperture, from the colour-CRLB mask of "
+                        "--objective crlb, or in one command (design.start: crlb, the "
+                        "Fisher stage on the config's Zernike modes first)")
     s.add_argument("--species-weight", type=float, default=1.0,
                    help="end to end: weight of the class term in the design's loss")
     s.add_argument("--colour-weight", type=float, default=0.0,
