@@ -219,7 +219,7 @@ def cmd_figures(args) -> None:
             if arm != "clear":
                 masks.append(phase(k, arm).double().numpy() * ap)
                 labels.append(f"K={k} {arm}")
-    mask_image(masks, ap, tuple(labels), docs / "multicolor_masks.png")
+    mask_image(masks, ap, tuple(labels), docs / "multicolor_masks.png", columns=5)
     for k in ks:
         exp = edited_experiment(config(k))
         arms = arms_of(k)

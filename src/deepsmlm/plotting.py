@@ -248,16 +248,21 @@ def widefield_vs_z(widefield: np.ndarray, xyz_nm: np.ndarray, pixel_nm: float,
 
 
 def mask_image(phases: list[np.ndarray], aperture: np.ndarray, labels: tuple[str, ...],
-               path: str | os.PathLike) -> None:
-    """Phase masks wrapped to [0, 2π) side by side (cyclic colour map), grey outside."""
+               path: str | os.PathLike, columns: int | None = None) -> None:
+    """Phase masks wrapped to [0, 2π) side by side (cyclic colour map), grey outside;
+    ``columns`` per row (all in one row by default)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(phases), figsize=(3.2 * len(phases), 3.2), squeeze=False)
-    for ax, phase, label in zip(axes[0], phases, labels):
+    cols = len(phases) if columns is None else max(1, min(columns, len(phases)))
+    rows = -(-len(phases) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(phases):]:
+        ax.set_axis_off()
+    for ax, phase, label in zip(axes.flat, phases, labels):
         wrapped = np.ma.masked_where(aperture == 0, np.mod(phase, 2 * np.pi))
         im = ax.imshow(wrapped, cmap="twilight", vmin=0, vmax=2 * np.pi, interpolation="nearest")
-        ax.set_title(f"{label} mask (rad, wrapped)", fontsize=8)
+        ax.set_title(f"{label}\nmask (rad, wrapped)", fontsize=8)
         ax.set_axis_off()
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, ticks=[0, np.pi, 2 * np.pi])
+    fig.colorbar(im, ax=list(axes.flat), shrink=0.8, ticks=[0, np.pi, 2 * np.pi])
     from deepsmlm.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:  # colorbar over several axes: no tight_layout
