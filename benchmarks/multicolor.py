@@ -49,13 +49,14 @@ def config(k: int) -> Path:
 
 
 ARMS = ("clear", "crlb", "learned", "learned-crlb", "learned-w10", "learned-crlb-w10",
-        "learned-crlb-c100", "learned-crlb-c300", "scratch-c100")
+        "learned-crlb-c100", "learned-crlb-c300", "scratch-c100", "scratch-n21-c100")
 DESIGN_FOLDER = {"learned": "design", "crlb": "crlb_design",
                  "learned-crlb": "design_from_crlb", "learned-w10": "design_w10",
                  "learned-crlb-w10": "design_from_crlb_w10",
                  "learned-crlb-c100": "design_from_crlb_c100",
                  "learned-crlb-c300": "design_from_crlb_c300",
-                 "scratch-c100": "design_scratch_c100"}
+                 "scratch-c100": "design_scratch_c100",
+                 "scratch-n21-c100": "design_scratch_n21_c100"}
 
 
 def arm_experiment(k: int, arm: str, out: Path, **emitters):
@@ -89,6 +90,9 @@ def cmd_design(args) -> None:
     elif args.start == "scratch":  # one command: Fisher stage from a clear aperture, joint
         exp.design.start = "crlb"
         folder = "design_scratch"
+        exp.design.crlb_zernike_noll = args.crlb_zernike
+        if args.crlb_zernike is not None:
+            folder = f"{folder}_n{args.crlb_zernike[1]}"
     if args.species_weight != 1.0:  # the class term weighs more in the design's loss
         exp.training.species_weight = args.species_weight
         folder = f"{folder}_w{args.species_weight:g}"
@@ -232,7 +236,8 @@ def cmd_figures(args) -> None:
                  docs / f"multicolor_psf_k{k}.png")
     styles = {"clear": "--", "crlb": ":", "learned": "-", "learned-crlb": "-.",
               "learned-w10": (0, (5, 1, 1, 1)), "learned-crlb-w10": (0, (1, 1)),
-              "learned-crlb-c100": "-", "learned-crlb-c300": "-", "scratch-c100": "--"}
+              "learned-crlb-c100": "-", "learned-crlb-c300": "-", "scratch-c100": "--",
+              "scratch-n21-c100": "--"}
     fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4), squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
         for n_arm, arm in enumerate(arms_of(k)):
@@ -329,6 +334,8 @@ def main() -> None:
                         "Fisher stage on the config's Zernike modes first)")
     s.add_argument("--species-weight", type=float, default=1.0,
                    help="end to end: weight of the class term in the design's loss")
+    s.add_argument("--crlb-zernike", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="--start scratch: design.crlb_zernike_noll (the Fisher stage's modes)")
     s.add_argument("--colour-weight", type=float, default=0.0,
                    help="end to end: design.joint_colour_weight (the colour-Fisher term)")
     s.add_argument("--out", default="bench_out/mc")

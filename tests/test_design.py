@@ -245,6 +245,16 @@ def test_design_command_crlb_objective(tmp_path):
     assert len(s["coefficients_rad"]) == 7 and (out / "psf.png").is_file()
 
 
+def test_crlb_design_takes_its_own_zernike_modes(tmp_path):
+    """design.crlb_zernike_noll sets the Fisher design's modes; zernike_noll the others'."""
+    from deepsmlm.design.end_to_end import design_crlb
+
+    exp = tiny_design_experiment(crlb_steps=1, crlb_z_samples=2, zernike_noll=[5, 15],
+                                 crlb_zernike_noll=[5, 8])
+    r = design_crlb(exp, tmp_path / "c", progress=False)
+    assert r["noll"] == [5, 6, 7, 8] and len(r["coefficients_rad"]) == 4
+
+
 @pytest.mark.parametrize("edit, needle", [
     ({"optics": {"psf": "gaussian"}}, "optics.psf must be 'pupil'"),
     ({"design": {"zernike_noll": [9, 5]}}, "design.zernike_noll"),
@@ -252,6 +262,7 @@ def test_design_command_crlb_objective(tmp_path):
     ({"design": {"quantisation_weight": 0.1}}, "needs design.height_levels"),
     ({"design": {"start": "fisher"}}, "design.start"),
     ({"design": {"joint_colour_weight": 10}}, "needs two or more emitters.species"),
+    ({"design": {"crlb_zernike_noll": [9, 5]}}, "design.crlb_zernike_noll"),
 ])
 def test_design_bad_input_is_one_line_and_exit_2(tmp_path, edit, needle):
     import subprocess

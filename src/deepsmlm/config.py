@@ -283,6 +283,9 @@ class DesignConfig(_Strict):
     CRLB kept within 1.5× the clear aperture's) added to the end-to-end loss, so that the
     joint design keeps the colour information that the network, early on, cannot yet read.
 
+    ``crlb_zernike_noll``: the Zernike modes of the Fisher design (``--objective crlb``, and
+    the Fisher stage of ``start: crlb``) when they differ from ``zernike_noll``.
+
     From scratch (``start: crlb``, end to end): the Fisher design above runs first (Zernike
     from a clear aperture, seconds to minutes), the network then trains alone on that mask
     for ``warmup_minutes`` (so the mask's gradient carries information when it joins),
@@ -294,6 +297,8 @@ class DesignConfig(_Strict):
     start: Literal["clear", "experiment", "crlb"] = "clear"
     zernike_noll: tuple[Annotated[int, Field(ge=1, le=231)],
                         Annotated[int, Field(ge=1, le=231)]] = (5, 28)
+    crlb_zernike_noll: tuple[Annotated[int, Field(ge=1, le=231)],
+                             Annotated[int, Field(ge=1, le=231)]] | None = None
     mask_learning_rate: PosFloat = 0.01
     smoothness_weight: NonNegFloat = 0.0
     phase_range_rad: PosFloat | None = None
@@ -314,6 +319,8 @@ class DesignConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> DesignConfig:
         _check_range(self.zernike_noll, "design.zernike_noll")
+        if self.crlb_zernike_noll is not None:
+            _check_range(self.crlb_zernike_noll, "design.crlb_zernike_noll")
         if self.quantisation_weight > 0 and self.height_levels is None:
             raise ValueError("design.quantisation_weight needs design.height_levels (the "
                              "number of etch depths of the printed mask)")

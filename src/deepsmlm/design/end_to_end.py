@@ -366,8 +366,9 @@ def _init_card(exp, folder: Path) -> ModelCard:
 
 def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
                 progress: bool = True) -> dict:
-    """Fisher-information design over Zernike coefficients (``design.zernike_noll``), added
-    to the starting mask (``coefficients_rad`` in the result are that correction)."""
+    """Fisher-information design over Zernike coefficients (``design.crlb_zernike_noll``,
+    or else ``zernike_noll``), added to the starting mask (``coefficients_rad`` in the
+    result are that correction)."""
     from deepsmlm.design.fisher import design_by_crlb
 
     if exp.optics.psf not in ("pupil", "vectorial"):
@@ -378,7 +379,8 @@ def design_crlb(exp, out: str | Path, *, max_minutes: float | None = None,
     psf = build_psf(exp)
     grid = pupil_grid(exp.optics)
     start = start_phase(exp)
-    noll = tuple(range(d.zernike_noll[0], d.zernike_noll[1] + 1))
+    lo, hi = d.crlb_zernike_noll or d.zernike_noll
+    noll = tuple(range(lo, hi + 1))
     coeffs = torch.zeros(len(noll))
     if exp.design.start in ("clear", "crlb"):  # a clear aperture is a saddle of the objective
         g = torch.Generator().manual_seed(exp.training.seed)
