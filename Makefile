@@ -150,8 +150,10 @@ bench-multicolor: $(STAMP)
 			--colour-weight $$w --minutes 14 || exit 1; done; \
 		$(PY) benchmarks/multicolor.py design --k $$k --start scratch --colour-weight 100 \
 			--minutes 14 || exit 1; \
+		$(PY) benchmarks/multicolor.py design --k $$k --start scratch --crlb-zernike 5 21 \
+			--colour-weight 100 --minutes 14 || exit 1; \
 		for arm in clear crlb learned learned-crlb learned-crlb-w10 learned-crlb-c100 \
-			learned-crlb-c300 scratch-c100; do \
+			learned-crlb-c300 scratch-c100 scratch-n21-c100; do \
 		$(PY) benchmarks/multicolor.py train --k $$k --arm $$arm --epochs 25 || exit 1; done; done
 	$(PY) benchmarks/multicolor.py design --k 4 --species-weight 10 --minutes 13
 	$(PY) benchmarks/multicolor.py train --k 4 --arm learned-w10 --epochs 25
