@@ -335,14 +335,14 @@ def _tiny_colour_design(tmp_path, name, **design):
 def test_joint_colour_term_moves_the_end_to_end_mask_towards_colour(tmp_path):
     """Same seed, same steps: with design.joint_colour_weight the end-to-end mask ends with
     a lower colour objective (σ_λ/Δλ) than without it, and the design reports it."""
-    from deepsmlm.design.end_to_end import colour_objective_of
+    from deepsmlm.design.end_to_end import colour_objectives_of
 
     ends = {}
     for w in (0.0, 100.0):
         exp, report, phase = _tiny_colour_design(tmp_path, f"w{w}", joint_colour_weight=w)
-        ends[w] = colour_objective_of(exp, phase)
+        ends[w], = colour_objectives_of(exp, [phase])
         assert report["mean_colour_bound_learned"] == pytest.approx(ends[w], rel=1e-4)
-    clear = colour_objective_of(exp, torch.zeros_like(phase))
+    clear, = colour_objectives_of(exp, [torch.zeros_like(phase)])
     assert report["mean_colour_bound_start"] == pytest.approx(clear, rel=1e-4)
     assert ends[100.0] < 0.95 * min(ends[0.0], clear)
 

@@ -203,25 +203,31 @@ def colour_term(exp, phase: nn.Module, then=None):
     """penalty(phase) = ``design.joint_colour_weight`` × the colour objective of the CRLB
     design (``_colour_objective``) for the mask ``phase`` drives (+ ``then(phase)``); the
     bound is computed on the CPU whatever device the design runs on."""
-    d = exp.design
-    z = torch.linspace(*exp.emitters.z_range_nm, d.crlb_z_samples)
-    probe, objective = _colour_objective(exp, z, *crlb_operating_point(exp))
+    probe, objective = _design_colour_objective(exp)
     probe.set_mask_source(OnCpu(phase))
 
     def penalty(phase_map: torch.Tensor) -> torch.Tensor:
-        out = d.joint_colour_weight * objective()
+        out = exp.design.joint_colour_weight * objective()
         return out if then is None else out + then(phase_map)
 
     return penalty
 
 
-def colour_objective_of(exp, phase: torch.Tensor) -> float:
-    """The colour objective (``_colour_objective``) of one phase map [rad]."""
+def colour_objectives_of(exp, phases: list[torch.Tensor]) -> list[float]:
+    """The colour objective (``_colour_objective``) of each phase map [rad]."""
+    probe, objective = _design_colour_objective(exp)
+    out = []
+    for phase in phases:
+        probe.set_mask_phase(phase.float())
+        with torch.no_grad():
+            out.append(float(objective()))
+    return out
+
+
+def _design_colour_objective(exp):
+    """``_colour_objective`` at the design's operating point and depths."""
     z = torch.linspace(*exp.emitters.z_range_nm, exp.design.crlb_z_samples)
-    probe, objective = _colour_objective(exp, z, *crlb_operating_point(exp))
-    probe.set_mask_phase(phase.float())
-    with torch.no_grad():
-        return float(objective())
+    return _colour_objective(exp, z, *crlb_operating_point(exp))
 
 
 def check_design_experiment(exp) -> None:

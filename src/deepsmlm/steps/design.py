@@ -54,8 +54,9 @@ def _design(exp, out: Path, objective: str, max_minutes, resume: bool, init_mode
     if objective == "end-to-end":
         for name, p in (("start", start), ("learned", phase)):
             res[f"mean_crlb_{name}_nm"] = _mean_crlb(exp, p)
-            if len(exp.emitters.species or ()) >= 2:  # and the colour objective of the mask
-                res[f"mean_colour_bound_{name}"] = end_to_end.colour_objective_of(exp, p)
+        if len(exp.emitters.species or ()) >= 2:  # and the colour objective of each mask
+            res["mean_colour_bound_start"], res["mean_colour_bound_learned"] = \
+                end_to_end.colour_objectives_of(exp, [start, phase])
     outputs.write_mask(phase, grid, out, {"objective": objective})
     levels = exp.design.height_levels
     if levels is not None:  # the printed mask: its CRLB after rounding to the levels
