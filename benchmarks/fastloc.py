@@ -175,7 +175,7 @@ def flops_per_frame(model, side: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 1, side, side)
+    x = torch.zeros(1, getattr(model, "in_frames", 1), side, side)  # temporal context
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model.eval()(x)
     return float(fc.get_total_flops())

@@ -195,3 +195,35 @@ def test_uncertainty_scale_is_std_of_error_over_sigma_and_compounds():
     assert c.settings["sigma_scale"] == pytest.approx([3.0, 1.0, 1.0])
     em = FL.decode(c, hand_made(False), threshold=0.5)
     assert em.uncertainty_xyz_nm[:, 0].numpy() == pytest.approx([30.0, 30.0], rel=1e-3)
+
+
+@pytest.mark.parametrize("levels", [3, 4])
+def test_receptive_field_is_what_receptive_field_px_says(levels):
+    """The output at one pixel depends on inputs no farther than half the stated field, and
+    on inputs near that limit (max-pooling passes gradient to one input of four, so the
+    outermost pixels may be missed by a few)."""
+    from deepsmlm.models.fastloc import FastLoc, receptive_field_px
+
+    torch.manual_seed(0)
+    net = FastLoc(8, levels=levels).eval()
+    side = 128
+    x = torch.randn(1, 1, side, side, requires_grad=True)
+    net(x)[0, 0, side // 2, side // 2].backward()
+    rows, cols = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    reach = int(max((rows - side // 2).abs().max(), (cols - side // 2).abs().max()))
+    half = receptive_field_px(levels) // 2
+    assert half - 2 ** (levels - 1) <= reach <= half
+
+
+def test_three_level_network_keeps_the_first_designs_weight_names():
+    """Model folders trained before ``levels`` existed load: same parameter names."""
+    from deepsmlm.models.fastloc import FastLoc
+
+    names = {k.split(".")[0] for k in FastLoc(8, levels=3).state_dict()}
+    assert names == {"enc1", "enc2", "enc3", "dec2", "dec1", "trunk", "out"}
+    assert FastLoc(8, levels=4).multiple == 8
+
+
+def test_patch_must_be_a_multiple_of_the_levels_stride():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        FL.section.model_validate({"model": "fastloc", "levels": 4, "patch_px": 20})

@@ -290,6 +290,7 @@ def build_scene(exp: Experiment):
 def build_patch_sampler(exp: Experiment, differentiable: bool = False):
     """Training patches of ``training.patch_px``² pixels cut from simulated frames with
     ``training.margin_px`` around them, with the method's targets."""
+    from deepsmlm.data.context import stay_probability
     from deepsmlm.data.datasets import PatchSampler
 
     t = exp.training
@@ -298,9 +299,16 @@ def build_patch_sampler(exp: Experiment, differentiable: bool = False):
     big.frame = FrameConfig(height_px=side, width_px=side)
     encode = build_method(exp).encoder(t, build_scene(exp))
     simulator = build_simulator(big)
+    blinking = exp.emitters.blinking
     return PatchSampler(simulator, training_emitters(big), encode, t.patch_px, t.margin_px,
                         exp.optics.pixel_size_nm, differentiable,
-                        aberration_jitter(exp, simulator.psf))
+                        aberration_jitter(exp, simulator.psf), context_frames(exp),
+                        stay_probability(None if blinking is None else blinking.mean_on_frames))
+
+
+def context_frames(exp: Experiment) -> int:
+    """Neighbouring frames on each side the method reads with each frame (0: none)."""
+    return int(getattr(exp.training, "context_frames", 0))
 
 
 def aberration_jitter(exp: Experiment, psf):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from deepsmlm import methods
+from deepsmlm.data.context import windows
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.models.deepstorm import pad_to_multiple
@@ -47,8 +48,18 @@ class Predictor:
     def fine_pixel_nm(self) -> float:
         return self.card.fine_pixel_nm
 
+    @property
+    def context_frames(self) -> int:
+        """Neighbouring frames on each side the model reads with each frame (0: none)."""
+        return int(self.card.settings.get("context_frames", 0))
+
     def super_resolve(self, frames_adu: torch.Tensor) -> torch.Tensor:
-        """Raw output (B, C, U·H, U·W) of frames (B, H, W) in ADU; pads, then crops back."""
+        """Raw output (B, C, U·H, U·W) of frames (B, H, W) in ADU — or, for a model with
+        temporal context, of windows (B, 2k + 1, H, W) (``data.context.windows``; frames
+        alone get their ends repeated); pads, then crops back."""
+        k = self.context_frames
+        if k and frames_adu.dim() == 3:
+            frames_adu = windows(frames_adu, k)
         x = self.normalizer(frames_adu.to(self.device))
         x, (h, w) = pad_to_multiple(x, self.model.multiple)
         with torch.no_grad():
@@ -80,26 +91,35 @@ class ChunkResult:
     refine_counts: dict = field(default_factory=dict)
 
 
-def localize_chunk(pred: Predictor, block: np.ndarray, t0: int, batch_size: int = 16
+def localize_chunk(pred: Predictor, block: np.ndarray, t0: int, batch_size: int = 16,
+                   before: np.ndarray | None = None, after: np.ndarray | None = None
                    ) -> ChunkResult:
     """Localize the frames ``block`` (T, H, W; float32 ADU) whose first frame is ``t0``.
 
+    For a model with temporal context, ``before`` / ``after`` are the frames just before and
+    after the block (``read_chunk``); without them the block's end frames are repeated.
     Batches are cut from the chunk's start, so a chunk gives the same result wherever it is
     run (one process, or a Dask worker)."""
     h, w = block.shape[1:]
     u = pred.card.upsampling
+    k = pred.context_frames
     sr_sum = torch.zeros(h * u, w * u, dtype=torch.float64)
     found = []
-    before = dict(pred.refiner.counts) if pred.refiner is not None else {}
+    counted = dict(pred.refiner.counts) if pred.refiner is not None else {}
+    ext = None
+    if k:  # the block with its context; the windows of a batch are cut from it
+        ext = windows(torch.from_numpy(np.ascontiguousarray(block)), k,
+                      None if before is None else torch.from_numpy(np.asarray(before)),
+                      None if after is None else torch.from_numpy(np.asarray(after)))
     for b0 in range(0, len(block), batch_size):
         frames = torch.from_numpy(np.ascontiguousarray(block[b0:b0 + batch_size]))
-        sr = pred.super_resolve(frames).cpu()
+        sr = pred.super_resolve(frames if ext is None else ext[b0:b0 + batch_size]).cpu()
         sr_sum += pred.method.output_image(pred.card, sr).sum(dim=0).double()
         em = pred.localize(sr, frame_offset=t0 + b0)
         if pred.refiner is not None:
             em = pred.refiner(frames, em, t0 + b0)
         found.append(em)
-    counts = ({k: v - before[k] for k, v in pred.refiner.counts.items()}
+    counts = ({key: v - counted[key] for key, v in pred.refiner.counts.items()}
               if pred.refiner is not None else {})
     return ChunkResult(EmitterSet.cat(found), sr_sum.numpy(),
                        block.sum(axis=0, dtype=np.float64), counts)
@@ -112,7 +132,21 @@ def localize_chunks(pred: Predictor, stack, chunk_frames: int = 256, batch_size:
     chunk, whatever the movie's length."""
     n = len(stack)
     for t0 in range(start_frame, n, chunk_frames):
-        yield t0, localize_chunk(pred, stack.read(t0, t0 + chunk_frames), t0, batch_size)
+        block, before, after = read_chunk(stack, t0, t0 + chunk_frames, pred.context_frames)
+        yield t0, localize_chunk(pred, block, t0, batch_size, before, after)
+
+
+def read_chunk(stack, t0: int, t1: int, context_frames: int = 0):
+    """(block, before, after): frames ``t0..t1-1`` of a ``Stack`` and, for temporal
+    context, up to ``context_frames`` frames on each side of it (None without context)."""
+    n = len(stack)
+    t1 = min(t1, n)
+    k = context_frames
+    if not k:
+        return stack.read(t0, t1), None, None
+    ext = stack.read(max(0, t0 - k), min(n, t1 + k))
+    lead = t0 - max(0, t0 - k)
+    return ext[lead:lead + t1 - t0], ext[:lead], ext[lead + t1 - t0:]
 
 
 def localize_stack(pred: Predictor, stack, chunk_frames: int = 256, batch_size: int = 16,

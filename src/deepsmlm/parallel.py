@@ -87,7 +87,7 @@ def _localize_task(model_dir: str, movie: str, device: str, camera: dict,
     """On a worker: read frames ``t0..t1-1`` of the movie and localize them."""
     import torch
 
-    from deepsmlm.inference import Predictor, localize_chunk
+    from deepsmlm.inference import Predictor, localize_chunk, read_chunk
     from deepsmlm.io.movies import open_movie
 
     try:
@@ -107,5 +107,5 @@ def _localize_task(model_dir: str, movie: str, device: str, camera: dict,
         pred = _PREDICTORS[key] = Predictor.load(model_dir, device, camera)
     pred.refiner = refiner
     pred.card.threshold = threshold
-    block = open_movie(movie).read(t0, t1)
-    return t0, localize_chunk(pred, block, t0, batch_size)
+    block, before, after = read_chunk(open_movie(movie), t0, t1, pred.context_frames)
+    return t0, localize_chunk(pred, block, t0, batch_size, before, after)

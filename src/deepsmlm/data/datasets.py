@@ -18,7 +18,7 @@ from deepsmlm.emitters import EmitterSet
 
 @dataclass
 class Batch:
-    inputs_adu: torch.Tensor  # (B, P, P)
+    inputs_adu: torch.Tensor  # (B, P, P); with temporal context (B, 2k + 1, P, P)
     # the method's targets: e.g. (B, 1, U·P, U·P) spikes (Deep-STORM), or a dict of tensors
     # (fastloc: the emitters of each frame and the background)
     targets: torch.Tensor | dict
@@ -37,35 +37,58 @@ class PatchSampler:
     ``differentiable``: frames rendered with the camera's Gaussian noise model (no
     rounding), so gradients reach the PSF's parameters (mask design). ``perturb(generator)``
     changes the simulator before each batch (e.g. random aberrations).
+
+    ``context_frames`` k > 0: each sample is a window of 2k + 1 frames
+    (``data.context.window_emitters``: emitters stay on into the next frame with
+    probability ``p_stay``; one background for the window, independent noise), the
+    inputs are (B, 2k + 1, P, P) and the targets those of the centre frame.
     """
 
     def __init__(self, simulator, draw_emitters: Callable[[int, torch.Generator], EmitterSet],
                  encode: Callable, patch_px: int, margin_px: int, pixel_size_nm: float,
                  differentiable: bool = False,
-                 perturb: Callable[[torch.Generator], None] | None = None):
+                 perturb: Callable[[torch.Generator], None] | None = None,
+                 context_frames: int = 0, p_stay: float = 0.5):
         self.simulator, self.draw_emitters, self.encode = simulator, draw_emitters, encode
         self.perturb = perturb
         self.patch_px, self.margin_px = patch_px, margin_px
         self.pixel_nm = pixel_size_nm
         self.differentiable = differentiable
+        self.context_frames, self.p_stay = int(context_frames), float(p_stay)
 
     def __call__(self, n: int, generator: torch.Generator) -> Batch:
-        em = self.draw_emitters(n, generator)
+        from deepsmlm.data.context import window_emitters
+
+        k = self.context_frames
+        f = 2 * k + 1
+        if k:
+            em, centre = window_emitters(self.draw_emitters, n, k, self.p_stay, generator)
+        else:
+            em = self.draw_emitters(n, generator)
         if self.perturb is not None:  # a microscope a little different for this batch
             self.perturb(generator)
-        signal, bg = self.simulator.expected_photons(em, n, generator)
+        signal, bg = self.simulator.expected_photons(em, n * f, generator)
+        if k:  # one background per window (it changes slowly), that of its centre frame
+            bg = bg.view(n, f, *bg.shape[1:])[:, k:k + 1].expand(-1, f, -1, -1)
+            bg = bg.reshape(n * f, *bg.shape[2:])
         if self.differentiable:  # Gaussian reparameterisation of the camera noise
             adu = self.simulator.camera.sample_differentiable(signal + bg, generator)
         else:
             adu = self.simulator.camera(signal + bg, generator)
         m, p = self.margin_px, self.patch_px
         crop = adu[:, m:m + p, m:m + p]
+        bg = bg[:, m:m + p, m:m + p].detach()
+        if k:
+            crop = crop.reshape(n, f, p, p)
+            bg = bg.reshape(n, f, p, p)[:, k]
+            em = em.subset(centre)
+            em.frame = torch.div(em.frame, f, rounding_mode="floor")
         shift = torch.tensor([m * self.pixel_nm, m * self.pixel_nm, 0.0])
         xyz = em.xyz_nm - shift
         inside = ((xyz[:, :2] >= 0) & (xyz[:, :2] < p * self.pixel_nm)).all(1)
         em = EmitterSet(xyz[inside], em.photons[inside], em.frame[inside], em.id[inside],
                         species=None if em.species is None else em.species[inside])
-        return Batch(crop, self.encode(em, n, p, bg[:, m:m + p, m:m + p].detach()), em)
+        return Batch(crop, self.encode(em, n, p, bg), em)
 
 
 def to_device(targets, device):
@@ -84,9 +107,12 @@ def fixed_batches(sampler: PatchSampler, n_frames: int, batch_size: int, seed: i
 
 def batches_from_stack(frames_adu: np.ndarray, truth: EmitterSet, pixel_nm: float,
                        patch_px: int, encode: Callable, n_patches: int,
-                       generator: torch.Generator) -> Batch:
+                       generator: torch.Generator, context_frames: int = 0) -> Batch:
     """Random patches of a user's simulated stack with its ground truth (the original
-    Deep-STORM workflow: a ThunderSTORM stack + CSV)."""
+    Deep-STORM workflow: a ThunderSTORM stack + CSV); with ``context_frames`` k, each patch
+    with the same region of its k neighbouring frames on each side (B, 2k + 1, P, P)."""
+    from deepsmlm.data.context import stack_windows
+
     t_frames, h, w = frames_adu.shape
     if h < patch_px or w < patch_px:
         raise ValueError(f"frames {h}×{w} are smaller than the patch {patch_px}")
@@ -96,8 +122,12 @@ def batches_from_stack(frames_adu: np.ndarray, truth: EmitterSet, pixel_nm: floa
     crops, xyz, frames, photons = [], [], [], []
     for k in range(n_patches):
         t, r, c = int(ti[k]), int(r0[k]), int(c0[k])
-        crops.append(torch.from_numpy(np.asarray(frames_adu[t, r:r + patch_px, c:c + patch_px],
-                                                 dtype=np.float32)))
+        if context_frames:
+            crop = stack_windows(frames_adu, np.array([t]), context_frames)[0]
+            crop = crop[:, r:r + patch_px, c:c + patch_px]
+        else:
+            crop = frames_adu[t, r:r + patch_px, c:c + patch_px]
+        crops.append(torch.from_numpy(np.asarray(crop, dtype=np.float32)))
         sel = truth.frame == t
         p = truth.xyz_nm[sel] - torch.tensor([c * pixel_nm, r * pixel_nm, 0.0])
         ok = ((p[:, :2] >= 0) & (p[:, :2] < patch_px * pixel_nm)).all(1)

@@ -32,7 +32,10 @@ class Normalizer:
             x = (x - lo) / (hi - lo).clamp_min(1e-6)
         else:
             x = self.camera.to_photons(x)
-        return ((x - self.mean) / self.std).unsqueeze(-3)
+        x = (x - self.mean) / self.std
+        # (B, H, W) frames → (B, 1, H, W); (B, 2k + 1, H, W) windows of temporal context
+        # (``data.context``) are already channels
+        return x.unsqueeze(-3) if x.dim() == 3 else x
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "mean": self.mean, "std": self.std,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deepsmlm.methods.base import TrainingSection
 from deepsmlm.schema import NonNegFloat
@@ -25,12 +25,19 @@ from deepsmlm.schema import NonNegFloat
 class FastLocTraining(TrainingSection):
     """Training section of ``model: fastloc``.
 
-    ``width``: channels of the first U-Net level (2× and 4× below it); ``localize_z``:
-    regress z over emitters.z_range_nm (3D) — off, depth is a nuisance (a 2D method that
-    tolerates defocus); ``background_weight``: weight of the background term."""
+    ``width``: channels of the first U-Net level (2×, 4×, … below it); ``levels``: the
+    U-Net's depth (3: a 46-px receptive field, enough for spots a few pixels wide; 4: 98 px,
+    for PSFs as wide as the Tetrapod); ``localize_z``: regress z over emitters.z_range_nm
+    (3D) — off, depth is a nuisance (a 2D method that tolerates defocus);
+    ``context_frames``: temporal context, the k frames before and after each frame read
+    with it as input channels (``data.context``; training simulates emitters that stay on
+    from frame to frame as ``emitters.blinking`` says); ``background_weight``: weight of
+    the background term."""
 
     model: Literal["fastloc"]
     width: Annotated[int, Field(ge=4, le=256)] = 32
+    levels: Annotated[int, Field(ge=2, le=6)] = 3
+    context_frames: Annotated[int, Field(ge=0, le=3)] = 0
     localize_z: bool = False
     background_weight: NonNegFloat = 1.0
     patch_px: Annotated[int, Field(ge=8, le=512)] = 32
@@ -41,6 +48,14 @@ class FastLocTraining(TrainingSection):
     # sized for a 2-core CPU: the cosine schedule ends after about 15 minutes there
     max_epochs: Annotated[int, Field(ge=1)] = 40
     early_stop_epochs: Annotated[int, Field(ge=1)] = 40
+
+    @model_validator(mode="after")
+    def _patch_multiple(self) -> FastLocTraining:
+        m = 2 ** (self.levels - 1)
+        if self.patch_px % m:
+            raise ValueError(f"training.patch_px must be a multiple of {m} for a "
+                             f"{self.levels}-level network, got {self.patch_px}")
+        return self
 
 
 # two detections closer than this [camera px] are one emitter found twice
@@ -62,7 +77,8 @@ class FastLoc:
         return 1
 
     def card_settings(self, t: FastLocTraining, scene) -> dict:
-        return {"width": t.width, "localize_z": t.localize_z,
+        return {"width": t.width, "levels": t.levels, "context_frames": t.context_frames,
+                "localize_z": t.localize_z,
                 "z_range_nm": list(scene.z_range_nm),
                 "photon_scale": 1.25 * scene.photons_max,
                 "background_scale": max(1.0, 1.5 * scene.background_max)}
@@ -70,8 +86,10 @@ class FastLoc:
     def build_network(self, card):
         from deepsmlm.models.fastloc import FastLoc as Network
 
-        return Network(int(card.settings["width"]), bool(card.settings["localize_z"]),
-                       n_species=len(card.settings.get("species", [])))
+        s = card.settings  # levels, context_frames: absent from older model folders
+        return Network(int(s["width"]), bool(s["localize_z"]),
+                       in_frames=2 * int(s.get("context_frames", 0)) + 1,
+                       n_species=len(s.get("species", [])), levels=int(s.get("levels", 3)))
 
     def encoder(self, t: FastLocTraining, scene):
         """Targets: ``truth`` (B, K, D) of x, y [px in the patch], (z normalised), photons

@@ -2,10 +2,13 @@
 Nat. Methods 18, 1082 (2021)): frames → per-pixel maps of an emitter's presence,
 position, brightness, their uncertainties, and the background.
 
-A three-level U-Net (widths c, 2c, 4c; two conv3×3–BN–ReLU blocks per level, 2×2
-max-pooling down, nearest ×2 up with skip connections) followed by a conv3×3 trunk and
-a 1×1 output. Input (B, F, H, W): F frames (the frame itself, or with its neighbours as
-channels); output (B, C, H, W) raw values, whose channels ``channels(localize_z)`` names:
+A U-Net of L levels (default 3: widths c, 2c, 4c, …; two conv3×3–BN–ReLU blocks per
+level, 2×2 max-pooling down, nearest ×2 up with skip connections) followed by a conv3×3
+trunk and a 1×1 output. Its receptive field is 46 px across at L = 3 and 98 px at L = 4
+(``receptive_field_px``): an engineered PSF as wide as the Tetrapod (lobes up to ~20 px
+from the emitter) needs L = 4. Input (B, F, H, W): F frames (the frame itself, or with its
+neighbours as channels: ``data.context``); output (B, C, H, W) raw values, whose channels
+``channels(localize_z)`` names:
 
     p       detection logit
     dx, dy  sub-pixel offset of the emitter from the pixel centre (tanh: ±1 px)
@@ -15,7 +18,7 @@ channels); output (B, C, H, W) raw values, whose channels ``channels(localize_z)
     bg      background / background scale (sigmoid)
     c0…     multicolor (``n_species`` ≥ 2): the species' logits (raw; softmax over them)
 
-H and W must be multiples of 4 (``multiple``); ``pad_to_multiple`` pads.
+H and W must be multiples of 2^(L−1) (``multiple``); ``pad_to_multiple`` pads.
 """
 
 from __future__ import annotations
@@ -39,16 +42,21 @@ def _double(c_in: int, c_out: int) -> nn.Sequential:
 
 class FastLoc(nn.Module):
     def __init__(self, width: int = 32, localize_z: bool = False, in_frames: int = 1,
-                 n_species: int = 0):
+                 n_species: int = 0, levels: int = 3):
         super().__init__()
-        c = int(width)
+        c, levels = int(width), int(levels)
+        if not 2 <= levels <= 6:
+            raise ValueError(f"levels must be within 2–6, got {levels}")
         self.width, self.localize_z, self.in_frames = c, bool(localize_z), int(in_frames)
+        self.levels = levels
         self.names = channels(localize_z, n_species)
-        self.enc1 = _double(in_frames, c)
-        self.enc2 = _double(c, 2 * c)
-        self.enc3 = _double(2 * c, 4 * c)
-        self.dec2 = _double(4 * c + 2 * c, 2 * c)
-        self.dec1 = _double(2 * c + c, c)
+        widths = [c * 2 ** i for i in range(levels)]
+        # attribute names enc1…encL, dec(L−1)…dec1 (those of the first, three-level design,
+        # so its weight files still load)
+        for i, w in enumerate(widths, 1):
+            setattr(self, f"enc{i}", _double(in_frames if i == 1 else widths[i - 2], w))
+        for i in range(levels - 1, 0, -1):
+            setattr(self, f"dec{i}", _double(widths[i] + widths[i - 1], widths[i - 1]))
         self.trunk = conv_bn_relu(c, c)
         self.out = nn.Conv2d(c, len(self.names), 1)
         with torch.no_grad():  # start with few detections: p ≈ 0.01 everywhere
@@ -56,18 +64,39 @@ class FastLoc(nn.Module):
             self.out.bias[0] = -4.6
         self.to(memory_format=torch.channels_last)  # ≈ 20 % faster convolutions on a CPU
 
-    multiple = 4
+    @property
+    def multiple(self) -> int:
+        """Frame sides must be multiples of this (one halving per level below the first)."""
+        return 2 ** (self.levels - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % 4 or x.shape[-1] % 4:
-            raise ValueError(f"frame {tuple(x.shape[-2:])} is not a multiple of 4; pad it "
+        m = self.multiple
+        if x.shape[-2] % m or x.shape[-1] % m:
+            raise ValueError(f"frame {tuple(x.shape[-2:])} is not a multiple of {m}; pad it "
                              "(pad_to_multiple)")
-        e1 = self.enc1(x.contiguous(memory_format=torch.channels_last))
-        e2 = self.enc2(F.max_pool2d(e1, 2))
-        e3 = self.enc3(F.max_pool2d(e2, 2))
-        d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2, mode="nearest"), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], 1))
-        return self.out(self.trunk(d1))
+        skips = [self.enc1(x.contiguous(memory_format=torch.channels_last))]
+        for i in range(2, self.levels + 1):
+            skips.append(getattr(self, f"enc{i}")(F.max_pool2d(skips[-1], 2)))
+        d = skips.pop()
+        for i in range(self.levels - 1, 0, -1):
+            up = F.interpolate(d, scale_factor=2, mode="nearest")
+            d = getattr(self, f"dec{i}")(torch.cat([up, skips.pop()], 1))
+        return self.out(self.trunk(d))
+
+
+def receptive_field_px(levels: int) -> int:
+    """Side of the network's (theoretical) receptive field in camera pixels: each 3×3
+    convolution at a level of stride s widens it by 2s, each 2×2 pooling by s."""
+    rf, stride = 1, 1
+    for level in range(levels):  # encoder: two convolutions, then (but last) a pooling
+        rf += 2 * 2 * stride
+        if level < levels - 1:
+            rf += stride
+            stride *= 2
+    for _ in range(levels - 1):  # decoder: up ×2, two convolutions
+        stride //= 2
+        rf += 2 * 2 * stride
+    return rf + 2  # the trunk's 3×3
 
 
 def activate(raw: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsmlm.build import build_camera, build_method, build_patch_sampler, build_scene
+from deepsmlm.build import (
+    build_camera,
+    build_method,
+    build_patch_sampler,
+    build_scene,
+    context_frames,
+)
 from deepsmlm.data.datasets import Batch, batches_from_stack, fixed_batches, to_device
 from deepsmlm.data.normalizer import Normalizer
 from deepsmlm.emitters import EmitterSet
@@ -198,11 +204,13 @@ def _stack_data(exp, stack: tuple[np.ndarray, EmitterSet]):
     va_truth.frame = va_truth.frame - first_val
     tr_frames, va_frames = frames[:first_val], frames[first_val:]
     vgen = torch.Generator().manual_seed(t.seed + 1)
-    val = [batches_from_stack(va_frames, va_truth, px, t.patch_px, encode, t.batch_size, vgen)
-           for _ in range(max(1, t.val_frames // t.batch_size))]
+    k = context_frames(exp)
+    val = [batches_from_stack(va_frames, va_truth, px, t.patch_px, encode, t.batch_size, vgen,
+                              k) for _ in range(max(1, t.val_frames // t.batch_size))]
     probe = torch.from_numpy(np.asarray(tr_frames[:64], dtype=np.float32))
 
     def next_batch(g):
-        return batches_from_stack(tr_frames, tr_truth, px, t.patch_px, encode, t.batch_size, g)
+        return batches_from_stack(tr_frames, tr_truth, px, t.patch_px, encode, t.batch_size, g,
+                                  k)
 
     return next_batch, val, probe
