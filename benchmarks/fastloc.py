@@ -8,6 +8,12 @@ CRLB on the same frames, with frames rendered by a PSF that is not the one train
     python benchmarks/fastloc.py dense-evaluate --model bench_out/fl_dense \
         --movies bench_out/movies2d --json bench_out/fastloc_dense.json
     python benchmarks/fastloc.py speed --model bench_out/fl2d --json bench_out/fastloc_speed.json
+    python benchmarks/fastloc.py compare3d --fastloc A.json --deepstorm3d B.json  # 3D, below
+
+3D (``compare3d``): fastloc with ``localize_z`` and DeepSTORM3D trained for the same time on
+the same set-up, both scored by ``benchmarks/deepstorm3d.py evaluate`` on the same movies
+(Tetrapod: both geometries; astigmatism over ±600 nm); the commands are in
+docs/benchmarks.md.
 
 SMLM-Challenge-style 2D (``smlm-*``): the 2D challenge set-up of ``configs/smlm2016-2d.yaml``
 at 0.3 emitters/µm², emitters over ±750 nm, lognormal photons of mean 4000, the challenge's
@@ -231,6 +237,33 @@ def cmd_speed(args) -> None:
                                                "rows": rows}, indent=2))
 
 
+def cmd_compare3d(args) -> None:
+    """Side by side from ``deepstorm3d.py evaluate`` JSONs of the same movies: fastloc (3D)
+    against DeepSTORM3D per density, beside the CRLB (mean over z)."""
+    a = json.loads(Path(args.fastloc).read_text())
+    b = json.loads(Path(args.deepstorm3d).read_text())
+    crlb = a["crlb"]
+    print(f"CRLB mean over z: lateral {crlb['mean_radial_xy_nm']:.1f} nm (radial), axial "
+          f"{crlb['mean_z_nm']:.1f} nm ({crlb['photons']:g} photons, "
+          f"{crlb['background']:g} background/px)\n")
+    print("| emitters per 64×64 | fastloc Jaccard | DeepSTORM3D Jaccard | Δ | fastloc "
+          "RMSE xy / z [nm] | DeepSTORM3D RMSE xy / z [nm] | fastloc greedy Jaccard | "
+          "DeepSTORM3D greedy Jaccard | fastloc std(e/σ) x, y, z |")
+    print("|---:|---:|---:|---:|---|---|---:|---:|---|")
+    rows_b = {r["emitters_per_frame"]: r for r in b["rows"]}
+    for r in a["rows"]:
+        q = rows_b.get(r["emitters_per_frame"])
+        if q is None:
+            continue
+        cal = r.get("calibration")
+        std = ", ".join(f"{v:.2f}" for v in cal["std"]) if cal else "–"
+        print(f"| {r['emitters_per_frame']} | {r['jaccard_100nm']:.3f} | "
+              f"{q['jaccard_100nm']:.3f} | {r['jaccard_100nm'] - q['jaccard_100nm']:+.3f} | "
+              f"{r['rmse_xy_nm']:.1f} / {r['rmse_z_nm']:.1f} | {q['rmse_xy_nm']:.1f} / "
+              f"{q['rmse_z_nm']:.1f} | {r['jaccard_greedy']:.3f} | {q['jaccard_greedy']:.3f} "
+              f"| {std} |")
+
+
 def _random_deepstorm(folder: Path, like: str) -> None:
     """A model folder of the published Deep-STORM (U = 8) with random weights, the
     normaliser and camera of ``like``."""
@@ -277,6 +310,10 @@ def main() -> None:
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--json", default=None)
     s.set_defaults(func=cmd_speed)
+    s = sub.add_parser("compare3d")
+    s.add_argument("--fastloc", required=True, help="deepstorm3d.py evaluate JSON of fastloc")
+    s.add_argument("--deepstorm3d", required=True, help="... of DeepSTORM3D, same movies")
+    s.set_defaults(func=cmd_compare3d)
     args = ap.parse_args()
     args.func(args)
 
