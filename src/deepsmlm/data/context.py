@@ -50,7 +50,8 @@ def window_emitters(draw: Callable[[int, torch.Generator], EmitterSet], n: int, 
     The centre frames' emitters are ``draw(n)``. Going out from the centre, each emitter on
     at offset d − 1 is on at offset d with probability ``p_stay`` (same position and
     photons), and emitters that switch on are ``draw(n)`` thinned by 1 − p_stay, so each
-    frame of a window has about the density of the centre frame."""
+    frame of a window has about the density of the centre frame (when ``draw`` picks a
+    random density per frame, a neighbour's mixes the centre's and that of a new draw)."""
     f = 2 * k + 1
     centre = draw(n, generator)
     parts = [(centre, k)]
