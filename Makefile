@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # pulling several GB of CUDA packages for an unpinned `torch`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench bench3d bench-optics bench-optics16 bench-beads bench-fastloc bench-calib bench-multicolor clean
+.PHONY: setup demo test lint bench bench3d bench-optics bench-optics16 bench-beads bench-fastloc bench-fastloc3d bench-calib bench-multicolor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -134,6 +134,39 @@ bench-fastloc: $(STAMP) $(VENV)/.peers
 		--json bench_out/fastloc_smlm.json
 	OMP_NUM_THREADS=1 $(PY) benchmarks/fastloc.py speed --model bench_out/fl2d --frames 200 \
 		--json bench_out/fastloc_speed.json
+
+# fastloc 3D against DeepSTORM3D (issue 13): each pair trained at the same time, one thread
+# each (Tetrapod 50 min, astigmatism 25 min), scored on the same movies, matched and with the
+# PSF off (≈ 1 h 30 min on 2 cores; needs ../shared/data/deepstorm3d)
+FL3D_SETS = movies3d movies3d_field movies3d_mis movies3d_field_mis
+bench-fastloc3d: $(STAMP)
+	rm -rf bench_out/fl3d bench_out/ds3d_1t bench_out/astig_fl bench_out/astig_ds3d bench_out/eval13
+	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train benchmarks/configs/tetrapod-fastloc.yaml \
+		--out bench_out/fl3d --max-minutes 50 --quiet & \
+	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train configs/3d-tetrapod.yaml \
+		--out bench_out/ds3d_1t --max-minutes 50 --quiet; wait
+	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train benchmarks/configs/astigmatic-fastloc.yaml \
+		--out bench_out/astig_fl --max-minutes 25 --quiet & \
+	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train benchmarks/configs/astigmatic-deepstorm3d.yaml \
+		--out bench_out/astig_ds3d --max-minutes 25 --quiet; wait
+	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d
+	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d_field --context-px 20
+	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d_mis --mismatch
+	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d_field_mis --context-px 20 --mismatch
+	$(PY) benchmarks/deepstorm3d.py movies --config benchmarks/configs/astigmatic-deepstorm3d.yaml \
+		--out bench_out/movies_astig
+	$(PY) benchmarks/deepstorm3d.py movies --config benchmarks/configs/astigmatic-deepstorm3d.yaml \
+		--out bench_out/movies_astig_mis --mismatch
+	for s in $(FL3D_SETS); do for m in fl3d ds3d_1t; do \
+		$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/$$m --movies bench_out/$$s \
+			--out bench_out/eval13/$${m}_$$s --json bench_out/eval13/$${m}_$$s.json || exit 1; \
+	done; $(PY) benchmarks/fastloc.py compare3d --fastloc bench_out/eval13/fl3d_$$s.json \
+		--deepstorm3d bench_out/eval13/ds3d_1t_$$s.json; done
+	for s in movies_astig movies_astig_mis; do for m in astig_fl astig_ds3d; do \
+		$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/$$m --movies bench_out/$$s \
+			--out bench_out/eval13/$${m}_$$s --json bench_out/eval13/$${m}_$$s.json || exit 1; \
+	done; $(PY) benchmarks/fastloc.py compare3d --fastloc bench_out/eval13/astig_fl_$$s.json \
+		--deepstorm3d bench_out/eval13/astig_ds3d_$$s.json; done
 
 # Multicolor (issue 14): masks for colour (end to end from a clear aperture; Fisher
 # information on λ; end to end from that) against a clear aperture, K = 2 and 4
