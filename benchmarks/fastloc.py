@@ -33,11 +33,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-from common import CONFIGS, DENSITIES, edited_experiment, matmul_gflops
+from common import CONFIGS, DENSITIES, edited_experiment, matmul_gflops, uncertainty_fit
 
 from deepsmlm.api import crlb_table, run_localize, simulate, write_movie
 from deepsmlm.build import build_camera, crlb_operating_point, field_nm
-from deepsmlm.evaluation.metrics import evaluate, uncertainty_calibration
+from deepsmlm.evaluation.metrics import evaluate
 from deepsmlm.io.localizations import read_csv
 
 SMLM = CONFIGS / "smlm2016-2d.yaml"
@@ -74,19 +74,11 @@ def score(truth: dict, found: dict, field: tuple[float, float]) -> dict:
 
 
 def calibration(truth: dict, found: dict, field: tuple[float, float], axes: int) -> dict:
-    """e/σ of the matched localizations (x, y; z too in 3D), overall and by photons."""
-    from deepsmlm.evaluation.matching import match
-
-    gxyz = truth["xyz_nm"] if axes == 3 else lateral(truth)
-    pxyz = found["xyz_nm"] if axes == 3 else lateral(found)
-    m = match(truth["frame"], gxyz, found["frame"], pxyz, 250.0, 500.0, "greedy", field,
-              BORDER_NM)
-    err = (found["xyz_nm"][m.pred_index] - truth["xyz_nm"][m.gt_index])[:, :axes]
-    sig = found["uncertainty_xyz_nm"][m.pred_index][:, :axes]
-    c = uncertainty_calibration(err, sig, truth["photons"][m.gt_index])
-    return {"n": c["n"], "std": c["std"].tolist(), "rmse_nm": c["rmse_nm"].tolist(),
-            "mean_sigma_nm": c["mean_sigma_nm"].tolist(),
-            "by_photons": [{**b, "std": b["std"].tolist()} for b in c["by_photons"]]}
+    """e/σ of the matched localizations (x, y; z too in 3D), overall and by photons; a 2D
+    method is matched laterally (it reports no depth)."""
+    if axes == 2:
+        truth, found = {**truth, "xyz_nm": lateral(truth)}, {**found, "xyz_nm": lateral(found)}
+    return uncertainty_fit(truth, found, axes, field, BORDER_NM)
 
 
 def picasso(exp, frames: np.ndarray, truth: dict, field) -> tuple[dict, float]:
