@@ -136,11 +136,11 @@ bench-fastloc: $(STAMP) $(VENV)/.peers
 		--json bench_out/fastloc_speed.json
 
 # fastloc 3D against DeepSTORM3D (issue 13): each pair trained at the same time, one thread
-# each (Tetrapod 50 min, astigmatism 25 min), scored on the same movies, matched and with the
-# PSF off (≈ 1 h 30 min on 2 cores; needs ../shared/data/deepstorm3d)
+# each (Tetrapod 50 min, astigmatism 25 min; then fastloc with 4 levels), scored on the same
+# movies, matched and with the PSF off (≈ 2 h 30 min on 2 cores; needs ../shared/data)
 FL3D_SETS = movies3d movies3d_field movies3d_mis movies3d_field_mis
 bench-fastloc3d: $(STAMP)
-	rm -rf bench_out/fl3d bench_out/ds3d_1t bench_out/astig_fl bench_out/astig_ds3d bench_out/eval13
+	rm -rf bench_out/fl3d bench_out/fl3d_l4 bench_out/ds3d_1t bench_out/astig_fl bench_out/astig_ds3d bench_out/eval13
 	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train benchmarks/configs/tetrapod-fastloc.yaml \
 		--out bench_out/fl3d --max-minutes 50 --quiet & \
 	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train configs/3d-tetrapod.yaml \
@@ -149,6 +149,8 @@ bench-fastloc3d: $(STAMP)
 		--out bench_out/astig_fl --max-minutes 25 --quiet & \
 	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train benchmarks/configs/astigmatic-deepstorm3d.yaml \
 		--out bench_out/astig_ds3d --max-minutes 25 --quiet; wait
+	OMP_NUM_THREADS=1 $(VENV)/bin/deepsmlm train benchmarks/configs/tetrapod-fastloc-4levels.yaml \
+		--out bench_out/fl3d_l4 --max-minutes 50 --quiet
 	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d
 	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d_field --context-px 20
 	$(PY) benchmarks/deepstorm3d.py movies --out bench_out/movies3d_mis --mismatch
@@ -157,7 +159,7 @@ bench-fastloc3d: $(STAMP)
 		--out bench_out/movies_astig
 	$(PY) benchmarks/deepstorm3d.py movies --config benchmarks/configs/astigmatic-deepstorm3d.yaml \
 		--out bench_out/movies_astig_mis --mismatch
-	for s in $(FL3D_SETS); do for m in fl3d ds3d_1t; do \
+	for s in $(FL3D_SETS); do for m in fl3d fl3d_l4 ds3d_1t; do \
 		$(PY) benchmarks/deepstorm3d.py evaluate --model bench_out/$$m --movies bench_out/$$s \
 			--out bench_out/eval13/$${m}_$$s --json bench_out/eval13/$${m}_$$s.json || exit 1; \
 	done; $(PY) benchmarks/fastloc.py compare3d --fastloc bench_out/eval13/fl3d_$$s.json \

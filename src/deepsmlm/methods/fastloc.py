@@ -26,8 +26,8 @@ class FastLocTraining(TrainingSection):
     """Training section of ``model: fastloc``.
 
     ``width``: channels of the first U-Net level (2×, 4×, … below it); ``levels``: the
-    U-Net's depth (3: a 46-px receptive field, enough for spots a few pixels wide; 4: 98 px,
-    for PSFs as wide as the Tetrapod); ``localize_z``: regress z over emitters.z_range_nm
+    U-Net's depth (3: a 46-px receptive field; 4: 98 px — on the Tetrapod, 3 did better in
+    the same CPU time); ``localize_z``: regress z over emitters.z_range_nm
     (3D) — off, depth is a nuisance (a 2D method that tolerates defocus);
     ``context_frames``: temporal context, the k frames before and after each frame read
     with it as input channels (``data.context``; training simulates emitters that stay on

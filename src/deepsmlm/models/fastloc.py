@@ -2,13 +2,13 @@
 Nat. Methods 18, 1082 (2021)): frames → per-pixel maps of an emitter's presence,
 position, brightness, their uncertainties, and the background.
 
-A U-Net of L levels (default 3: widths c, 2c, 4c, …; two conv3×3–BN–ReLU blocks per
-level, 2×2 max-pooling down, nearest ×2 up with skip connections) followed by a conv3×3
-trunk and a 1×1 output. Its receptive field is 46 px across at L = 3 and 98 px at L = 4
-(``receptive_field_px``): an engineered PSF as wide as the Tetrapod (lobes up to ~20 px
-from the emitter) needs L = 4. Input (B, F, H, W): F frames (the frame itself, or with its
-neighbours as channels: ``data.context``); output (B, C, H, W) raw values, whose channels
-``channels(localize_z)`` names:
+A U-Net of L levels (default 3: widths c, 2c, 4c, …; two conv3×3–BN–ReLU blocks per level,
+2×2 max-pooling down, nearest ×2 up with skip connections) followed by a conv3×3 trunk and a
+1×1 output. Its receptive field is 46 px across at L = 3 and 98 px at L = 4
+(``receptive_field_px``). Even for the Tetrapod (lobes up to ~20 px from the emitter) L = 3
+did better than L = 4 in the same CPU training time (docs/benchmarks.md). Input (B, F, H,
+W): F frames (the frame itself, or with its neighbours as channels: ``data.context``);
+output (B, C, H, W) raw values, whose channels ``channels(localize_z)`` names:
 
     p       detection logit
     dx, dy  sub-pixel offset of the emitter from the pixel centre (tanh: ±1 px)
