@@ -119,3 +119,36 @@ def test_context_model_localizes_a_movie_the_same_in_any_chunks(tmp_path):
     assert len(whole) > 0
     assert torch.equal(whole.frame, chunked.frame)
     assert torch.allclose(whole.xyz_nm, chunked.xyz_nm, atol=1e-3)
+
+
+def test_context_model_through_the_cli_and_dask_workers_reads_the_neighbouring_chunks(
+        tmp_path):
+    """`deepsmlm localize --dask local:2 --chunk-frames 8` on a context model gives the
+    table of one pass over the movie on one thread: each worker reads the frames just
+    outside its chunk."""
+    import torch
+    import yaml
+
+    from deepsmlm.cli import main
+
+    pytest.importorskip("distributed")
+    d = tiny_fastloc(density_per_um2=0.8, context_frames=1, steps_per_epoch=4, max_epochs=1)
+    d["emitters"]["blinking"] = {"mean_on_frames": 2.0, "duty_cycle": 0.05}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(d))
+    assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    assert main(["simulate", str(tmp_path / "exp.yaml"), "--frames", "24", "--out",
+                 str(tmp_path / "sim"), "--seed", "5"]) == 0
+    movie = str(tmp_path / "sim" / "frames.tif")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker computes
+    try:
+        assert main(["localize", str(tmp_path / "m"), movie, "--out", str(tmp_path / "one"),
+                     "--chunk-frames", "64", "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main(["localize", str(tmp_path / "m"), movie, "--out", str(tmp_path / "dask"),
+                 "--chunk-frames", "8", "--dask", "local:2", "--quiet"]) == 0
+    one = (tmp_path / "one" / "localizations.csv").read_text()
+    assert one.count("\n") > 2
+    assert (tmp_path / "dask" / "localizations.csv").read_text() == one
