@@ -124,8 +124,10 @@ def test_context_model_localizes_a_movie_the_same_in_any_chunks(tmp_path):
 def test_context_model_through_the_cli_and_dask_workers_reads_the_neighbouring_chunks(
         tmp_path):
     """`deepsmlm localize --dask local:2 --chunk-frames 8` on a context model gives the
-    table of one pass over the movie on one thread: each worker reads the frames just
-    outside its chunk."""
+    table of the single-process run on one thread (same chunks and batches, so the same
+    arithmetic): each worker reads the frames just outside its chunk, as the single process
+    does (which ``test_context_model_localizes_a_movie_the_same_in_any_chunks`` checks
+    against one pass)."""
     import torch
     import yaml
 
@@ -144,7 +146,7 @@ def test_context_model_through_the_cli_and_dask_workers_reads_the_neighbouring_c
     torch.set_num_threads(1)  # as each worker computes
     try:
         assert main(["localize", str(tmp_path / "m"), movie, "--out", str(tmp_path / "one"),
-                     "--chunk-frames", "64", "--quiet"]) == 0
+                     "--chunk-frames", "8", "--quiet"]) == 0
     finally:
         torch.set_num_threads(threads)
     assert main(["localize", str(tmp_path / "m"), movie, "--out", str(tmp_path / "dask"),
