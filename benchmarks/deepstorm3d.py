@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 from common import (
     CONFIG_3D,
     COUNTS,
+    MISMATCH,
     ROI_PX,
     SPHERE_100NM,
     localize_movie,
@@ -54,10 +54,6 @@ from common import (
 )
 
 from deepsmlm.api import simulate, write_movie
-
-# --mismatch: frames rendered with a PSF a little off the one trained on (real data never
-# match): 20 mλ RMS of coma (Noll 7) and 30 mλ of spherical aberration (Noll 11)
-MISMATCH = {7: 0.02 * 2 * math.pi, 11: 0.03 * 2 * math.pi}  # rad RMS
 
 
 def cmd_movies(args) -> None:

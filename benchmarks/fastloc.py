@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-from common import CONFIGS, DENSITIES, edited_experiment, matmul_gflops, uncertainty_fit
+from common import (
+    CONFIGS,
+    DENSITIES,
+    MISMATCH,
+    edited_experiment,
+    matmul_gflops,
+    uncertainty_fit,
+)
 
 from deepsmlm.api import crlb_table, run_localize, simulate, write_movie
 from deepsmlm.build import build_camera, crlb_operating_point, field_nm
@@ -41,7 +47,6 @@ from deepsmlm.evaluation.metrics import evaluate
 from deepsmlm.io.localizations import read_csv
 
 SMLM = CONFIGS / "smlm2016-2d.yaml"
-MISMATCH = {7: 0.02 * 2 * math.pi, 11: 0.03 * 2 * math.pi}  # rad RMS: 20 / 30 mλ
 BORDER_NM = 450.0
 PICASSO_GRADIENTS = (1000.0, 2000.0, 3000.0, 5000.0, 8000.0, 12000.0, 20000.0)
 

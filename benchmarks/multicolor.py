@@ -29,18 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
-from common import CONFIGS, edited_experiment
+from common import CONFIGS, MISMATCH, edited_experiment
 
 from deepsmlm.config import FileMask
 
 SIGNALS = (500.0, 1000.0, 2000.0, 5000.0)
 DENSITIES_MC = (0.2, 0.6, 1.2)
-MISMATCH = {7: 0.02 * 2 * math.pi, 11: 0.03 * 2 * math.pi}  # rad RMS: 20 / 30 mλ
 FRAMES = 40
 
 
