@@ -72,8 +72,10 @@ def window_emitters(draw: Callable[[int, torch.Generator], EmitterSet], n: int, 
     return EmitterSet.cat(out), torch.cat(is_centre)
 
 
-def stack_windows(frames: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
-    """Windows of a stack (T, H, W) at the frames ``index``: (N, 2k + 1, H, W), the stack's
-    end frames repeated where the window runs past them."""
+def stack_windows(frames: np.ndarray, index: np.ndarray, k: int,
+                  region: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+    """Windows of a stack (T, H, W) at the frames ``index``: (N, 2k + 1, h, w) of the
+    ``region`` (rows, columns; the whole frame by default), the stack's end frames repeated
+    where the window runs past them. Only the region is read."""
     t = np.clip(np.asarray(index)[:, None] + np.arange(-k, k + 1)[None], 0, len(frames) - 1)
-    return np.asarray(frames)[t]
+    return np.stack([frames[(row, *region)] for row in t])

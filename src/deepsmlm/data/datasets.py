@@ -68,19 +68,19 @@ class PatchSampler:
         if self.perturb is not None:  # a microscope a little different for this batch
             self.perturb(generator)
         signal, bg = self.simulator.expected_photons(em, n * f, generator)
+        expected = signal + bg
         if k:  # one background per window (it changes slowly), that of its centre frame
-            bg = bg.view(n, f, *bg.shape[1:])[:, k:k + 1].expand(-1, f, -1, -1)
-            bg = bg.reshape(n * f, *bg.shape[2:])
+            bg = bg.view(n, f, *bg.shape[1:])[:, k]
+            expected = (signal.view(n, f, *signal.shape[1:]) + bg[:, None]).flatten(0, 1)
         if self.differentiable:  # Gaussian reparameterisation of the camera noise
-            adu = self.simulator.camera.sample_differentiable(signal + bg, generator)
+            adu = self.simulator.camera.sample_differentiable(expected, generator)
         else:
-            adu = self.simulator.camera(signal + bg, generator)
+            adu = self.simulator.camera(expected, generator)
         m, p = self.margin_px, self.patch_px
         crop = adu[:, m:m + p, m:m + p]
         bg = bg[:, m:m + p, m:m + p].detach()
         if k:
             crop = crop.reshape(n, f, p, p)
-            bg = bg.reshape(n, f, p, p)[:, k]
             em = em.subset(centre)
             em.frame = torch.div(em.frame, f, rounding_mode="floor")
         shift = torch.tensor([m * self.pixel_nm, m * self.pixel_nm, 0.0])
@@ -122,11 +122,11 @@ def batches_from_stack(frames_adu: np.ndarray, truth: EmitterSet, pixel_nm: floa
     crops, xyz, frames, photons = [], [], [], []
     for k in range(n_patches):
         t, r, c = int(ti[k]), int(r0[k]), int(c0[k])
+        region = (slice(r, r + patch_px), slice(c, c + patch_px))
         if context_frames:
-            crop = stack_windows(frames_adu, np.array([t]), context_frames)[0]
-            crop = crop[:, r:r + patch_px, c:c + patch_px]
+            crop = stack_windows(frames_adu, np.array([t]), context_frames, region)[0]
         else:
-            crop = frames_adu[t, r:r + patch_px, c:c + patch_px]
+            crop = frames_adu[(t, *region)]
         crops.append(torch.from_numpy(np.asarray(crop, dtype=np.float32)))
         sel = truth.frame == t
         p = truth.xyz_nm[sel] - torch.tensor([c * pixel_nm, r * pixel_nm, 0.0])
