@@ -143,13 +143,13 @@ def localize_movie(model: str | Path, movie_dir: str | Path, out: str | Path,
 def uncertainty_fit(truth: dict, found: dict, axes: int, field=None, border_nm: float = 0.0
                     ) -> dict:
     """std of error/σ per axis (the first ``axes`` of x, y, z) over the greedy 250 nm /
-    500 nm matches, overall and by photon quartile (``evaluation.metrics.
-    uncertainty_calibration``); 1 where the reported σ fit the errors."""
+    500 nm matches (``UNCERTAINTY_MATCH``, on which training fits σ), overall and by photon
+    quartile (``evaluation.metrics.uncertainty_calibration``); 1 where σ fit the errors."""
     from deepsmlm.evaluation.matching import match
-    from deepsmlm.evaluation.metrics import uncertainty_calibration
+    from deepsmlm.evaluation.metrics import UNCERTAINTY_MATCH, uncertainty_calibration
 
-    m = match(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"], 250.0, 500.0,
-              "greedy", field, border_nm)
+    m = match(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"],
+              **UNCERTAINTY_MATCH, field_nm=field, border_nm=border_nm)
     err = (found["xyz_nm"][m.pred_index] - truth["xyz_nm"][m.gt_index])[:, :axes]
     sig = found["uncertainty_xyz_nm"][m.pred_index][:, :axes]
     c = uncertainty_calibration(err, sig, truth["photons"][m.gt_index])

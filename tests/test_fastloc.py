@@ -176,25 +176,93 @@ def test_neighbour_aware_suppression_keeps_the_stronger_of_a_close_pair():
     assert keep.tolist() == [True, False, True]
 
 
-def test_uncertainty_scale_is_std_of_error_over_sigma_and_compounds():
-    from deepsmlm.training.train import _uncertainty_scale
+def emitters_output(n_frames: int, pixels: list[tuple[int, int]], localize_z: bool,
+                    size: int = 40) -> torch.Tensor:
+    """Raw output of ``n_frames`` frames (size × size) with one emitter (p = 0.95, no
+    offset, σ 0.1 px, z σ 0.1 of the half range) at each (row, col) of ``pixels``."""
+    names = channels(localize_z)
+    raw = torch.zeros((n_frames, len(names), size, size))
+    raw[:, 0] = inverse("p", 1e-4)
+    for i, n in enumerate(names):
+        if n.startswith("s_"):
+            raw[:, i] = inverse("s", 0.1)
+    for r, c in pixels:
+        raw[:, 0, r, c] = inverse("p", 0.95)
+    return raw
 
-    n = 40
-    truth_xyz = np.zeros((n, 3))
-    truth_xyz[:, 0] = np.arange(n) * 1000.0  # far apart: matching pairs i with i
-    err = np.where(np.arange(n) % 2, 20.0, -20.0)  # ±20 nm in x, ±5 nm in y
-    pred_xyz = truth_xyz + np.stack([err, err / 4, np.zeros(n)], 1)
-    sig = np.tile([10.0, 5.0, np.nan], (n, 1))
-    truth = {"frame": np.zeros(n, int), "xyz_nm": truth_xyz}
-    pred = {"frame": np.zeros(n, int), "xyz_nm": pred_xyz, "uncertainty_xyz_nm": sig}
-    scale = _uncertainty_scale(truth, pred, {"tol_z_nm": float("inf")})
-    assert scale[:2] == pytest.approx([2.0, 1.0]) and np.isnan(scale[2])
+
+def truth_behind(raw: torch.Tensor, card_: ModelCard, error_nm: np.ndarray) -> dict:
+    """The emitters that ``raw`` decodes, moved by ± ``error_nm`` (3,): the sign alternates
+    with the frame and the pixel, so that every group of positions has mean error 0."""
+    em = FL.decode(card_, raw, threshold=0.5).numpy()
+    pixel = np.floor(em["xyz_nm"][:, :2] / card_.pixel_size_nm).astype(int)
+    sign = (-1.0) ** (em["frame"] + pixel.sum(1))[:, None]
+    return {"frame": em["frame"], "xyz_nm": em["xyz_nm"] - sign * error_nm}
+
+
+def test_uncertainty_calibration_follows_local_density():
+    """Errors of 1σ in sparse frames (1 emitter) and 3σ in dense ones (4): after calibration
+    the reported σ is the network's σ × 1 where it is sparse and × 3 where it is dense, and
+    calibrating again on the calibrated card gives the same table (it replaces, never
+    compounds)."""
+    from deepsmlm.training.train import uncertainty_match
+
+    # four emitters 500 nm apart whose 33-px density boxes all lie inside the frame
+    square = [(r, c) for r in (17, 22) for c in (17, 22)]
+    sparse, dense = emitters_output(40, [(20, 20)], False), emitters_output(40, square, False)
     c = card(False)
-    FL.calibrate_uncertainty(c, scale)
-    FL.calibrate_uncertainty(c, np.array([1.5, 1.0, np.nan]))  # a second tuning compounds
-    assert c.settings["sigma_scale"] == pytest.approx([3.0, 1.0, 1.0])
+    c.settings["sigma_scale"] = [5.0, 5.0, 1.0]  # from an older calibration: replaced
+    raw = torch.cat([sparse, dense])
+    ts, td = (truth_behind(x, card(False), e) for x, e in
+              ((sparse, np.array([10.0, 10.0, 0.0])), (dense, np.array([30.0, 30.0, 0.0]))))
+    truth = {"frame": np.r_[ts["frame"], td["frame"] + 40],
+             "xyz_nm": np.r_[ts["xyz_nm"], td["xyz_nm"]]}
+    kw = uncertainty_match(FL, c)
+    table = FL.calibrate_uncertainty(c, raw, truth, 0.5, kw)
+    assert "sigma_scale" not in c.settings and c.settings["sigma_calibration"] == table
+    assert len(table["scale"]) == 2  # x, y: a 2D model reports no σ_z
+    for col in table["scale"]:
+        assert col[0] == pytest.approx(1.0, rel=1e-3) and col[-1] == pytest.approx(3.0, rel=1e-3)
+    # one emitter (p 0.95) and 1088 pixels of p 1e-4 in 33×33 px of 0.01 µm²
+    assert table["density_per_um2"][0] == pytest.approx((0.95 + 1088e-4) / (33 * 33 * 0.01),
+                                                        rel=1e-3)
+    em = FL.decode(c, raw, threshold=0.5)
+    sig = em.uncertainty_xyz_nm[:, :2].numpy()
+    assert sig[em.frame.numpy() < 40] == pytest.approx(10.0, rel=1e-3)
+    assert sig[em.frame.numpy() >= 40] == pytest.approx(30.0, rel=1e-3)
+    # between the densities it interpolates: a frame of two emitters
+    two = FL.decode(c, emitters_output(1, square[:2], False), threshold=0.5)
+    assert 10.0 < float(two.uncertainty_xyz_nm[0, 0]) < 30.0
+    assert FL.calibrate_uncertainty(c, raw, truth, 0.5, kw) == table
+
+
+def test_older_model_folders_keep_their_constant_sigma_scale():
+    c = card(False)
+    c.settings["sigma_scale"] = [3.0, 1.0, 1.0]
     em = FL.decode(c, hand_made(False), threshold=0.5)
     assert em.uncertainty_xyz_nm[:, 0].numpy() == pytest.approx([30.0, 30.0], rel=1e-3)
+    assert em.uncertainty_xyz_nm[:, 1].numpy() == pytest.approx([10.0, 10.0], rel=1e-3)
+
+
+def test_uncertainty_is_fitted_on_the_wide_match_not_the_tuning_sphere():
+    """3D tuning matches within a 100 nm sphere; σ fitted there would never see the errors
+    beyond it. The σ fit uses the greedy 250/500 nm match (2D: lateral only)."""
+    from deepsmlm.training.train import uncertainty_match
+
+    raw = emitters_output(60, [(20, 20)], True)
+    c = card(True)  # σ_z: 0.1 × the 500 nm half range = 50 nm; errors of 150 nm
+    truth = truth_behind(raw, c, np.array([0.0, 0.0, 150.0]))
+    assert FL.calibrate_uncertainty(c, raw, truth, 0.5, FL.tuning_match(c)) is None
+    kw = uncertainty_match(FL, c)
+    assert kw["tol_z_nm"] == 500.0 and kw["method"] == "greedy"
+    assert FL.calibrate_uncertainty(c, raw, truth, 0.5, kw)["scale"][2] == \
+        pytest.approx([3.0], rel=1e-3)
+    truth["xyz_nm"][:, 2] += 1000.0  # a 2D method: depth never decides a match
+    assert uncertainty_match(FL, card(False))["tol_z_nm"] == np.inf
+    two_d = card(False)
+    table = FL.calibrate_uncertainty(two_d, emitters_output(60, [(20, 20)], False), truth, 0.5,
+                                     uncertainty_match(FL, two_d))
+    assert table is not None and len(table["scale"]) == 2  # all 60 matched, 1 µm deep
 
 
 @pytest.mark.parametrize("levels", [3, 4])

@@ -171,9 +171,11 @@ class Method(Protocol):
         """The image ``localize`` sums over frames into sr.tif: (B, H', W') from raw output."""
 
     # A method whose decode reports uncertainties (EmitterSet.uncertainty_xyz_nm) also has
-    #   calibrate_uncertainty(card, scale): after threshold tuning, ``scale`` (3,) is
-    #   std(error/σ) per axis on the validation frames (NaN: unknown); the method scales
-    #   the σ it reports by it from then on (kept in card.settings).
+    #   calibrate_uncertainty(card, raw, truth, threshold, match_kwargs): after threshold
+    #   tuning, with the network's output ``raw`` for the validation frames and their
+    #   ``truth``, it fits how its σ must be scaled to describe the errors of the matches
+    #   (``training.train.uncertainty_match``) and keeps that in card.settings; returns a
+    #   summary for card.validation (or None).
 
     def tuning_match(self, card) -> dict:
         """Keyword arguments of ``evaluation.metrics.evaluate`` used to tune the threshold."""

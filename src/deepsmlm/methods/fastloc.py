@@ -168,8 +168,30 @@ class FastLoc:
         import torch
 
         from deepsmlm.emitters import EmitterSet
+
+        d = self._detections(card, raw, threshold,
+                             with_density="sigma_calibration" in card.settings)
+        if d is None:
+            return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
+        sigma = d["sigma"] * _sigma_factors(card.settings, d.get("density")).to(d["sigma"])
+        n_species = len(card.settings.get("species", []))
+        em = EmitterSet(d["xyz"].cpu(), d["photons"].cpu(), (d["t"] + frame_offset).cpu(),
+                        uncertainty_xyz_nm=sigma.cpu(),
+                        species=d["species"].long().cpu() if n_species else None,
+                        species_probability=d["prob"].cpu() if n_species else None)
+        return (em, d["score"].cpu()) if return_peaks else em
+
+    def _detections(self, card, raw, threshold: float, with_density: bool = False
+                    ) -> dict | None:
+        """The detections in ``raw`` above ``threshold`` after suppression, as tensors: xyz
+        [nm] (K, 3), the network's own σ [nm] (K, 3; z NaN in 2D), photons, t, score, and
+        the species and its probability (multicolor); with ``with_density`` the local
+        density [emitters/µm²] (``uncertainty.local_density_per_um2``). None if none."""
+        import torch
+
         from deepsmlm.models.fastloc import activate, channels
         from deepsmlm.postprocess import pixel_detections, suppress_close
+        from deepsmlm.uncertainty import local_density_per_um2
 
         s = card.settings
         n_species = len(s.get("species", []))
@@ -177,33 +199,29 @@ class FastLoc:
         maps = activate(raw, channels(bool(s["localize_z"]), n_species))
         idx, score = pixel_detections(maps["p"], threshold)
         if len(idx) == 0:
-            return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
+            return None
         t, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
         px = card.pixel_size_nm
         x = (c.float() + 0.5 + maps["dx"][t, r, c]) * px
         y = (r.float() + 0.5 + maps["dy"][t, r, c]) * px
-        kx, ky, kz = s.get("sigma_scale", [1.0, 1.0, 1.0])
-        sx, sy = maps["s_dx"][t, r, c] * px * kx, maps["s_dy"][t, r, c] * px * ky
+        sx, sy = maps["s_dx"][t, r, c] * px, maps["s_dy"][t, r, c] * px
         if s["localize_z"]:
             z_mid, z_half = _z_scale(s)
             z = z_mid + z_half * maps["z"][t, r, c]
-            sz = z_half * maps["s_z"][t, r, c] * kz
+            sz = z_half * maps["s_z"][t, r, c]
         else:
             z, sz = torch.zeros_like(x), torch.full_like(x, float("nan"))
-        photons = maps["n"][t, r, c] * s["photon_scale"]
+        out = {"xyz": torch.stack([x, y, z], 1), "sigma": torch.stack([sx, sy, sz], 1),
+               "photons": maps["n"][t, r, c] * s["photon_scale"], "t": t, "score": score}
         if n_species:  # the species with the highest probability at the detection's pixel
             q = torch.softmax(raw[:, -n_species:], 1)[t, :, r, c]  # (N, C)
-            prob, species = q.max(1)
+            out["prob"], out["species"] = q.max(1)
         else:
-            prob = species = torch.zeros_like(x)
-        keep = suppress_close(t, torch.stack([x, y], 1), score, SUPPRESS_PX * px)
-        x, y, z, sx, sy, sz, photons, t, score, prob, species = (
-            v[keep] for v in (x, y, z, sx, sy, sz, photons, t, score, prob, species))
-        em = EmitterSet(torch.stack([x, y, z], 1).cpu(), photons.cpu(), (t + frame_offset).cpu(),
-                        uncertainty_xyz_nm=torch.stack([sx, sy, sz], 1).cpu(),
-                        species=species.long().cpu() if n_species else None,
-                        species_probability=prob.cpu() if n_species else None)
-        return (em, score.cpu()) if return_peaks else em
+            out["prob"] = out["species"] = torch.zeros_like(x)
+        if with_density:
+            out["density"] = local_density_per_um2(maps["p"], px)[t, r, c]
+        keep = suppress_close(t, out["xyz"][:, :2], score, SUPPRESS_PX * px)
+        return {k: v[keep] for k, v in out.items()}
 
     def uncertainty_columns(self, card) -> int:
         return 3 if card.settings["localize_z"] else 2
@@ -214,11 +232,30 @@ class FastLoc:
     def thresholds(self, card) -> np.ndarray:
         return np.linspace(0.05, 0.95, 19)
 
-    def calibrate_uncertainty(self, card, scale) -> None:
-        """σ scaled by std(error/σ) measured on the validation frames (per axis)."""
-        old = card.settings.get("sigma_scale", [1.0, 1.0, 1.0])
-        card.settings["sigma_scale"] = [o * float(s) if np.isfinite(s) and s > 0 else o
-                                        for o, s in zip(old, scale, strict=True)]
+    def calibrate_uncertainty(self, card, raw, truth: dict, threshold: float,
+                              match_kwargs: dict) -> dict | None:
+        """Scale the σ it reports to the errors on validation frames: ``raw`` the network's
+        output for them, ``truth`` their emitters (numpy dict), decoded at ``threshold``
+        and matched with ``match_kwargs``. std(error/σ) of the network's own σ, per axis and
+        in bins of local density, becomes ``settings.sigma_calibration``
+        (``uncertainty.fit_scale_table``; it replaces an earlier calibration). Returns the
+        table, or None (too few matches: the σ stay as they were)."""
+        from deepsmlm.evaluation.matching import match
+        from deepsmlm.uncertainty import fit_scale_table
+
+        d = self._detections(card, raw, threshold, with_density=True)
+        if d is None:
+            return None
+        xyz, sigma = d["xyz"].cpu().numpy(), d["sigma"].cpu().numpy()
+        m = match(truth["frame"], truth["xyz_nm"], d["t"].cpu().numpy(), xyz, **match_kwargs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios = (xyz[m.pred_index] - truth["xyz_nm"][m.gt_index]) / sigma[m.pred_index]
+        table = fit_scale_table(ratios[:, :self.uncertainty_columns(card)],
+                                d["density"].cpu().numpy()[m.pred_index])
+        if table is not None:
+            card.settings.pop("sigma_scale", None)
+            card.settings["sigma_calibration"] = table
+        return table
 
     def tuning_match(self, card) -> dict:
         """3D: the Hungarian assignment within a 100 nm sphere (DeepSTORM3D's reporting);
@@ -245,6 +282,19 @@ class FastLoc:
         h, w = widefield.shape
         img = render_histogram(emitters.xyz_nm.numpy()[:, :2], fine, (w * px, h * px))
         widefield_vs_sr(widefield, img, px, fine, path, title)
+
+
+def _sigma_factors(settings: dict, density):
+    """(K, 3) factors on the network's σ: ``sigma_calibration`` at each detection's local
+    density, or the constant per-axis ``sigma_scale`` of model folders written before it."""
+    import torch
+
+    from deepsmlm.uncertainty import scale_factors
+
+    if density is None:
+        return torch.tensor([list(settings.get("sigma_scale", [1.0, 1.0, 1.0]))])
+    f = scale_factors(settings["sigma_calibration"], density.cpu().numpy(), 3)
+    return torch.from_numpy(f).float()
 
 
 def _z_scale(settings: dict) -> tuple[float, float]:

@@ -79,31 +79,21 @@ def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: Mo
             best = {"threshold": float(thr), "jaccard": score, "rmse_xy_nm": r["rmse_xy_nm"],
                     "rmse_z_nm": r["rmse_z_nm"], "recall": r["recall"],
                     "precision": r["precision"]}
-    if found.uncertainty_xyz_nm is not None:  # the σ it reports, scaled to fit the errors
-        scale = _uncertainty_scale(truth, found.subset(peaks > best["threshold"]).numpy(),
-                                   method.tuning_match(card))
-        method.calibrate_uncertainty(card, scale)
-        best["uncertainty_scale"] = [None if np.isnan(v) else float(v) for v in scale]
+    if hasattr(method, "calibrate_uncertainty"):  # the σ it reports, scaled to the errors
+        best["uncertainty_calibration"] = method.calibrate_uncertainty(
+            card, raw, truth, best["threshold"], uncertainty_match(method, card))
     model.train()
     return best
 
 
-def _uncertainty_scale(truth: dict, pred: dict, match_kwargs: dict) -> np.ndarray:
-    """std(error/σ) per axis over the matched validation localizations (NaN where σ is
-    unknown or nothing matched): the factor by which the reported σ is too small."""
-    from deepsmlm.evaluation.matching import match
+def uncertainty_match(method, card) -> dict:
+    """Keyword arguments of ``evaluation.matching.match`` for the matches σ is fitted on:
+    ``UNCERTAINTY_MATCH``, lateral only for a method whose tuning ignores depth (2D)."""
+    from deepsmlm.evaluation.metrics import UNCERTAINTY_MATCH
 
-    m = match(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"], **match_kwargs)
-    err = pred["xyz_nm"][m.pred_index] - truth["xyz_nm"][m.gt_index]
-    sig = pred["uncertainty_xyz_nm"][m.pred_index]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = err / sig
-    out = np.full(3, np.nan)
-    for a in range(3):
-        ok = np.isfinite(z[:, a])
-        if ok.sum() >= 10:
-            out[a] = float(np.std(z[ok, a]))
-    return out
+    if np.isfinite(method.tuning_match(card).get("tol_z_nm", np.inf)):
+        return dict(UNCERTAINTY_MATCH)
+    return {**UNCERTAINTY_MATCH, "tol_z_nm": np.inf}
 
 
 def train(exp, out: str | Path, *, max_minutes=None, resume: bool = False,
