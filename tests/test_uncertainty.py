@@ -45,3 +45,23 @@ def test_scale_factors_interpolate_and_hold_at_the_ends():
     assert f[:, 1] == pytest.approx([3.0] * 5)
     assert f[:, 2] == pytest.approx([1.0] * 5)  # no z column in the table
     assert scale_factors(None, np.zeros(4), 2).tolist() == [[1.0, 1.0]] * 4
+
+
+def test_edge_factor_is_fitted_near_the_edge_and_density_away_from_it():
+    """Errors of 1σ inside and 2σ within 8 px of the edge: the density table sees only the
+    inside (1), the edge table the rest (2, then 1 from 8 px on)."""
+    rng = np.random.default_rng(1)
+    n = 3000
+    edge = rng.uniform(0.0, 32.0, n)
+    density = rng.uniform(0.0, 1.0, n)
+    ratios = rng.normal(size=(n, 1)) * np.where(edge < 8.0, 2.0, 1.0)[:, None]
+    t = fit_scale_table(ratios, density, edge)
+    assert np.array(t["scale"][0]) == pytest.approx(1.0, abs=0.08)
+    assert t["edge_px"][-1] == 8.0 and len(t["edge_px"]) == 5
+    assert np.array(t["edge_scale"][0][:-1]) == pytest.approx(2.0, abs=0.2)
+    f = scale_factors(t, np.full(3, 0.5), 1, edge_px=np.array([0.5, 8.0, 20.0]))[:, 0]
+    assert f[0] == pytest.approx(2.0, abs=0.2) and f[1:] == pytest.approx(1.0, abs=0.08)
+    # without distances (or without an edge table) the edge factor is 1
+    assert scale_factors(t, np.full(2, 0.5), 1)[:, 0] == pytest.approx(1.0, abs=0.08)
+    # without distances the density table is fitted on every localization
+    assert np.all(np.array(fit_scale_table(ratios, density)["scale"][0]) > 1.2)

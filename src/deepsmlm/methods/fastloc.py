@@ -173,7 +173,8 @@ class FastLoc:
                              with_density="sigma_calibration" in card.settings)
         if d is None:
             return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
-        sigma = d["sigma"] * _sigma_factors(card.settings, d.get("density")).to(d["sigma"])
+        sigma = d["sigma"] * _sigma_factors(card.settings, d.get("density"),
+                                            d.get("edge_px")).to(d["sigma"])
         n_species = len(card.settings.get("species", []))
         em = EmitterSet(d["xyz"].cpu(), d["photons"].cpu(), (d["t"] + frame_offset).cpu(),
                         uncertainty_xyz_nm=sigma.cpu(),
@@ -186,7 +187,8 @@ class FastLoc:
         """The detections in ``raw`` above ``threshold`` after suppression, as tensors: xyz
         [nm] (K, 3), the network's own σ [nm] (K, 3; z NaN in 2D), photons, t, score, and
         the species and its probability (multicolor); with ``with_density`` the local
-        density [emitters/µm²] (``uncertainty.local_density_per_um2``). None if none."""
+        density [emitters/µm²] (``uncertainty.local_density_per_um2``) and the distance to
+        the frame edge [px]. None if none."""
         import torch
 
         from deepsmlm.models.fastloc import activate, channels
@@ -220,6 +222,9 @@ class FastLoc:
             out["prob"] = out["species"] = torch.zeros_like(x)
         if with_density:
             out["density"] = local_density_per_um2(maps["p"], px)[t, r, c]
+            h, w = maps["p"].shape[1:]
+            out["edge_px"] = torch.minimum(torch.minimum(x, w * px - x),
+                                           torch.minimum(y, h * px - y)).clamp(min=0) / px
         keep = suppress_close(t, out["xyz"][:, :2], score, SUPPRESS_PX * px)
         return {k: v[keep] for k, v in out.items()}
 
@@ -236,8 +241,9 @@ class FastLoc:
                               match_kwargs: dict) -> dict | None:
         """Scale the σ it reports to the errors on validation frames: ``raw`` the network's
         output for them, ``truth`` their emitters (numpy dict), decoded at ``threshold``
-        and matched with ``match_kwargs``. std(error/σ) of the network's own σ, per axis and
-        in bins of local density, becomes ``settings.sigma_calibration``
+        and matched with ``match_kwargs``. std(error/σ) of the network's own σ, per axis, in
+        bins of local density and of distance to the edge, becomes
+        ``settings.sigma_calibration``
         (``uncertainty.fit_scale_table``; it replaces an earlier calibration). Returns the
         table, or None (too few matches: the σ stay as they were)."""
         from deepsmlm.evaluation.matching import match
@@ -251,7 +257,8 @@ class FastLoc:
         with np.errstate(invalid="ignore", divide="ignore"):
             ratios = (xyz[m.pred_index] - truth["xyz_nm"][m.gt_index]) / sigma[m.pred_index]
         table = fit_scale_table(ratios[:, :self.uncertainty_columns(card)],
-                                d["density"].cpu().numpy()[m.pred_index])
+                                d["density"].cpu().numpy()[m.pred_index],
+                                d["edge_px"].cpu().numpy()[m.pred_index])
         if table is not None:
             card.settings.pop("sigma_scale", None)
             card.settings["sigma_calibration"] = table
@@ -284,16 +291,18 @@ class FastLoc:
         widefield_vs_sr(widefield, img, px, fine, path, title)
 
 
-def _sigma_factors(settings: dict, density):
+def _sigma_factors(settings: dict, density, edge_px):
     """(K, 3) factors on the network's σ: ``sigma_calibration`` at each detection's local
-    density, or the constant per-axis ``sigma_scale`` of model folders written before it."""
+    density and distance to the frame edge, or the constant per-axis ``sigma_scale`` of
+    model folders written before it."""
     import torch
 
     from deepsmlm.uncertainty import scale_factors
 
     if density is None:
         return torch.tensor([list(settings.get("sigma_scale", [1.0, 1.0, 1.0]))])
-    f = scale_factors(settings["sigma_calibration"], density.cpu().numpy(), 3)
+    f = scale_factors(settings["sigma_calibration"], density.cpu().numpy(), 3,
+                      edge_px.cpu().numpy())
     return torch.from_numpy(f).float()
 
 
