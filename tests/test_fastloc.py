@@ -220,12 +220,14 @@ def test_uncertainty_calibration_follows_local_density():
     kw = uncertainty_match(FL, c)
     table = FL.calibrate_uncertainty(c, raw, truth, 0.5, kw)
     assert "sigma_scale" not in c.settings and c.settings["sigma_calibration"] == table
-    assert len(table["scale"]) == 2  # x, y: a 2D model reports no σ_z
-    for col in table["scale"]:
+    # all 20 px from the edge, all of the same brightness: the density term only
+    (term,) = table["terms"]
+    assert term["feature"] == "density_per_um2"
+    assert len(term["scale"]) == 2  # x, y: a 2D model reports no σ_z
+    for col in term["scale"]:
         assert col[0] == pytest.approx(1.0, rel=1e-3) and col[-1] == pytest.approx(3.0, rel=1e-3)
     # one emitter (p 0.95) and 1088 pixels of p 1e-4 in 33×33 px of 0.01 µm²
-    assert table["density_per_um2"][0] == pytest.approx((0.95 + 1088e-4) / (33 * 33 * 0.01),
-                                                        rel=1e-3)
+    assert term["knots"][0] == pytest.approx((0.95 + 1088e-4) / (33 * 33 * 0.01), rel=1e-3)
     em = FL.decode(c, raw, threshold=0.5)
     sig = em.uncertainty_xyz_nm[:, :2].numpy()
     assert sig[em.frame.numpy() < 40] == pytest.approx(10.0, rel=1e-3)
@@ -255,14 +257,14 @@ def test_uncertainty_is_fitted_on_the_wide_match_not_the_tuning_sphere():
     assert FL.calibrate_uncertainty(c, raw, truth, 0.5, FL.tuning_match(c)) is None
     kw = uncertainty_match(FL, c)
     assert kw["tol_z_nm"] == 500.0 and kw["method"] == "greedy"
-    assert FL.calibrate_uncertainty(c, raw, truth, 0.5, kw)["scale"][2] == \
+    assert FL.calibrate_uncertainty(c, raw, truth, 0.5, kw)["terms"][0]["scale"][2] == \
         pytest.approx([3.0], rel=1e-3)
     truth["xyz_nm"][:, 2] += 1000.0  # a 2D method: depth never decides a match
     assert uncertainty_match(FL, card(False))["tol_z_nm"] == np.inf
     two_d = card(False)
     table = FL.calibrate_uncertainty(two_d, emitters_output(60, [(20, 20)], False), truth, 0.5,
                                      uncertainty_match(FL, two_d))
-    assert table is not None and len(table["scale"]) == 2  # all 60 matched, 1 µm deep
+    assert table is not None and len(table["terms"][0]["scale"]) == 2  # 60 matched, 1 µm deep
 
 
 @pytest.mark.parametrize("levels", [3, 4])

@@ -1,10 +1,15 @@
-"""The density-dependent σ calibration (``deepsmlm.uncertainty``), worked by hand."""
+"""The σ calibration by density, edge distance and photons (``deepsmlm.uncertainty``),
+worked by hand."""
 
 import numpy as np
 import pytest
 import torch
 
 from deepsmlm.uncertainty import fit_scale_table, local_density_per_um2, scale_factors
+
+
+def terms(table: dict) -> dict:
+    return {t["feature"]: t for t in table["terms"]}
 
 
 def test_local_density_counts_the_box_and_only_its_part_inside_the_frame():
@@ -22,46 +27,70 @@ def test_local_density_counts_the_box_and_only_its_part_inside_the_frame():
         local_density_per_um2(p, 100.0, box_px=4)
 
 
-def test_table_bins_by_density_and_keeps_the_trend():
+def test_density_term_bins_and_keeps_the_trend():
     rng = np.random.default_rng(0)
     density = rng.uniform(0.0, 1.0, 4000)
-    true_scale = 1.0 + density  # errors/σ of std 1 + ρ
-    ratios = rng.normal(size=(4000, 2)) * true_scale[:, None]
+    ratios = rng.normal(size=(4000, 2)) * (1.0 + density)[:, None]  # std 1 + ρ
     ratios[:, 1] = np.nan  # an axis without σ
-    t = fit_scale_table(ratios, density, bins=5)
-    knots = np.array(t["density_per_um2"])
-    assert len(knots) == 5 and np.all(np.diff(knots) > 0)
+    t = terms(fit_scale_table(ratios, {"density_per_um2": density}))["density_per_um2"]
+    knots = np.array(t["knots"])  # the line's ends: 1st and 99th percentile
+    assert knots == pytest.approx(np.percentile(density, [1, 99]))
     assert np.array(t["scale"][0]) == pytest.approx(1.0 + knots, abs=0.06)
-    assert t["scale"][1] == pytest.approx([1.0] * 5)
-    # too few matches for bins of 40: fewer bins, or none
-    assert len(fit_scale_table(ratios[:100], density[:100])["density_per_um2"]) == 2
-    assert fit_scale_table(ratios[:39], density[:39]) is None
+    assert t["scale"][1] == pytest.approx([1.0] * 2)
+    # one bin of 40 (all the same density): its std, a constant
+    one = fit_scale_table(ratios[:79], {"density_per_um2": np.zeros(79)})
+    assert one["terms"][0]["knots"] == [0.0]
+    assert one["terms"][0]["scale"][0] == pytest.approx([np.std(ratios[:79, 0])])
+    assert fit_scale_table(ratios[:39], {"density_per_um2": density[:39]}) is None
+
+
+def test_edge_term_is_fitted_near_the_edge_and_density_away_from_it():
+    """Errors of 1σ inside and 2σ within 8 px of the edge: the density term sees only the
+    inside (1), the edge term the rest (2, then 1 from 8 px on)."""
+    rng = np.random.default_rng(1)
+    n = 8000
+    f = {"density_per_um2": rng.uniform(0.0, 1.0, n), "edge_px": rng.uniform(0.0, 32.0, n)}
+    ratios = rng.normal(size=(n, 1)) * np.where(f["edge_px"] < 8.0, 2.0, 1.0)[:, None]
+    t = terms(fit_scale_table(ratios, f))
+    assert np.array(t["density_per_um2"]["scale"][0]) == pytest.approx(1.0, abs=0.08)
+    assert t["edge_px"]["knots"][-1] == 8.0 and len(t["edge_px"]["knots"]) == 5
+    assert np.array(t["edge_px"]["scale"][0][:-1]) == pytest.approx(2.0, abs=0.15)
+    table = {"terms": list(t.values())}
+    g = scale_factors(table, {"density_per_um2": np.full(3, 0.5),
+                              "edge_px": np.array([0.5, 8.0, 20.0])}, 1)[:, 0]
+    assert g[0] == pytest.approx(2.0, abs=0.15) and g[1:] == pytest.approx(1.0, abs=0.08)
+    # a feature not given counts 1
+    assert scale_factors(table, {"density_per_um2": np.full(2, 0.5)}, 1)[:, 0] == \
+        pytest.approx(1.0, abs=0.08)
+    # without distances the density term is fitted on every localization
+    alone = fit_scale_table(ratios, {"density_per_um2": f["density_per_um2"]})
+    assert np.all(np.array(alone["terms"][0]["scale"][0]) > 1.2)
+
+
+def test_photon_term_follows_what_the_density_term_leaves():
+    """σ that shrink as 1/√N where the errors shrink as 1/N^0.75: the residual std grows
+    ∝ N^−0.25 towards the dim end, and the photon term takes it up."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    photons = rng.uniform(1000.0, 16000.0, n)
+    f = {"density_per_um2": rng.uniform(0.0, 1.0, n), "log_photons": np.log(photons)}
+    ratios = rng.normal(size=(n, 1)) * (photons / 4000.0)[:, None] ** -0.25
+    t = terms(fit_scale_table(ratios, f))
+    g = scale_factors({"terms": list(t.values())}, f, 1)[:, 0]
+    dim, bright = photons < 2000, photons > 12000
+    assert np.std(ratios[dim, 0] / g[dim]) == pytest.approx(1.0, abs=0.12)
+    assert np.std(ratios[bright, 0] / g[bright]) == pytest.approx(1.0, abs=0.12)
+    assert np.std(ratios[dim, 0]) > 1.25 and np.std(ratios[bright, 0]) < 0.85  # before
+    # all photons equal: no photon term
+    same = fit_scale_table(ratios, {**f, "log_photons": np.zeros(n)})
+    assert [u["feature"] for u in same["terms"]] == ["density_per_um2"]
 
 
 def test_scale_factors_interpolate_and_hold_at_the_ends():
-    table = {"density_per_um2": [0.1, 0.5], "scale": [[1.0, 2.0], [3.0, 3.0]]}
-    f = scale_factors(table, np.array([0.0, 0.1, 0.3, 0.5, 2.0]), 3)
+    table = {"terms": [{"feature": "density_per_um2", "knots": [0.1, 0.5],
+                        "scale": [[1.0, 2.0], [3.0, 3.0]]}]}
+    f = scale_factors(table, {"density_per_um2": np.array([0.0, 0.1, 0.3, 0.5, 2.0])}, 3)
     assert f[:, 0] == pytest.approx([1.0, 1.0, 1.5, 2.0, 2.0])
     assert f[:, 1] == pytest.approx([3.0] * 5)
     assert f[:, 2] == pytest.approx([1.0] * 5)  # no z column in the table
-    assert scale_factors(None, np.zeros(4), 2).tolist() == [[1.0, 1.0]] * 4
-
-
-def test_edge_factor_is_fitted_near_the_edge_and_density_away_from_it():
-    """Errors of 1σ inside and 2σ within 8 px of the edge: the density table sees only the
-    inside (1), the edge table the rest (2, then 1 from 8 px on)."""
-    rng = np.random.default_rng(1)
-    n = 3000
-    edge = rng.uniform(0.0, 32.0, n)
-    density = rng.uniform(0.0, 1.0, n)
-    ratios = rng.normal(size=(n, 1)) * np.where(edge < 8.0, 2.0, 1.0)[:, None]
-    t = fit_scale_table(ratios, density, edge)
-    assert np.array(t["scale"][0]) == pytest.approx(1.0, abs=0.08)
-    assert t["edge_px"][-1] == 8.0 and len(t["edge_px"]) == 5
-    assert np.array(t["edge_scale"][0][:-1]) == pytest.approx(2.0, abs=0.2)
-    f = scale_factors(t, np.full(3, 0.5), 1, edge_px=np.array([0.5, 8.0, 20.0]))[:, 0]
-    assert f[0] == pytest.approx(2.0, abs=0.2) and f[1:] == pytest.approx(1.0, abs=0.08)
-    # without distances (or without an edge table) the edge factor is 1
-    assert scale_factors(t, np.full(2, 0.5), 1)[:, 0] == pytest.approx(1.0, abs=0.08)
-    # without distances the density table is fitted on every localization
-    assert np.all(np.array(fit_scale_table(ratios, density)["scale"][0]) > 1.2)
+    assert scale_factors(None, {"density_per_um2": np.zeros(4)}, 2).tolist() == [[1.0] * 2] * 4

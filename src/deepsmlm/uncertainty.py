@@ -1,15 +1,22 @@
-"""Reported uncertainties scaled to the errors they describe, as a function of the local
-emitter density.
+"""Reported uncertainties scaled to the errors they describe, by local emitter density,
+distance to the frame edge and brightness.
 
 A network's σ head is trained by likelihood on its own simulated frames; what it misses
-(the tails of the error distribution, overlaps it cannot resolve) grows with density. After
-training, the errors of the validation localizations are divided by their σ, and the
-standard deviation of that ratio is measured in bins of local density (emitters per µm² in a
-``DENSITY_BOX_PX`` square around each detection, from the network's own detection
-probabilities), away from the frame edges, and in bins of distance to the edge near them.
-The reported σ is then multiplied by those tables, interpolated, so that std(error/σ) ≈ 1
-at every density the validation frames covered (the ends hold beyond them) and up to the
-edge.
+(the tails of the error distribution, overlaps it cannot resolve, light cut off at the
+edge) grows with density and near the edge, and its σ follow the photon count less steeply
+than the errors do. After training, the errors of the validation localizations are divided
+by their σ, and the standard deviation of that ratio is measured in bins of one feature at
+a time, each after dividing out the factors already fitted:
+
+1. local density (emitters per µm² in a ``DENSITY_BOX_PX`` square around the detection,
+   from the network's own detection probabilities), on the detections at least ``EDGE_PX``
+   from the frame edge: a straight line through the bins;
+2. distance to the edge, on the detections within ``EDGE_PX`` of it (1 from there on);
+3. log photons (the detection's own estimate), on all: a straight line through the bins.
+
+The reported σ is multiplied by the product of the terms, each interpolated linearly over
+the range the validation frames covered and held beyond it, so that std(error/σ) ≈ 1
+there.
 
 Pure functions; ``methods.fastloc`` applies them.
 """
@@ -28,6 +35,8 @@ MIN_PER_BIN = 40
 # detections closer than this to the frame edge [camera px] get an edge factor (training
 # patches are small: 44 % of a 64-px patch lies within 8 px of its edge)
 EDGE_PX = 8.0
+# the features of a table, in the order they are fitted
+FEATURES = ("density_per_um2", "edge_px", "log_photons")
 
 
 def local_density_per_um2(p: torch.Tensor, pixel_size_nm: float,
@@ -50,46 +59,53 @@ def local_density_per_um2(p: torch.Tensor, pixel_size_nm: float,
     return x[:, 0] / (pixel_size_nm * 1e-3) ** 2
 
 
-def fit_scale_table(ratios: np.ndarray, density: np.ndarray, edge_px: np.ndarray | None = None,
-                    bins: int = 5, min_per_bin: int = MIN_PER_BIN) -> dict | None:
+def fit_scale_table(ratios: np.ndarray, features: dict[str, np.ndarray], bins: int = 5,
+                    min_per_bin: int = MIN_PER_BIN) -> dict | None:
     """Calibration table from matched localizations: ``ratios`` (M, D) error/σ per axis
-    (NaN where σ is unknown), ``density`` (M,) their local density [emitters/µm²],
-    ``edge_px`` (M,) their distance to the nearest frame edge [px].
+    (NaN where σ is unknown); ``features`` maps names of ``FEATURES`` to (M,) values —
+    ``density_per_um2`` is required, ``edge_px`` and ``log_photons`` are used when given.
 
-    Density: the localizations at least ``EDGE_PX`` from an edge are split into up to
-    ``bins`` density quantiles of at least ``min_per_bin`` each; the table holds each bin's
-    median density and, per axis, the standard deviation of the ratios in each bin (1.0 for
-    an axis without finite ratios) smoothed by a straight line in density.
-
-    Edge: the light of an emitter near the edge falls partly off the chip, and its errors
-    grow beyond what its σ says. The ratios of the localizations within ``EDGE_PX`` of an
-    edge, divided by the density factor, are binned by distance the same way; their stds
-    are ``edge_scale`` at ``edge_px`` knots, followed by 1.0 at ``EDGE_PX`` (no edge table
-    with fewer than ``min_per_bin`` of them).
-
-    None when fewer than ``min_per_bin`` localizations matched.
+    Returns ``{"terms": [{"feature", "knots", "scale"}, …]}`` with ``scale`` per axis at
+    the knots (1.0 for an axis without finite ratios): for density and photons the ends of
+    the fitted line (1st and 99th percentile of the feature), for the edge the bins' median
+    distances and then ``EDGE_PX``; the edge
+    term is left out where fewer than ``min_per_bin`` lie near the edge, the photon term
+    where all photons are equal; None when fewer than ``min_per_bin`` localizations matched
+    in all.
 
     >>> r = np.array([[1.0], [-1.0]] * 20 + [[3.0], [-3.0]] * 20)
-    >>> t = fit_scale_table(r, np.r_[np.zeros(40), np.ones(40)], min_per_bin=40)
-    >>> t["density_per_um2"], np.round(t["scale"], 6).tolist()
-    ([0.0, 1.0], [[1.0, 3.0]])
+    >>> t = fit_scale_table(r, {"density_per_um2": np.r_[np.zeros(40), np.ones(40)]})
+    >>> [(u["feature"], u["knots"], np.round(u["scale"], 6).tolist()) for u in t["terms"]]
+    [('density_per_um2', [0.0, 1.0], [[1.0, 3.0]])]
     """
-    r, d = np.asarray(ratios, float), np.asarray(density, float)
+    r = np.asarray(ratios, float)
     if len(r) < min_per_bin:
         return None
-    e = np.full(len(r), np.inf) if edge_px is None else np.asarray(edge_px, float)
-    inner = e >= EDGE_PX
+    f = {k: np.asarray(v, float) for k, v in features.items() if v is not None}
+    edge = f.get("edge_px", np.full(len(r), np.inf))
+    inner = edge >= EDGE_PX
     if inner.sum() < min_per_bin:  # too few away from the edges: fit density on all
         inner = np.ones(len(r), bool)
-    knots, scale = _binned_std(r[inner], d[inner], bins, min_per_bin)
-    table = {"density_per_um2": knots.tolist(),
-             "scale": [_straight(knots, col).tolist() for col in scale]}
-    near = ~inner
-    if near.sum() >= min_per_bin:
-        rest = r[near] / scale_factors(table, d[near], r.shape[1])
-        e_knots, e_scale = _binned_std(rest, e[near], 4, min_per_bin)
-        table["edge_px"] = [*e_knots.tolist(), float(EDGE_PX)]
-        table["edge_scale"] = [[*col.tolist(), 1.0] for col in e_scale]
+    table = {"terms": []}
+
+    def add(name: str, rows: np.ndarray, n_bins: int, straight: bool, tail: float | None):
+        x = f[name][rows]
+        rest = r[rows] / scale_factors(table, {k: v[rows] for k, v in f.items()}, r.shape[1])
+        knots, cols = _binned_std(rest, x, n_bins, min_per_bin)
+        if straight:  # the line over the range covered (1st–99th percentile), held beyond
+            ends = np.percentile(x, [1.0, 99.0]) if np.ptp(knots) > 0 else knots[:1]
+            cols = [_straight(knots, c, ends) for c in cols]
+            knots = ends
+        if tail is not None:  # the factor returns to 1 at ``tail``
+            knots, cols = np.r_[knots, tail], [np.r_[c, 1.0] for c in cols]
+        table["terms"].append({"feature": name, "knots": knots.tolist(),
+                               "scale": [c.tolist() for c in cols]})
+
+    add("density_per_um2", inner, bins, True, None)
+    if "edge_px" in f and (~inner).sum() >= min_per_bin:
+        add("edge_px", ~inner, 4, False, EDGE_PX)
+    if "log_photons" in f and np.ptp(f["log_photons"]) > 0:
+        add("log_photons", np.ones(len(r), bool), 4, True, None)
     return table
 
 
@@ -111,31 +127,30 @@ def _binned_std(r: np.ndarray, x: np.ndarray, bins: int, min_per_bin: int
     return knots, cols
 
 
-def _straight(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``y`` replaced by its least-squares line in ``x`` (a bin's std scatters by several
-    per cent on a few hundred localizations; the trend with density is what is kept),
-    floored at half the smallest ``y``; ``y``'s mean where ``x`` does not vary."""
+def _straight(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The least-squares line through (``x``, ``y``) evaluated ``at`` (a bin's std
+    scatters by several per cent on a few hundred localizations; the trend is what is
+    kept), floored at half the smallest ``y``; ``y``'s mean where ``x`` does not vary."""
     if np.ptp(x) <= 0:
-        return np.full_like(y, y.mean())
+        return np.full(len(at), y.mean())
     slope, offset = np.polyfit(x, y, 1)
-    return np.maximum(offset + slope * x, 0.5 * y.min())
+    return np.maximum(offset + slope * np.asarray(at, float), 0.5 * y.min())
 
 
-def scale_factors(table: dict | None, density: np.ndarray | torch.Tensor, axes: int,
-                  edge_px: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
-    """Factors (N, ``axes``) by which to multiply σ at local ``density`` (N,) and distance
-    to the frame edge ``edge_px`` (N,): each table interpolated linearly, held at its ends
-    (the edge factor is 1 from ``EDGE_PX`` on); ones without a table."""
-    d = np.asarray(density, float).reshape(-1)
-    out = np.ones((len(d), axes))
-    if table is None:
-        return out
-    knots = np.asarray(table["density_per_um2"], float)
-    for a, col in enumerate(table["scale"][:axes]):
-        out[:, a] = np.interp(d, knots, np.asarray(col, float))
-    if edge_px is not None and "edge_px" in table:
-        e = np.asarray(edge_px, float).reshape(-1)
-        e_knots = np.asarray(table["edge_px"], float)
-        for a, col in enumerate(table["edge_scale"][:axes]):
-            out[:, a] *= np.interp(e, e_knots, np.asarray(col, float))
+def scale_factors(table: dict | None, features: dict[str, np.ndarray], axes: int
+                  ) -> np.ndarray:
+    """Factors (N, ``axes``) by which to multiply σ, for detections with ``features``
+    (name → (N,)): the product of the table's terms, each interpolated linearly in its
+    feature and held at its ends; a term whose feature is not given counts 1, and so does
+    everything without a table."""
+    n = len(next(iter(features.values())))
+    out = np.ones((n, axes))
+    for term in (table or {}).get("terms", []):
+        x = features.get(term["feature"])
+        if x is None:
+            continue
+        x = np.asarray(x, float).reshape(-1)
+        knots = np.asarray(term["knots"], float)
+        for a, col in enumerate(term["scale"][:axes]):
+            out[:, a] *= np.interp(x, knots, np.asarray(col, float))
     return out

@@ -170,11 +170,10 @@ class FastLoc:
         from deepsmlm.emitters import EmitterSet
 
         d = self._detections(card, raw, threshold,
-                             with_density="sigma_calibration" in card.settings)
+                             with_features="sigma_calibration" in card.settings)
         if d is None:
             return (EmitterSet.empty(), torch.zeros(0)) if return_peaks else EmitterSet.empty()
-        sigma = d["sigma"] * _sigma_factors(card.settings, d.get("density"),
-                                            d.get("edge_px")).to(d["sigma"])
+        sigma = d["sigma"] * _sigma_factors(card.settings, d).to(d["sigma"])
         n_species = len(card.settings.get("species", []))
         em = EmitterSet(d["xyz"].cpu(), d["photons"].cpu(), (d["t"] + frame_offset).cpu(),
                         uncertainty_xyz_nm=sigma.cpu(),
@@ -182,13 +181,14 @@ class FastLoc:
                         species_probability=d["prob"].cpu() if n_species else None)
         return (em, d["score"].cpu()) if return_peaks else em
 
-    def _detections(self, card, raw, threshold: float, with_density: bool = False
+    def _detections(self, card, raw, threshold: float, with_features: bool = False
                     ) -> dict | None:
         """The detections in ``raw`` above ``threshold`` after suppression, as tensors: xyz
         [nm] (K, 3), the network's own σ [nm] (K, 3; z NaN in 2D), photons, t, score, and
-        the species and its probability (multicolor); with ``with_density`` the local
-        density [emitters/µm²] (``uncertainty.local_density_per_um2``) and the distance to
-        the frame edge [px]. None if none."""
+        the species and its probability (multicolor); with ``with_features`` the features
+        of the σ calibration: local density [emitters/µm²] (``uncertainty.
+        local_density_per_um2``), distance to the frame edge [px], log photons. None if
+        none."""
         import torch
 
         from deepsmlm.models.fastloc import activate, channels
@@ -220,11 +220,12 @@ class FastLoc:
             out["prob"], out["species"] = q.max(1)
         else:
             out["prob"] = out["species"] = torch.zeros_like(x)
-        if with_density:
-            out["density"] = local_density_per_um2(maps["p"], px)[t, r, c]
+        if with_features:  # those of the σ calibration (uncertainty.FEATURES)
+            out["density_per_um2"] = local_density_per_um2(maps["p"], px)[t, r, c]
             h, w = maps["p"].shape[1:]
             out["edge_px"] = torch.minimum(torch.minimum(x, w * px - x),
                                            torch.minimum(y, h * px - y)).clamp(min=0) / px
+            out["log_photons"] = torch.log(out["photons"].clamp(min=1.0))
         keep = suppress_close(t, out["xyz"][:, :2], score, SUPPRESS_PX * px)
         return {k: v[keep] for k, v in out.items()}
 
@@ -242,14 +243,14 @@ class FastLoc:
         """Scale the σ it reports to the errors on validation frames: ``raw`` the network's
         output for them, ``truth`` their emitters (numpy dict), decoded at ``threshold``
         and matched with ``match_kwargs``. std(error/σ) of the network's own σ, per axis, in
-        bins of local density and of distance to the edge, becomes
+        bins of local density, distance to the edge and photons, becomes
         ``settings.sigma_calibration``
         (``uncertainty.fit_scale_table``; it replaces an earlier calibration). Returns the
         table, or None (too few matches: the σ stay as they were)."""
         from deepsmlm.evaluation.matching import match
-        from deepsmlm.uncertainty import fit_scale_table
+        from deepsmlm.uncertainty import FEATURES, fit_scale_table
 
-        d = self._detections(card, raw, threshold, with_density=True)
+        d = self._detections(card, raw, threshold, with_features=True)
         if d is None:
             return None
         xyz, sigma = d["xyz"].cpu().numpy(), d["sigma"].cpu().numpy()
@@ -257,8 +258,7 @@ class FastLoc:
         with np.errstate(invalid="ignore", divide="ignore"):
             ratios = (xyz[m.pred_index] - truth["xyz_nm"][m.gt_index]) / sigma[m.pred_index]
         table = fit_scale_table(ratios[:, :self.uncertainty_columns(card)],
-                                d["density"].cpu().numpy()[m.pred_index],
-                                d["edge_px"].cpu().numpy()[m.pred_index])
+                                {k: d[k].cpu().numpy()[m.pred_index] for k in FEATURES})
         if table is not None:
             card.settings.pop("sigma_scale", None)
             card.settings["sigma_calibration"] = table
@@ -291,18 +291,17 @@ class FastLoc:
         widefield_vs_sr(widefield, img, px, fine, path, title)
 
 
-def _sigma_factors(settings: dict, density, edge_px):
-    """(K, 3) factors on the network's σ: ``sigma_calibration`` at each detection's local
-    density and distance to the frame edge, or the constant per-axis ``sigma_scale`` of
-    model folders written before it."""
+def _sigma_factors(settings: dict, detections: dict):
+    """(K, 3) factors on the network's σ: ``sigma_calibration`` at each detection's
+    features, or the constant per-axis ``sigma_scale`` of model folders written before it."""
     import torch
 
-    from deepsmlm.uncertainty import scale_factors
+    from deepsmlm.uncertainty import FEATURES, scale_factors
 
-    if density is None:
+    if "sigma_calibration" not in settings:
         return torch.tensor([list(settings.get("sigma_scale", [1.0, 1.0, 1.0]))])
-    f = scale_factors(settings["sigma_calibration"], density.cpu().numpy(), 3,
-                      edge_px.cpu().numpy())
+    f = scale_factors(settings["sigma_calibration"],
+                      {k: detections[k].cpu().numpy() for k in FEATURES}, 3)
     return torch.from_numpy(f).float()
 
 
