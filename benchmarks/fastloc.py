@@ -261,6 +261,33 @@ def cmd_compare3d(args) -> None:
               f"| {std} |")
 
 
+def cmd_uncertainty(args) -> None:
+    """Bar 4 from evaluate JSONs (``deepstorm3d.py evaluate``, ``smlm-evaluate``,
+    ``dense-evaluate``): per set, std(e/σ) per axis overall and its range over every row
+    and photon quartile, and the cells outside 0.8–1.25."""
+    lo_bar, hi_bar = 0.8, 1.25
+    print("| set | row | std(e/σ) overall | range over quartiles | outside 0.8–1.25 |")
+    print("|---|---|---|---|---|")
+    for path in args.json:
+        d = json.loads(Path(path).read_text())
+        rows = d["rows"]
+        if isinstance(rows, dict):  # smlm-evaluate: {frames: {method: row}}
+            rows = [{"label": k, **v["fastloc"]} for k, v in rows.items() if "fastloc" in v]
+        for r in rows:
+            cal = r.get("calibration")
+            if not cal:
+                continue
+            label = r.get("label", r.get("emitters_per_frame", r.get("density_per_um2")))
+            quart = [v for b in cal["by_photons"] for v in b["std"]]
+            out = [f"{'xyz'[i % len(cal['std'])]}{1 + i // len(cal['std'])}={v:.2f}"
+                   for i, v in enumerate(quart) if not lo_bar <= v <= hi_bar]
+            out += [f"{'xyz'[i]}={v:.2f}" for i, v in enumerate(cal["std"])
+                    if not lo_bar <= v <= hi_bar]
+            print(f"| {Path(path).stem} | {label} | "
+                  f"{', '.join(f'{v:.2f}' for v in cal['std'])} | "
+                  f"{min(quart):.2f}–{max(quart):.2f} | {' '.join(out) or '–'} |")
+
+
 def _random_deepstorm(folder: Path, like: str) -> None:
     """A model folder of the published Deep-STORM (U = 8) with random weights, the
     normaliser and camera of ``like``."""
@@ -311,6 +338,9 @@ def main() -> None:
     s.add_argument("--fastloc", required=True, help="deepstorm3d.py evaluate JSON of fastloc")
     s.add_argument("--deepstorm3d", required=True, help="... of DeepSTORM3D, same movies")
     s.set_defaults(func=cmd_compare3d)
+    s = sub.add_parser("uncertainty", help="bar 4 (std of error/σ) from evaluate JSONs")
+    s.add_argument("json", nargs="+")
+    s.set_defaults(func=cmd_uncertainty)
     args = ap.parse_args()
     args.func(args)
 
