@@ -297,3 +297,50 @@ def test_three_level_network_keeps_the_first_designs_weight_names():
 def test_patch_must_be_a_multiple_of_the_levels_stride():
     with pytest.raises(ValueError, match="multiple of 8"):
         FL.section.model_validate({"model": "fastloc", "levels": 4, "patch_px": 20})
+
+
+def pair_output(n_frames: int) -> torch.Tensor:
+    """Frames 40×40 with two emitters on neighbouring pixels of row 20: p 0.55 at column 20
+    (offset +0.3 px → x 20.8 px) and p 0.5 at column 21 (no offset → 21.5 px), 0.7 px
+    apart."""
+    names = channels(False)
+    raw = emitters_output(n_frames, [], False)
+    dx = names.index("dx")
+    raw[:, 0, 20, 20], raw[:, dx, 20, 20] = inverse("p", 0.55), inverse("dx", 0.3)
+    raw[:, 0, 20, 21] = inverse("p", 0.5)
+    return raw
+
+
+def test_decoding_options_separate_emitters_on_neighbouring_pixels():
+    old = card(False)  # a folder without the tuned pair: 0.6 and 1 px, as before
+    assert len(FL.decode(old, pair_output(1), threshold=0.3)) == 1
+    loose = card(False)
+    loose.settings.update(certain_probability=0.45, suppress_px=0.5)
+    em = FL.decode(loose, pair_output(1), threshold=0.3)
+    assert sorted(em.xyz_nm[:, 0].tolist()) == pytest.approx([2080.0, 2150.0], abs=1e-2)
+    loose.settings["suppress_px"] = 1.0  # 0.7 px apart: the weaker goes
+    assert len(FL.decode(loose, pair_output(1), threshold=0.3)) == 1
+
+
+def test_threshold_tuning_picks_the_decoding_options_on_validation_frames():
+    """A stub network whose output for frame i is ``pair_output``: only a pair of options
+    that keeps both emitters reaches Jaccard 100, and tuning writes it into the card."""
+    from deepsmlm.data.datasets import Batch
+    from deepsmlm.training.train import tune_threshold
+
+    raw = pair_output(8)
+
+    class Stub(torch.nn.Module):
+        def forward(self, x):
+            return raw[x[:, 0, 0].long()]
+
+    xs = torch.tensor([2080.0, 2150.0]).repeat(8)
+    frames = torch.arange(8).repeat_interleave(2)
+    truth = EmitterSet(torch.stack([xs, torch.full_like(xs, 2050.0), torch.zeros_like(xs)], 1),
+                       torch.full_like(xs, 1000.0), frames)
+    batches = [Batch(torch.arange(8.0)[:, None, None], {}, truth)]
+    c = card(False)
+    best = tune_threshold(Stub(), lambda a: a, batches, c, "cpu")
+    assert best["jaccard"] == pytest.approx(100.0)
+    assert c.settings["suppress_px"] == 0.5 and c.settings["certain_probability"] <= 0.45
+    assert best["suppress_px"] == 0.5 and best["threshold"] < 0.5

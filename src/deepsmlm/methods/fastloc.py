@@ -58,8 +58,16 @@ class FastLocTraining(TrainingSection):
         return self
 
 
-# two detections closer than this [camera px] are one emitter found twice
+# Decoding (``postprocess.pixel_detections``, ``suppress_close``): a pixel whose own
+# probability reaches ``certain_probability`` is a detection even beside a stronger one, and
+# of two detections closer than ``suppress_px`` [camera px] the weaker goes (one emitter
+# found twice). These defaults hold for model folders written before the pair was tuned;
+# training picks the pair on the validation frames from DECODING_OPTIONS (at density, two
+# emitters often fall on neighbouring pixels: 0.6 and 1 px merge them).
+CERTAIN_PROBABILITY = 0.6
 SUPPRESS_PX = 1.0
+DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r}
+                         for c in (0.3, 0.45, 0.6) for r in (0.5, 1.0))
 
 
 class FastLoc:
@@ -199,7 +207,8 @@ class FastLoc:
         n_species = len(s.get("species", []))
         raw = raw.detach().float()
         maps = activate(raw, channels(bool(s["localize_z"]), n_species))
-        idx, score = pixel_detections(maps["p"], threshold)
+        idx, score = pixel_detections(maps["p"], threshold,
+                                      s.get("certain_probability", CERTAIN_PROBABILITY))
         if len(idx) == 0:
             return None
         t, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
@@ -226,7 +235,8 @@ class FastLoc:
             out["edge_px"] = torch.minimum(torch.minimum(x, w * px - x),
                                            torch.minimum(y, h * px - y)).clamp(min=0) / px
             out["log_photons"] = torch.log(out["photons"].clamp(min=1.0))
-        keep = suppress_close(t, out["xyz"][:, :2], score, SUPPRESS_PX * px)
+        keep = suppress_close(t, out["xyz"][:, :2], score,
+                              s.get("suppress_px", SUPPRESS_PX) * px)
         return {k: v[keep] for k, v in out.items()}
 
     def uncertainty_columns(self, card) -> int:
@@ -237,6 +247,10 @@ class FastLoc:
 
     def thresholds(self, card) -> np.ndarray:
         return np.linspace(0.05, 0.95, 19)
+
+    def decoding_options(self, card) -> tuple[dict, ...]:
+        """Decoding settings tuned with the threshold (kept in card.settings)."""
+        return DECODING_OPTIONS
 
     def calibrate_uncertainty(self, card, raw, truth: dict, threshold: float,
                               match_kwargs: dict) -> dict | None:

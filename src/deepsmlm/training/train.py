@@ -8,6 +8,7 @@ the highest Jaccard index. The folder then holds everything needed to run the mo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def new_card(exp, normalizer: Normalizer) -> ModelCard:
 
 def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: ModelCard,
                    device) -> dict:
-    """Threshold with the highest Jaccard on ``batches`` (the method's tuning match)."""
+    """Threshold (and the method's ``decoding_options``, if it has them: each is tried
+    with every threshold, the best written into card.settings) with the highest Jaccard on
+    ``batches`` (the method's tuning match)."""
     from deepsmlm import methods
     from deepsmlm.evaluation.metrics import evaluate
 
@@ -68,17 +71,21 @@ def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: Mo
     truth = EmitterSet.cat(truths).numpy()
     best = None
     thresholds = method.thresholds(card)
-    # the maxima do not depend on the threshold: find them once, then filter by score
-    found, peaks = method.decode(card, raw, float(thresholds[0]), return_peaks=True)
-    for thr in thresholds:
-        pred = found.subset(peaks > thr).numpy()
-        r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"],
-                     **method.tuning_match(card))
-        score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
-        if best is None or score > best["jaccard"]:
-            best = {"threshold": float(thr), "jaccard": score, "rmse_xy_nm": r["rmse_xy_nm"],
-                    "rmse_z_nm": r["rmse_z_nm"], "recall": r["recall"],
-                    "precision": r["precision"]}
+    options = getattr(method, "decoding_options", lambda c: ({},))(card)
+    for option in options:  # decoding settings tried with every threshold (the best kept)
+        trial = dataclasses.replace(card, settings={**card.settings, **option})
+        # the maxima do not depend on the threshold: find them once, then filter by score
+        found, peaks = method.decode(trial, raw, float(thresholds[0]), return_peaks=True)
+        for thr in thresholds:
+            pred = found.subset(peaks > thr).numpy()
+            r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"],
+                         **method.tuning_match(card))
+            score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
+            if best is None or score > best["jaccard"]:
+                best = {"threshold": float(thr), "jaccard": score,
+                        "rmse_xy_nm": r["rmse_xy_nm"], "rmse_z_nm": r["rmse_z_nm"],
+                        "recall": r["recall"], "precision": r["precision"], **option}
+    card.settings.update({k: best[k] for k in options[0]})
     if hasattr(method, "calibrate_uncertainty"):  # the σ it reports, scaled to the errors
         best["uncertainty_calibration"] = method.calibrate_uncertainty(
             card, raw, truth, best["threshold"], uncertainty_match(method, card))
