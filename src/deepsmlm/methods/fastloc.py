@@ -63,11 +63,12 @@ class FastLocTraining(TrainingSection):
 # of two detections closer than ``suppress_px`` [camera px] the weaker goes (one emitter
 # found twice). These defaults hold for model folders written before the pair was tuned;
 # training picks the pair on the validation frames from DECODING_OPTIONS (at density, two
-# emitters often fall on neighbouring pixels: 0.6 and 1 px merge them).
+# emitters often fall on neighbouring pixels: 0.6 and 1 px merge them). The defaults come
+# first, so a looser pair is kept only where it scores higher.
 CERTAIN_PROBABILITY = 0.6
 SUPPRESS_PX = 1.0
 DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r}
-                         for c in (0.3, 0.45, 0.6) for r in (0.5, 1.0))
+                         for c in (0.6, 0.45, 0.3) for r in (1.0, 0.5))
 
 
 class FastLoc:
