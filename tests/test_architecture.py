@@ -18,7 +18,7 @@ FLOORS = [
     ("physics", ["deepsmlm.optics", "deepsmlm.simulation"]),
     ("components", ["deepsmlm.render", "deepsmlm.evaluation", "deepsmlm.models",
                     "deepsmlm.losses", "deepsmlm.postprocess", "deepsmlm.data",
-                    "deepsmlm.calibration", "deepsmlm.refine"]),
+                    "deepsmlm.calibration", "deepsmlm.refine", "deepsmlm.uncertainty"]),
     ("methods", ["deepsmlm.methods"]),
     ("config", ["deepsmlm.config"]),
     ("build", ["deepsmlm.build"]),

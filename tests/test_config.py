@@ -1,6 +1,6 @@
 import pytest
 
-from deepsmlm.config import CAMERA_PRESETS, load_experiment
+from deepsmlm.config import CAMERA_PRESETS, experiment_from_dict, load_experiment
 from deepsmlm.errors import UserError
 
 from .conftest import CONFIGS, make_experiment
@@ -50,7 +50,7 @@ def test_preset_is_expanded_and_overridable():
                    "overlap_counts_false_positives": False}},
      "overlap_squares needs overlap_counts_false_positives"),
     # each method validates its own keys; another method's key names its owner
-    ({"training": {"depth_planes": 12}},
+    ({"training": {"model": "deepstorm", "depth_planes": 12}},
      "training.depth_planes: a key of 'deepstorm3d', not of 'deepstorm'"),
     ({"training": {"model": "deepstorm3d", "channels": [8, 8, 8, 8]}},
      "training.channels: a key of 'deepstorm', not of 'deepstorm3d'"),
@@ -80,3 +80,14 @@ def test_missing_and_broken_files(tmp_path):
 def test_every_shipped_config_validates(path):
     exp = load_experiment(path)
     assert exp.frame.height_px > 0
+
+
+def test_the_method_a_training_section_leaves_out():
+    """No ``training.model``: fastloc (methods.DEFAULT) — unless a key belongs to another
+    method and not to fastloc (a file written when Deep-STORM was the default)."""
+    assert experiment_from_dict({}).training.model == "fastloc"
+    assert experiment_from_dict({"training": {"max_epochs": 3}}).training.model == "fastloc"
+    old = experiment_from_dict({"training": {"upsampling": 4, "channels": [8, 8, 8, 8]}})
+    assert old.training.model == "deepstorm" and old.training.upsampling == 4
+    assert experiment_from_dict({"training": {"depth_planes": 6}}).training.model == \
+        "deepstorm3d"

@@ -21,7 +21,7 @@ TINY = dict(upsampling=2, channels=[4, 8, 8, 8], patch_px=16, margin_px=2, batch
 
 def tiny_experiment(**training):
     d = load_experiment(CONFIGS / "2d-dense.yaml").to_dict()
-    d["training"].update(TINY, **training)
+    d["training"] = {"model": "deepstorm", **TINY, **training}
     return experiment_from_dict(d)
 
 
@@ -252,7 +252,7 @@ def test_train_from_a_users_stack_and_truth_csv(tmp_path):
     sim = tmp_path / "sim"
     d = load_experiment(CONFIGS / "2d-dense.yaml").to_dict()
     d["frame"] = {"height_px": 32, "width_px": 32}
-    d["training"].update(TINY)
+    d["training"] = {"model": "deepstorm", **TINY}
     import yaml
 
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(d))

@@ -32,7 +32,7 @@ def tiny_design_experiment(**design) -> "Experiment":  # noqa: F821
     d["optics"].update(psf="pupil", pupil_grid_px=24, patch_px=15, pixel_oversampling=1,
                        mask={"kind": "clear"}, aberrations={"noll": {}})
     d["emitters"]["z_range_nm"] = [-500.0, 500.0]
-    d["training"].update(TINY_TRAINING)
+    d["training"] = dict(TINY_TRAINING)
     d["design"] = {"mask_learning_rate": 0.05, **design}
     return experiment_from_dict(d)
 

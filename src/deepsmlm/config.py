@@ -333,18 +333,23 @@ class Experiment(_Strict):
     frame: FrameConfig = Field(default_factory=FrameConfig)
     emitters: EmittersConfig = Field(default_factory=EmittersConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
-    training: Training = Field(default_factory=lambda: methods.get(methods.DEFAULT).section())
+    training: Training = Field(default_factory=lambda: methods.get(methods.DEFAULT).section(
+        model=methods.DEFAULT))
     design: DesignConfig = Field(default_factory=DesignConfig)
 
     @model_validator(mode="before")
     @classmethod
     def _method_tag(cls, data):
-        """``training.model`` defaults to Deep-STORM; keys of another method are dropped when
-        they hold that method's default (files written before each method had its own
-        section listed every key), and otherwise named as that method's by the error."""
+        """``training.model`` defaults to ``methods.DEFAULT`` (fastloc) — or to the method
+        whose section holds a key the default's does not (files written when Deep-STORM
+        was the default set its keys without naming it); keys of another method are
+        dropped when they hold that method's default (files written before each method had
+        its own section listed every key), and otherwise named as that method's by the
+        error."""
         if isinstance(data, dict) and isinstance(data.get("training"), dict):
             t = dict(data["training"])
-            t.setdefault("model", methods.DEFAULT)
+            if "model" not in t:
+                t["model"] = _implied_method(t)
             if t["model"] in methods.names():
                 own = methods.get(t["model"]).section.model_fields
                 for key in [k for k in t if k not in own]:
@@ -365,6 +370,16 @@ class Experiment(_Strict):
         from deepsmlm.io.atomic import atomic_write_text
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _implied_method(training: dict) -> str:
+    """The method of a training section that names none: the default, unless a key belongs
+    to another method's section and not to the default's."""
+    own = methods.get(methods.DEFAULT).section.model_fields
+    for key in training:
+        if key not in own and _owner_of(key) is not None:
+            return _owner_of(key)
+    return methods.DEFAULT
 
 
 def _owner_of(key: str) -> str | None:
