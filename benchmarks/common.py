@@ -54,9 +54,12 @@ def matmul_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5) -> float
 def edited_experiment(config: str | Path, *, emitters: dict | None = None,
                       frame: dict | None = None, training: dict | None = None) -> Experiment:
     """The experiment of ``config`` with keys of its emitters/frame/training sections
-    replaced (validated again; relative paths stay relative to the config's folder)."""
+    replaced (validated again; relative paths stay relative to the config's folder). A
+    ``training`` naming another method than the config's replaces the whole section."""
     config = Path(config)
     d = load_experiment(config).to_dict()
+    if training and training.get("model", d["training"]["model"]) != d["training"]["model"]:
+        d["training"] = {}
     for section, changes in (("emitters", emitters), ("frame", frame),
                              ("training", training)):
         if changes:

@@ -31,7 +31,7 @@ from deepsmlm.api import simulate, write_movie
 def cmd_train(args) -> None:
     from deepsmlm.api import run_train
 
-    exp = density_experiment(None, density_range_per_um2=[0.25, 8.0],
+    exp = density_experiment(None, model="deepstorm", density_range_per_um2=[0.25, 8.0],
                              batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
                              max_epochs=1000, early_stop_epochs=1000,
                              lr_patience_epochs=args.lr_patience, val_frames=args.val_frames,
