@@ -139,12 +139,14 @@ def training_curves(history: list[dict], path: str | os.PathLike) -> None:
 
 
 def widefield_vs_sr(widefield: np.ndarray, sr: np.ndarray, pixel_nm: float, fine_nm: float,
-                    path: str | os.PathLike, title: str = "") -> None:
-    """The widefield sum beside the super-resolved reconstruction, 1 µm scale bars."""
+                    path: str | os.PathLike, title: str = "",
+                    method: str = "Deep-STORM") -> None:
+    """The widefield sum beside ``method``'s super-resolved reconstruction, 1 µm scale
+    bars."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
     for ax, img, px, name in ((axes[0], widefield, pixel_nm, "widefield (sum of frames)"),
-                              (axes[1], sr, fine_nm, "Deep-STORM reconstruction")):
+                              (axes[1], sr, fine_nm, f"{method} reconstruction")):
         pos = img[img > 0]
         vmax = np.percentile(pos, 99.5) if pos.size else 1.0
         ax.imshow(img, cmap="hot" if ax is axes[1] else "gray", vmin=0 if ax is axes[1]

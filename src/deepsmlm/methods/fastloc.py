@@ -303,7 +303,7 @@ class FastLoc:
         fine = px / 8
         h, w = widefield.shape
         img = render_histogram(emitters.xyz_nm.numpy()[:, :2], fine, (w * px, h * px))
-        widefield_vs_sr(widefield, img, px, fine, path, title)
+        widefield_vs_sr(widefield, img, px, fine, path, title, method=self.name)
 
 
 def _sigma_factors(settings: dict, detections: dict):
