@@ -258,10 +258,9 @@ class FastLoc:
         """Scale the σ it reports to the errors on validation frames: ``raw`` the network's
         output for them, ``truth`` their emitters (numpy dict), decoded at ``threshold``
         and matched with ``match_kwargs``. std(error/σ) of the network's own σ, per axis, in
-        bins of local density, distance to the edge and photons, becomes
-        ``settings.sigma_calibration``
-        (``uncertainty.fit_scale_table``; it replaces an earlier calibration). Returns the
-        table, or None (too few matches: the σ stay as they were)."""
+        bins of local density, distance to the edge and photons (``uncertainty.
+        fit_scale_table``), becomes ``settings.sigma_calibration``, replacing an earlier
+        calibration. Returns the table, or None (too few matches: σ stay as they were)."""
         from deepsmlm.evaluation.matching import match
         from deepsmlm.uncertainty import FEATURES, fit_scale_table
 
