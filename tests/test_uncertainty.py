@@ -81,9 +81,10 @@ def test_photon_term_follows_what_the_density_term_leaves():
     assert np.std(ratios[dim, 0] / g[dim]) == pytest.approx(1.0, abs=0.12)
     assert np.std(ratios[bright, 0] / g[bright]) == pytest.approx(1.0, abs=0.12)
     assert np.std(ratios[dim, 0]) > 1.25 and np.std(ratios[bright, 0]) < 0.85  # before
-    # all photons equal: no photon term
-    same = fit_scale_table(ratios, {**f, "log_photons": np.zeros(n)})
-    assert [u["feature"] for u in same["terms"]] == ["density_per_um2"]
+    # all photons equal, or within 2000–2500: no photon term
+    for narrow in (np.zeros(n), np.log(rng.uniform(2000.0, 2500.0, n))):
+        same = fit_scale_table(ratios, {**f, "log_photons": narrow})
+        assert [u["feature"] for u in same["terms"]] == ["density_per_um2"]
 
 
 def test_scale_factors_interpolate_and_hold_at_the_ends():

@@ -12,7 +12,8 @@ a time, each after dividing out the factors already fitted:
    from the network's own detection probabilities), on the detections at least ``EDGE_PX``
    from the frame edge: a straight line through the bins;
 2. distance to the edge, on the detections within ``EDGE_PX`` of it (1 from there on);
-3. log photons (the detection's own estimate), on all: a straight line through the bins.
+3. log photons (the detection's own estimate), on all: a straight line through the bins
+   (only where the photons span a factor ``MIN_PHOTON_SPAN``).
 
 The reported σ is multiplied by the product of the terms, each interpolated linearly over
 the range the validation frames covered and held beyond it, so that std(error/σ) ≈ 1
@@ -35,6 +36,10 @@ MIN_PER_BIN = 40
 # detections closer than this to the frame edge [camera px] get an edge factor (training
 # patches are small: 44 % of a 64-px patch lies within 8 px of its edge)
 EDGE_PX = 8.0
+# the photon term is fitted only where the validation photons span this factor (1st to 99th
+# percentile): over a narrower range σ hardly changes, and the estimated photons of close
+# pairs (biased up) make the fitted slope noise
+MIN_PHOTON_SPAN = 1.5
 # the features of a table, in the order they are fitted
 FEATURES = ("density_per_um2", "edge_px", "log_photons")
 
@@ -68,10 +73,9 @@ def fit_scale_table(ratios: np.ndarray, features: dict[str, np.ndarray], bins: i
     Returns ``{"terms": [{"feature", "knots", "scale"}, …]}`` with ``scale`` per axis at
     the knots (1.0 for an axis without finite ratios): for density and photons the ends of
     the fitted line (1st and 99th percentile of the feature), for the edge the bins' median
-    distances and then ``EDGE_PX``; the edge
-    term is left out where fewer than ``min_per_bin`` lie near the edge, the photon term
-    where all photons are equal; None when fewer than ``min_per_bin`` localizations matched
-    in all.
+    distances and then ``EDGE_PX``. The edge term is left out where fewer than
+    ``min_per_bin`` lie near the edge, the photon term where the photons span less than
+    ``MIN_PHOTON_SPAN``; None when fewer than ``min_per_bin`` localizations matched in all.
 
     >>> r = np.array([[1.0], [-1.0]] * 20 + [[3.0], [-3.0]] * 20)
     >>> t = fit_scale_table(r, {"density_per_um2": np.r_[np.zeros(40), np.ones(40)]})
@@ -104,7 +108,8 @@ def fit_scale_table(ratios: np.ndarray, features: dict[str, np.ndarray], bins: i
     add("density_per_um2", inner, bins, True, None)
     if "edge_px" in f and (~inner).sum() >= min_per_bin:
         add("edge_px", ~inner, 4, False, EDGE_PX)
-    if "log_photons" in f and np.ptp(f["log_photons"]) > 0:
+    if "log_photons" in f and \
+            np.ptp(np.percentile(f["log_photons"], [1.0, 99.0])) >= np.log(MIN_PHOTON_SPAN):
         add("log_photons", np.ones(len(r), bool), 4, True, None)
     return table
 
