@@ -344,3 +344,17 @@ def test_threshold_tuning_picks_the_decoding_options_on_validation_frames():
     assert best["jaccard"] == pytest.approx(100.0)
     assert c.settings["suppress_px"] == 0.5 and c.settings["certain_probability"] <= 0.45
     assert best["suppress_px"] == 0.5 and best["threshold"] < 0.5
+
+
+def test_a_sigma_cut_drops_the_uncertain_detections():
+    """``max_sigma_px``: detections whose own lateral σ exceeds it go (none by default)."""
+    names = channels(False)
+    raw = emitters_output(1, [(10, 10), (30, 30)], False)  # σ 0.1 px in x and y
+    raw[0, names.index("s_dx"), 30, 30] = inverse("s", 2.0)  # the second: σ_x 2 px
+    c = card(False)
+    assert len(FL.decode(c, raw, threshold=0.5)) == 2
+    c.settings["max_sigma_px"] = 1.0
+    em = FL.decode(c, raw, threshold=0.5)
+    assert em.xyz_nm[:, 0].tolist() == pytest.approx([1050.0], abs=1e-2)
+    c.settings["max_sigma_px"] = 2.5  # √(2² + 0.1²) ≈ 2.0 px: kept
+    assert len(FL.decode(c, raw, threshold=0.5)) == 2

@@ -61,14 +61,17 @@ class FastLocTraining(TrainingSection):
 # Decoding (``postprocess.pixel_detections``, ``suppress_close``): a pixel whose own
 # probability reaches ``certain_probability`` is a detection even beside a stronger one, and
 # of two detections closer than ``suppress_px`` [camera px] the weaker goes (one emitter
-# found twice). These defaults hold for model folders written before the pair was tuned;
-# training picks the pair on the validation frames from DECODING_OPTIONS (at density, two
-# emitters often fall on neighbouring pixels: 0.6 and 1 px merge them). The defaults come
-# first, so a looser pair is kept only where it scores higher.
+# found twice); a detection whose lateral σ (the network's own, √(σx² + σy²)) exceeds
+# ``max_sigma_px`` camera pixels goes (None: none does) — a strongly defocused spot is found
+# but placed too far off to count. These defaults hold for model folders written before
+# they were tuned; training picks them on the validation frames from DECODING_OPTIONS (at
+# density, two emitters often fall on neighbouring pixels: 0.6 and 1 px merge them). The
+# defaults come first, so another choice is kept only where it scores higher.
 CERTAIN_PROBABILITY = 0.6
 SUPPRESS_PX = 1.0
-DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r}
-                         for c in (0.6, 0.45, 0.3) for r in (1.0, 0.5))
+DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r, "max_sigma_px": m}
+                         for c in (0.6, 0.45, 0.3) for r in (1.0, 0.5)
+                         for m in (None, 1.5, 1.0, 0.75, 0.5))
 
 
 class FastLoc:
@@ -238,6 +241,8 @@ class FastLoc:
             out["log_photons"] = torch.log(out["photons"].clamp(min=1.0))
         keep = suppress_close(t, out["xyz"][:, :2], score,
                               s.get("suppress_px", SUPPRESS_PX) * px)
+        if s.get("max_sigma_px") is not None:
+            keep &= torch.hypot(sx, sy) <= s["max_sigma_px"] * px
         return {k: v[keep] for k, v in out.items()}
 
     def uncertainty_columns(self, card) -> int:
