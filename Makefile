@@ -169,6 +169,8 @@ bench-fastloc3d: $(STAMP)
 			--out bench_out/eval13/$${m}_$$s --json bench_out/eval13/$${m}_$$s.json || exit 1; \
 	done; $(PY) benchmarks/fastloc.py compare3d --fastloc bench_out/eval13/astig_fl_$$s.json \
 		--deepstorm3d bench_out/eval13/astig_ds3d_$$s.json; done
+	$(PY) benchmarks/fastloc.py uncertainty bench_out/eval13/fl3d_movies3d*.json \
+		bench_out/eval13/astig_fl_movies_astig*.json
 
 # Multicolor (issue 14): masks for colour (end to end from a clear aperture; Fisher
 # information on λ; end to end from that) against a clear aperture, K = 2 and 4
