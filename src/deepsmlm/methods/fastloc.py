@@ -54,7 +54,8 @@ class FastLocTraining(TrainingSection):
         m = 2 ** (self.levels - 1)
         if self.patch_px % m:
             raise ValueError(f"training.patch_px must be a multiple of {m} for a "
-                             f"{self.levels}-level network, got {self.patch_px}")
+                             f"{self.levels}-level fastloc network (training.model: fastloc, "
+                             f"the default), got {self.patch_px}")
         return self
 
 
