@@ -376,10 +376,8 @@ def _implied_method(training: dict) -> str:
     """The method of a training section that names none: the default, unless a key belongs
     to another method's section and not to the default's."""
     own = methods.get(methods.DEFAULT).section.model_fields
-    for key in training:
-        if key not in own and _owner_of(key) is not None:
-            return _owner_of(key)
-    return methods.DEFAULT
+    owners = (_owner_of(key) for key in training if key not in own)
+    return next((o for o in owners if o is not None), methods.DEFAULT)
 
 
 def _owner_of(key: str) -> str | None:
