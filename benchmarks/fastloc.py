@@ -117,11 +117,14 @@ def cmd_smlm_evaluate(args) -> None:
         truth = read_csv(mdir / "truth.csv").numpy()
         field = field_nm(exp)
         rows = {}
-        for label, model in (("fastloc", args.model), ("deepstorm", args.deepstorm)):
+        arms = [("fastloc", args.model, False), ("deepstorm", args.deepstorm, False)]
+        if args.refine:
+            arms.insert(1, ("fastloc+refine", args.model, True))
+        for label, model, refine in arms:
             if model is None:
                 continue
             res = Path(args.out) / name / label
-            loc = run_localize(model, mdir / "frames.tif", res, progress=False)
+            loc = run_localize(model, mdir / "frames.tif", res, progress=False, refine=refine)
             found = read_csv(res / "localizations.csv").numpy()
             rows[label] = {**score(truth, found, field), "frames_per_s": loc["frames_per_s"]}
             if "uncertainty_xyz_nm" in found:
@@ -132,7 +135,7 @@ def cmd_smlm_evaluate(args) -> None:
         out["rows"][name] = rows
         for label, r in rows.items():
             cal = r.get("calibration")
-            print(f"{name:10s} {label:9s} Jaccard {r['jaccard']:5.1f} %  recall "
+            print(f"{name:10s} {label:14s} Jaccard {r['jaccard']:5.1f} %  recall "
                   f"{r['recall']:.3f}  precision {r['precision']:.3f}  RMSE "
                   f"{r['rmse_xy_nm']:5.1f} nm  E_xy {r['efficiency_xy']:5.1f}"
                   + (f"  e/σ std x {cal['std'][0]:.2f} y {cal['std'][1]:.2f}" if cal else ""))
@@ -153,7 +156,8 @@ def cmd_dense_evaluate(args) -> None:
     for density in args.densities:
         mdir = Path(args.movies) / f"density_{density:g}"
         res = Path(args.out) / f"density_{density:g}"
-        loc = run_localize(args.model, mdir / "frames.tif", res, progress=False)
+        loc = run_localize(args.model, mdir / "frames.tif", res, progress=False,
+                           refine=args.refine)
         truth, found = read_csv(mdir / "truth.csv").numpy(), read_csv(res / "localizations.csv"
                                                                         ).numpy()
         r = evaluate(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"],
@@ -170,7 +174,8 @@ def cmd_dense_evaluate(args) -> None:
               f"{row['calibration']['std'][1]:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"crlb_radial_nm": radial, "rows": rows},
+        Path(args.json).write_text(json.dumps({"crlb_radial_nm": radial, "refine": args.refine,
+                                               "rows": rows},
                                               indent=2, default=float))
 
 
@@ -317,6 +322,8 @@ def main() -> None:
     s.add_argument("--movies", required=True)
     s.add_argument("--out", default="bench_out/fastloc_smlm")
     s.add_argument("--no-picasso", action="store_true")
+    s.add_argument("--refine", action="store_true",
+                   help="add fastloc with localize --refine (maximum likelihood through the PSF)")
     s.add_argument("--json", default=None)
     s.set_defaults(func=cmd_smlm_evaluate)
     s = sub.add_parser("dense-evaluate")
@@ -324,6 +331,7 @@ def main() -> None:
     s.add_argument("--movies", required=True)
     s.add_argument("--out", default="bench_out/fastloc_dense")
     s.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
+    s.add_argument("--refine", action="store_true", help="localize --refine")
     s.add_argument("--json", default=None)
     s.set_defaults(func=cmd_dense_evaluate)
     s = sub.add_parser("speed")

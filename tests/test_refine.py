@@ -318,3 +318,40 @@ def test_the_bound_uses_the_local_background_and_survives_a_degenerate_pair():
     sd = crlb_nm(psf, 0.0, IDEAL, same, torch.full((2,), 2000.0), torch.tensor([0, 0]),
                  torch.tensor([10.0]), (32, 32), False)
     assert torch.isnan(sd[:, :2]).all()
+
+
+def test_a_2d_method_fits_the_depth_of_a_defocused_spot_as_a_nuisance():
+    """A 2D network reports z = 0 for a spot 600 nm out of focus (a PSF whose width grows
+    with |z|, symmetric about the focus). Fitting z as a nuisance — started off the focus,
+    where such a PSF has no z gradient — recovers the photons, which an in-focus fit
+    underestimates, and a lateral scatter, smaller than the in-focus fit's, that the
+    reported σ (z unknown) describes; the
+    table keeps the network's z and no z σ."""
+    from deepsmlm.emitters import EmitterSet
+    from deepsmlm.refine import Refiner, nuisance_start_nm
+
+    assert nuisance_start_nm((-825.0, 825.0)) == 412.5  # off the focus
+    assert nuisance_start_nm((100.0, 900.0)) == 500.0
+    psf = AstigmaticGaussianPSF(110.0, 0.0, 300.0, 0.0, 100.0, 25, 800.0)
+    truth = torch.tensor([[1550.0, 1630.0, -600.0]])
+    n_draws, photons = 40, 4000.0
+    frames, frame = simulate(psf, truth, torch.tensor([photons]), 20.0, (32, 32), n_draws,
+                             seed=11)
+    network = EmitterSet(torch.tensor([[1600.0, 1590.0, 0.0]]).repeat(n_draws, 1),
+                         torch.full((n_draws,), 1000.0), frame)
+    fitted = {}
+    for nuisance in (False, True):
+        refine = Refiner(psf, IDEAL, 0.0, fit_z=False, z_bounds_nm=(-825.0, 825.0),
+                         nuisance_z=nuisance, fits_photons=True, steps=200, background_px=0)
+        fitted[nuisance] = refine(frames, network, 0)
+    em = fitted[True]
+    assert refine.counts["refined"] == n_draws
+    assert (em.xyz_nm[:, 2] == 0.0).all() and torch.isnan(em.uncertainty_xyz_nm[:, 2]).all()
+    torch.testing.assert_close(em.photons.mean(), torch.tensor(photons), rtol=0.05, atol=0)
+    assert fitted[False].photons.mean() < 0.8 * photons  # an in-focus spot holds less light
+    err = em.xyz_nm[:, :2] - truth[:, :2]
+    assert err.mean(0).abs().max() < 10.0
+    ratio = err.std(0) / em.uncertainty_xyz_nm[:, :2].mean(0)
+    assert ((ratio > 0.75) & (ratio < 1.25)).all(), ratio
+    in_focus = (fitted[False].xyz_nm[:, :2] - truth[:, :2]).std(0)
+    assert (in_focus > 1.2 * err.std(0)).all()  # the wrong width costs precision too

@@ -361,12 +361,13 @@ def build_refiner(exp: Experiment, camera: Camera, fit_z: bool, fits_photons: bo
                   roi_px: int | None = None):
     """``refine.Refiner`` through the experiment's PSF, emitter blur and z range (± 10 %);
     ``camera``: the movie's; ``roi_px`` None: the calibration's crop (``calibrated_crop_px``)
-    or, for any other PSF, the PSF's patch."""
+    or, for any other PSF, the PSF's patch. A method that reports no z (``fit_z`` False) on
+    an experiment with a depth range has z fitted as a nuisance."""
     from deepsmlm.refine import Refiner
 
     lo, hi = exp.emitters.z_range_nm
     margin = 0.1 * (hi - lo)
     return Refiner(build_psf(exp).eval(), camera,
                    exp.emitters.blur_sigma_nm / exp.optics.pixel_size_nm, fit_z,
-                   (lo - margin, hi + margin), fits_photons=fits_photons,
-                   roi_px=roi_px or calibrated_crop_px(exp))
+                   (lo - margin, hi + margin), nuisance_z=not fit_z and hi > lo,
+                   fits_photons=fits_photons, roi_px=roi_px or calibrated_crop_px(exp))

@@ -27,7 +27,12 @@ overlap bounded together with the frame's background (blur included):
 ``uncertainty_x/y/z [nm]`` in the tables.
 A fit that runs off — farther than ``max_shift_px`` laterally or ``max_shift_z_nm`` in z from
 the network's estimate, or not finite — keeps the network's estimate, uncertainty NaN; the
-count is reported. 2D methods keep the network's z (the PSF's depth is not fitted). Where
+count is reported. A 2D method reports no depth, but where its experiment spreads the
+emitters over a depth range (``emitters.z_range_nm``, e.g. the SMLM challenge's ±750 nm) a
+defocused spot is not the in-focus PSF: z is then fitted as a nuisance (``nuisance_z``: the
+spot's defocus, not written), started off the focus (a PSF symmetric about the focus has no
+z gradient there), and the lateral bound is the one with z unknown. With no depth range a
+2D method's z is not fitted. Where
 the table's value column holds photons (fastloc), it gets the fitted photons; a confidence
 (Deep-STORM, DeepSTORM3D) is kept.
 """
@@ -250,6 +255,14 @@ def crlb_nm(psf: PSF, blur_px: float, camera: Camera, xyz_nm: torch.Tensor,
     return out
 
 
+def nuisance_start_nm(z_bounds_nm: tuple[float, float]) -> float:
+    """Where a fit of z as a nuisance starts: the middle of the range, or, when the range
+    straddles the focus, the middle of its upper half (a PSF symmetric about the focus has
+    no z gradient at z = 0, so a fit started there would never leave it)."""
+    lo, hi = z_bounds_nm
+    return 0.5 * hi if lo < 0.0 < hi else 0.5 * (lo + hi)
+
+
 @dataclass
 class Refiner:
     """``localize --refine``: called on each batch of frames after decoding
@@ -263,6 +276,7 @@ class Refiner:
     steps: int = 150
     max_shift_px: float = 1.5
     max_shift_z_nm: float = 300.0
+    nuisance_z: bool = False  # fit z, but keep the network's in the table (a 2D method)
     fits_photons: bool = False  # write the fitted photons (the table's value column is photons)
     roi_px: int | None = None  # the fitted square about each localization (None: the PSF patch)
     background_px: int = 8  # spacing of the smooth background's grid (0: one value per frame)
@@ -282,11 +296,15 @@ class Refiner:
         sp = em.species.clamp_min(0) if (self.psf.takes_species and em.species is not None) \
             else None
         start = em.xyz_nm.float()
+        fit_z = self.fit_z or self.nuisance_z
+        first = start.clone()
+        if self.nuisance_z:
+            first[:, 2] = nuisance_start_nm(self.z_bounds_nm)
         roi = self.roi_px or self.psf.patch_px
         grid = (tuple(max(1, round(n / self.background_px)) for n in frames_ph.shape[-2:])
                 if self.background_px > 0 else 1)
-        xyz, photons, bg = fit_frames(self.psf, self.blur_px, self.camera, frames_ph, start,
-                                      idx, self.fit_z, self.z_bounds_nm, self.steps, sp,
+        xyz, photons, bg = fit_frames(self.psf, self.blur_px, self.camera, frames_ph, first,
+                                      idx, fit_z, self.z_bounds_nm, self.steps, sp,
                                       roi_px=roi, background_grid=grid)
         shift_xy = torch.linalg.norm(xyz[:, :2] - start[:, :2], dim=1) / self.psf.pixel_size_nm
         ok = (torch.isfinite(xyz).all(1) & torch.isfinite(photons)
@@ -296,8 +314,11 @@ class Refiner:
         sd = torch.full((len(em), 3), float("nan"), dtype=torch.float64)
         if ok.any():
             sd[ok] = crlb_nm(self.psf, self.blur_px, self.camera, xyz[ok], photons[ok],
-                             idx[ok], bg, frames_adu.shape[-2:], self.fit_z,
+                             idx[ok], bg, frames_adu.shape[-2:], fit_z,
                              None if sp is None else sp[ok], roi)
+        if self.nuisance_z:  # the depth was a nuisance: the network's z, no z bound
+            xyz[:, 2] = start[:, 2]
+            sd[:, 2] = float("nan")
         self.counts["refined"] += int(ok.sum())
         self.counts["kept_network"] += int((~ok).sum())
         out_xyz = torch.where(ok[:, None], xyz, start)
