@@ -178,3 +178,20 @@ def test_species_metrics_need_both_sides_and_valid_indices():
         evaluate([0], gt, [0], gt, gt_species=[0], pred_species=[1], n_species=1)
     r = evaluate([0], gt, [0], gt)
     assert "species_accuracy" not in r and "by_species" not in r
+
+
+def test_uncertainty_calibration_leaves_out_unknown_sigmas_worked_by_hand():
+    """e/σ on x: (1/1, −1/1) and a row whose σ is unknown (NaN) → std 1 over two rows; y:
+    (−2/2, 2/2, 7/1) → values −1, 1, 7, mean 7/3, std sqrt(((−10/3)² + (−4/3)² +
+    (14/3)²)/3) = sqrt(104/9); z has no σ at all → NaN, with no warning."""
+    from deepsmlm.evaluation.metrics import uncertainty_calibration
+
+    e = np.array([[1.0, -2.0, 5.0], [-1.0, 2.0, 1.0], [7.0, 7.0, 7.0]])
+    s = np.array([[1.0, 2.0, np.nan], [1.0, 2.0, np.nan], [np.nan, 1.0, np.nan]])
+    with np.errstate(all="raise"):
+        c = uncertainty_calibration(e, s)
+    assert c["n_known"].tolist() == [2, 3, 0]
+    assert c["std"][0] == pytest.approx(1.0)
+    assert c["std"][1] == pytest.approx(math.sqrt(104 / 9))
+    assert math.isnan(c["std"][2]) and math.isnan(c["mean_sigma_nm"][2])
+    assert c["mean_sigma_nm"][:2].tolist() == pytest.approx([1.0, 5.0 / 3.0])

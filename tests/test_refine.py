@@ -355,3 +355,23 @@ def test_a_2d_method_fits_the_depth_of_a_defocused_spot_as_a_nuisance():
     assert ((ratio > 0.75) & (ratio < 1.25)).all(), ratio
     in_focus = (fitted[False].xyz_nm[:, :2] - truth[:, :2]).std(0)
     assert (in_focus > 1.2 * err.std(0)).all()  # the wrong width costs precision too
+
+
+def test_a_fit_that_is_not_used_keeps_the_networks_position_and_sigma():
+    """With a shift limit the fit must break, every localization keeps the network's
+    estimate and the network's σ (not NaN), and the count says so."""
+    from deepsmlm.emitters import EmitterSet
+    from deepsmlm.refine import Refiner
+
+    psf = GaussianPSF(130.0, 100.0, 15)
+    frames, frame = simulate(psf, torch.tensor([[1550.0, 1550.0, 0.0]]),
+                             torch.tensor([2000.0]), 10.0, (32, 32), 3, seed=5)
+    sigma = torch.tensor([[12.0, 14.0, float("nan")]]).repeat(3, 1)
+    network = EmitterSet(torch.tensor([[1600.0, 1500.0, 0.0]]).repeat(3, 1),
+                         torch.full((3,), 1500.0), frame, uncertainty_xyz_nm=sigma)
+    refine = Refiner(psf, IDEAL, 0.0, fit_z=False, z_bounds_nm=(0.0, 0.0), steps=30,
+                     max_shift_px=0.01)
+    em = refine(frames, network, 0)
+    assert refine.counts == {"refined": 0, "kept_network": 3}
+    torch.testing.assert_close(em.xyz_nm, network.xyz_nm)
+    torch.testing.assert_close(em.uncertainty_xyz_nm, sigma, equal_nan=True)

@@ -26,13 +26,15 @@ Uncertainties are the Cramér–Rao bound at the fitted parameters, emitters who
 overlap bounded together with the frame's background (blur included):
 ``uncertainty_x/y/z [nm]`` in the tables.
 A fit that runs off — farther than ``max_shift_px`` laterally or ``max_shift_z_nm`` in z from
-the network's estimate, or not finite — keeps the network's estimate, uncertainty NaN; the
-count is reported. A 2D method reports no depth, but where its experiment spreads the
-emitters over a depth range (``emitters.z_range_nm``, e.g. the SMLM challenge's ±750 nm) a
-defocused spot is not the in-focus PSF: z is then fitted as a nuisance (``nuisance_z``: the
-spot's defocus, not written), started off the focus (a PSF symmetric about the focus has no
-z gradient there), and the lateral bound is the one with z unknown. With no depth range a
-2D method's z is not fitted. Where
+the network's estimate, or not finite — keeps the network's estimate and σ (NaN for a
+method without σ); the count is reported.
+
+A 2D method reports no depth, but where its experiment spreads the emitters over a depth
+range (``emitters.z_range_nm``, e.g. the SMLM challenge's ±750 nm) a defocused spot is not
+the in-focus PSF: z is then fitted as a nuisance (``nuisance_z``: the spot's defocus, not
+written), started off the focus (a PSF symmetric about the focus has no z gradient there),
+and the lateral bound is the one with z unknown. With no depth range a 2D method's z is not
+fitted. Where
 the table's value column holds photons (fastloc), it gets the fitted photons; a confidence
 (Deep-STORM, DeepSTORM3D) is kept.
 """
@@ -316,6 +318,8 @@ class Refiner:
             sd[ok] = crlb_nm(self.psf, self.blur_px, self.camera, xyz[ok], photons[ok],
                              idx[ok], bg, frames_adu.shape[-2:], fit_z,
                              None if sp is None else sp[ok], roi)
+        if em.uncertainty_xyz_nm is not None:  # a fit not used: the network's σ stand
+            sd[~ok] = em.uncertainty_xyz_nm[~ok].to(sd.dtype)
         if self.nuisance_z:  # the depth was a nuisance: the network's z, no z bound
             xyz[:, 2] = start[:, 2]
             sd[:, 2] = float("nan")

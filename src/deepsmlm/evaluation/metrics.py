@@ -219,7 +219,9 @@ def uncertainty_calibration(errors_nm: np.ndarray, sigma_nm: np.ndarray,
     estimate. For calibrated σ the normalised errors e/σ have standard deviation 1 on every
     axis. Returns ``std`` (D,) overall, ``rmse_nm`` and ``mean_sigma_nm`` (D,), and with
     ``photons`` (M,) the same ``std`` in each of ``quantiles`` photon quantiles
-    (``by_photons``: list of {lo, hi, n, std}). Axes whose σ is NaN give NaN.
+    (``by_photons``: list of {lo, hi, n, std}). A localization whose σ is NaN (unknown) on
+    an axis is left out of that axis (``n_known`` (D,) counts the rest); an axis with no
+    σ at all gives NaN.
 
     >>> e = np.array([[1.0, -2.0], [-1.0, 2.0]]); s = np.array([[1.0, 2.0], [1.0, 2.0]])
     >>> uncertainty_calibration(e, s)["std"].tolist()
@@ -227,13 +229,21 @@ def uncertainty_calibration(errors_nm: np.ndarray, sigma_nm: np.ndarray,
     """
     e, s = np.asarray(errors_nm, float), np.asarray(sigma_nm, float)
     z = e / s
+    known = np.isfinite(z)
 
     def std(rows):
-        return np.std(z[rows], axis=0) if rows.any() else np.full(e.shape[1], np.nan)
+        n = known[rows].sum(0)
+        dev = np.where(known[rows], z[rows], 0.0)
+        mean = dev.sum(0) / np.maximum(n, 1)
+        var = (np.where(known[rows], dev - mean, 0.0) ** 2).sum(0) / np.maximum(n, 1)
+        return np.where(n > 0, np.sqrt(var), np.nan)
 
     every = np.ones(len(e), bool)
-    out = {"n": len(e), "std": std(every), "rmse_nm": np.sqrt(np.mean(e ** 2, axis=0)),
-           "mean_sigma_nm": np.mean(s, axis=0)}
+    n_known = known.sum(0)
+    mean_sigma = np.where(known, s, 0.0).sum(0) / np.maximum(n_known, 1)
+    out = {"n": len(e), "n_known": n_known, "std": std(every),
+           "rmse_nm": np.sqrt(np.mean(e ** 2, axis=0)),
+           "mean_sigma_nm": np.where(n_known > 0, mean_sigma, np.nan)}
     if photons is not None and len(e):
         edges = np.quantile(photons, np.linspace(0, 1, quantiles + 1))
         bins = []
