@@ -168,6 +168,9 @@ def cmd_dense_evaluate(args) -> None:
                "frames_per_s": loc["frames_per_s"],
                "calibration": calibration(truth, found, field_nm(exp), 2),
                "by_gap": rmse_by_gap(truth, found, field_nm(exp))}
+        if args.scene_bound:
+            row["scene_bound"] = scene_bound(density_experiment(density), truth, found,
+                                             field_nm(exp))
         rows.append(row)
         iso, crowd = row["by_gap"]["isolated"], row["by_gap"]["crowded"]
         print(f"{density:4g}/µm²: Jaccard {r['jaccard']:5.1f} %  RMSE {r['rmse_xy_nm']:5.1f} nm "
@@ -176,6 +179,11 @@ def cmd_dense_evaluate(args) -> None:
               f"{row['calibration']['std'][1]:.2f}  RMSE isolated (> 500 nm) "
               f"{iso['rmse_xy_nm']:.1f} nm (n {iso['n']}), crowded "
               f"{crowd['rmse_xy_nm']:.1f} nm (n {crowd['n']})")
+        if args.scene_bound:
+            b = row["scene_bound"]
+            print(f"        bound of the frames as they are: median {b['median_bound_xy_nm']:.1f}"
+                  f" nm, RMS of error/bound {b['rms_error_over_bound']:.2f} over {b['n']} "
+                  f"matches ({b['n_unbounded']} on one spot left out)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"crlb_radial_nm": radial, "refine": args.refine,
@@ -206,6 +214,37 @@ def rmse_by_gap(truth: dict, found: dict, field, gap_nm: float = 500.0,
         out[name] = {"n": int(rows.sum()),
                      "rmse_xy_nm": float(np.sqrt(err2[rows].mean())) if rows.any() else None}
     return out
+
+
+def scene_bound(exp, truth: dict, found: dict, field) -> dict:
+    """The Cramér–Rao bound of the frames as they are: every true emitter bounded together
+    with those whose PSF patches overlap it (``refine.crlb_nm``: their positions, photons,
+    the known background level), against the one-emitter CRLB the bar names. A pair closer
+    than the PSF has a bound of microns, which an RMS of bounds would be all about, so the
+    summary is per emitter: the RMS of (radial error / its radial bound) over the matched
+    emitters with a finite bound (1: every emitter at its own bound), beside the median
+    bound, and how many matches had no finite bound (two emitters on one spot)."""
+    import torch
+
+    from deepsmlm.build import build_camera, build_psf
+    from deepsmlm.evaluation.matching import match
+    from deepsmlm.refine import crlb_nm
+
+    m = match(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"], field_nm=field)
+    frames = np.unique(truth["frame"])
+    index = np.searchsorted(frames, truth["frame"])
+    bg = float(np.mean(exp.background.photons_per_px))
+    sd = crlb_nm(build_psf(exp).eval(), exp.emitters.blur_sigma_nm / exp.optics.pixel_size_nm,
+                 build_camera(exp), torch.as_tensor(truth["xyz_nm"], dtype=torch.float32),
+                 torch.as_tensor(truth["photons"], dtype=torch.float32),
+                 torch.as_tensor(index), torch.full((len(frames),), bg),
+                 (exp.frame.height_px, exp.frame.width_px), fit_z=False).numpy()
+    radial = np.hypot(sd[:, 0], sd[:, 1])[m.gt_index]
+    ok = np.isfinite(radial)
+    err2 = ((found["xyz_nm"][m.pred_index] - truth["xyz_nm"][m.gt_index])[:, :2] ** 2).sum(1)
+    return {"median_bound_xy_nm": float(np.median(radial[ok])),
+            "rms_error_over_bound": float(np.sqrt(np.mean(err2[ok] / radial[ok] ** 2))),
+            "n": int(ok.sum()), "n_unbounded": int((~ok).sum())}
 
 
 def flops_per_frame(model, side: int) -> float:
@@ -361,6 +400,8 @@ def main() -> None:
     s.add_argument("--out", default="bench_out/fastloc_dense")
     s.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
     s.add_argument("--refine", action="store_true", help="localize --refine")
+    s.add_argument("--scene-bound", action="store_true",
+                   help="also the CRLB of the frames as they are (neighbours bounded together)")
     s.add_argument("--json", default=None)
     s.set_defaults(func=cmd_dense_evaluate)
     s = sub.add_parser("speed")
