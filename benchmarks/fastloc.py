@@ -169,8 +169,10 @@ def cmd_dense_evaluate(args) -> None:
                "calibration": calibration(truth, found, field_nm(exp), 2),
                "by_gap": rmse_by_gap(truth, found, field_nm(exp))}
         if args.scene_bound:
-            row["scene_bound"] = scene_bound(density_experiment(density), truth, found,
-                                             field_nm(exp))
+            from deepsmlm.config import load_experiment
+
+            row["scene_bound"] = scene_bound(load_experiment(mdir / "experiment.yaml"), truth,
+                                             found, field_nm(exp))
         rows.append(row)
         iso, crowd = row["by_gap"]["isolated"], row["by_gap"]["crowded"]
         print(f"{density:4g}/µm²: Jaccard {r['jaccard']:5.1f} %  RMSE {r['rmse_xy_nm']:5.1f} nm "
