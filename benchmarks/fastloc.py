@@ -78,6 +78,29 @@ def score(truth: dict, found: dict, field: tuple[float, float]) -> dict:
     return {k: r[k] for k in keys}
 
 
+DEPTH_BINS_NM = (0.0, 250.0, 500.0, 650.0, 800.0)
+
+
+def by_depth(truth: dict, found: dict, field: tuple[float, float]) -> list[dict]:
+    """Recall and lateral RMSE by the true |z| (``DEPTH_BINS_NM``), matched as ``score``:
+    where a 2D method loses its emitters and its precision."""
+    from deepsmlm.evaluation.matching import match
+
+    t, f = lateral(truth), lateral(found)
+    m = match(truth["frame"], t, found["frame"], f, field_nm=field, border_nm=BORDER_NM)
+    depth = np.abs(truth["xyz_nm"][:, 2])
+    err = np.linalg.norm((f[m.pred_index] - t[m.gt_index])[:, :2], axis=1)
+    rows = []
+    for lo, hi in zip(DEPTH_BINS_NM[:-1], DEPTH_BINS_NM[1:], strict=True):
+        scored = m.gt_used & (depth >= lo) & (depth < hi)
+        hit = (depth[m.gt_index] >= lo) & (depth[m.gt_index] < hi)
+        rows.append({"abs_z_nm": [lo, hi], "n_gt": int(scored.sum()),
+                     "recall": float(hit.sum() / max(scored.sum(), 1)),
+                     "rmse_xy_nm": float(np.sqrt(np.mean(err[hit] ** 2))) if hit.any() else None,
+                     "median_error_nm": float(np.median(err[hit])) if hit.any() else None})
+    return rows
+
+
 def calibration(truth: dict, found: dict, field: tuple[float, float], axes: int) -> dict:
     """e/σ of the matched localizations (x, y; z too in 3D), overall and by photons; a 2D
     method is matched laterally (it reports no depth)."""
@@ -126,7 +149,8 @@ def cmd_smlm_evaluate(args) -> None:
             res = Path(args.out) / name / label
             loc = run_localize(model, mdir / "frames.tif", res, progress=False, refine=refine)
             found = read_csv(res / "localizations.csv").numpy()
-            rows[label] = {**score(truth, found, field), "frames_per_s": loc["frames_per_s"]}
+            rows[label] = {**score(truth, found, field), "frames_per_s": loc["frames_per_s"],
+                           "by_depth": by_depth(truth, found, field)}
             if "uncertainty_xyz_nm" in found:
                 rows[label]["calibration"] = calibration(truth, found, field, 2)
         if not args.no_picasso:
@@ -139,6 +163,11 @@ def cmd_smlm_evaluate(args) -> None:
                   f"{r['recall']:.3f}  precision {r['precision']:.3f}  RMSE "
                   f"{r['rmse_xy_nm']:5.1f} nm  E_xy {r['efficiency_xy']:5.1f}"
                   + (f"  e/σ std x {cal['std'][0]:.2f} y {cal['std'][1]:.2f}" if cal else ""))
+            for b in r.get("by_depth", []):
+                if b["rmse_xy_nm"] is not None:
+                    print(f"{'':26s}|z| {b['abs_z_nm'][0]:3.0f}–{b['abs_z_nm'][1]:3.0f} nm: "
+                          f"recall {b['recall']:.2f}  RMSE {b['rmse_xy_nm']:5.1f} nm  median "
+                          f"error {b['median_error_nm']:5.1f} nm  ({b['n_gt']} emitters)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2, default=float))
