@@ -164,29 +164,18 @@ def cmd_table(args) -> None:
 
 
 def cmd_retune(args) -> None:
-    """Re-tune a trained model's threshold on its validation set (the method's
-    ``tuning_match``)."""
-    from deepsmlm.build import build_patch_sampler
-    from deepsmlm.config import load_experiment
-    from deepsmlm.data.datasets import fixed_batches
-    from deepsmlm.inference import Predictor
+    """Re-tune a trained model's threshold, decoding and σ on its validation set:
+    ``deepsmlm tune`` (``steps.tune``), also for a model whose training stopped before it
+    tuned a threshold."""
+    from deepsmlm.steps.tune import run_tune
     from deepsmlm.training.model_folder import ModelFolder
-    from deepsmlm.training.train import tune_threshold
 
     folder = ModelFolder(args.model)
-    exp = load_experiment(folder.experiment_path)
-    t = exp.training
     card = folder.read_card()
     if card.threshold is None:  # training was stopped before it tuned one
         card.threshold = 1.0
         folder.write_card(card)
-    pred = Predictor.load(folder.path, args.device)
-    val = fixed_batches(build_patch_sampler(exp), t.val_frames, t.batch_size, t.seed + 1)
-    card = pred.card  # tune_threshold may also scale the method's σ in card.settings
-    tuned = tune_threshold(pred.model, pred.normalizer, val, card, args.device)
-    card.threshold, card.validation = tuned["threshold"], tuned
-    folder.write_card(card)
-    print(json.dumps(tuned, indent=1))
+    print(json.dumps(run_tune(args.model, device=args.device), indent=1))
 
 
 def cmd_loss_optimum(args) -> None:

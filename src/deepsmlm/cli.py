@@ -197,6 +197,17 @@ def cmd_train(args) -> None:
           f"{card.threshold:.3g} → {args.out}")
 
 
+def cmd_tune(args) -> None:
+    from deepsmlm.steps.tune import run_tune
+
+    r = run_tune(args.model, args.experiment, args.frames, args.seed, args.device)
+    extra = "".join(f", {k} {r[k]:g}" if isinstance(r[k], float) else f", {k} {r[k]}"
+                    for k in ("certain_probability", "suppress_px", "max_sigma_px") if k in r)
+    print(f"threshold {r['threshold']:.3g}{extra}: validation Jaccard {r['jaccard']:.1f} %, "
+          f"RMSE {r['rmse_xy_nm']:.1f} nm on {r['tuned_on']['frames']} frames of "
+          f"{r['tuned_on']['experiment']} → {args.model}/model.json")
+
+
 def cmd_design(args) -> None:
     from deepsmlm.steps.design import run_design
 
@@ -371,6 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", type=Path, default=None, help="ground truth of --stack")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("tune", help="tune a trained model's threshold, decoding and σ again "
+                                    "(on its experiment or one closer to your microscope)")
+    s.add_argument("model", type=Path, help="model folder")
+    s.add_argument("--experiment", type=Path, default=None,
+                   help="simulate the validation frames from this experiment (default: the "
+                        "model's own); same pixel size and method")
+    s.add_argument("--frames", type=_positive_int, default=None,
+                   help="validation patches (default: the experiment's training.val_frames)")
+    s.add_argument("--seed", type=int, default=None,
+                   help="their seed (default: the training's validation seed)")
+    s.add_argument("--device", type=_device, default="cpu")
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("design", help="learn a phase mask (end to end with a CNN, or by CRLB)")
     s.add_argument("experiment", type=Path, nargs="?", default=None,

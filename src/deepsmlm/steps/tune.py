@@ -1,0 +1,78 @@
+"""``deepsmlm tune``: tune a trained model's decoding again, without training it again.
+
+Training ends by tuning, on validation frames simulated from the model's experiment, the
+detection threshold, the method's decoding options (fastloc: ``decoding_options``) and the
+σ calibration (``training.train.tune_threshold``). ``tune`` repeats that step: on the
+model's own experiment (new validation frames: ``--frames``, ``--seed``), or on another
+experiment that describes the user's microscope better — a camera, background or photon
+range that differ from the training's, or a PSF measured by ``deepsmlm calibrate`` — so
+that the threshold and the σ fit the frames the model will see. The network's weights and
+the model folder's ``experiment.yaml`` (what it was trained on, which ``localize --refine``
+fits through) are left as they are; ``model.json`` records where the tuning came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepsmlm.errors import UserError
+
+PIXEL_TOLERANCE = 0.02  # as localize: a movie's pixel may differ from the model's by 2 %
+
+
+def check_tuning_experiment(exp, card, method_name: str, source) -> None:
+    """The experiment must image at the model's pixel size and train the model's method (its
+    training section sets the validation patches)."""
+    px = exp.optics.pixel_size_nm
+    if abs(px - card.pixel_size_nm) > PIXEL_TOLERANCE * card.pixel_size_nm:
+        raise UserError(f"{source}: pixel_size_nm {px:g} differs from the model's "
+                        f"{card.pixel_size_nm:g} by more than 2 %")
+    if method_name != card.method:
+        raise UserError(f"{source}: its training section is for {method_name}, but the model "
+                        f"is {card.method}; give it `training: {{model: {card.method}}}`")
+
+
+def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | None = None,
+             device: str = "cpu") -> dict:
+    """Tune ``model_dir``'s threshold, decoding and σ calibration on ``frames`` validation
+    patches of ``experiment`` (None: the model's own, ``experiment.yaml`` in the folder;
+    ``frames`` None: its ``training.val_frames``; ``seed`` None: the training's validation
+    seed). Writes ``model.json`` and returns the tuning summary."""
+    import dataclasses
+
+    from deepsmlm.build import build_patch_sampler
+    from deepsmlm.config import load_experiment
+    from deepsmlm.data.datasets import fixed_batches
+    from deepsmlm.inference import Predictor
+    from deepsmlm.io.lock import folder_lock
+    from deepsmlm.steps.common import check_device, check_number
+    from deepsmlm.training.model_folder import ModelFolder
+    from deepsmlm.training.train import tune_threshold
+
+    device = check_device(device)
+    check_number("--frames", frames, at_least=1)
+    if frames is not None and int(frames) != frames:
+        raise UserError(f"--frames must be a whole number, got {frames}")
+    folder = ModelFolder(model_dir)
+    if not Path(model_dir).is_dir():
+        raise UserError(f"model folder {model_dir} does not exist")
+    card = folder.read_trained_card()
+    source = Path(experiment) if experiment is not None else folder.experiment_path
+    if not source.is_file():
+        raise UserError(f"{source} is missing (the experiment to simulate validation frames "
+                        "from; give one with --experiment)")
+    exp = load_experiment(source)
+    check_tuning_experiment(exp, card, exp.training.model, source)
+    t = exp.training
+    with folder_lock(model_dir, "tune"):
+        pred = Predictor.load(folder.path, device)
+        batches = fixed_batches(build_patch_sampler(exp), int(frames or t.val_frames),
+                                t.batch_size, t.seed + 1 if seed is None else int(seed))
+        tuned_card = dataclasses.replace(pred.card, settings=dict(pred.card.settings))
+        tuned = tune_threshold(pred.model, pred.normalizer, batches, tuned_card, device)
+        tuned["tuned_on"] = {"experiment": str(source.resolve()),
+                             "frames": int(frames or t.val_frames),
+                             "seed": t.seed + 1 if seed is None else int(seed)}
+        tuned_card.threshold, tuned_card.validation = tuned["threshold"], tuned
+        folder.write_card(tuned_card)
+    return tuned
