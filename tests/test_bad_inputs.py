@@ -94,6 +94,8 @@ def build_world(root: Path) -> dict[str, str]:
     (root / "garbage.npy").write_bytes(b"\x93NUMPY" + bytes(range(40)))
     texts["badmask.yaml"] = (b"optics: {mask: {kind: file, path: garbage.npy, "
                              b"pupil_radius_px: 10}}\n")
+    texts["px160.yaml"] = yaml.safe_dump(
+        {**TINY_EXPERIMENT, "optics": {"psf": "gaussian", "pixel_size_nm": 160.0}}).encode()
     for name, data in texts.items():
         (root / name).write_bytes(data)
         w[name.replace(".", "_")] = root / name
@@ -331,6 +333,10 @@ CASES = [
     # localize: model folders
     C("model folder missing", "localize nomodel {movie} --out out --quiet",
       "model folder not found"),
+    C("tune: model folder missing", "tune nomodel", "model folder not found"),
+    C("tune: experiment of another pixel size", "tune {model} --experiment {px160_yaml}",
+      "differs from the model's"),
+    C("tune: --frames 0", "tune {model} --frames 0", "positive integer"),
     C("model of a newer format", "localize {future_model} {movie} --out out --quiet",
       "format version 99"),
     C("model.json a JSON list", "localize {listcard_model} {movie} --out out --quiet",

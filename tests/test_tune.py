@@ -72,4 +72,4 @@ def test_tune_refuses_an_experiment_the_model_cannot_serve(trained, capsys, edit
 
 def test_tune_without_a_model_folder_says_so(tmp_path, capsys):
     assert main(["tune", str(tmp_path / "nothing")]) == 2
-    assert "nothing" in capsys.readouterr().err
+    assert "model folder not found" in capsys.readouterr().err

@@ -54,9 +54,7 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
     if frames is not None and int(frames) != frames:
         raise UserError(f"--frames must be a whole number, got {frames}")
     folder = ModelFolder(model_dir)
-    if not Path(model_dir).is_dir():
-        raise UserError(f"model folder {model_dir} does not exist")
-    card = folder.read_trained_card()
+    card = folder.read_trained_card()  # a UserError when there is none
     source = Path(experiment) if experiment is not None else folder.experiment_path
     if not source.is_file():
         raise UserError(f"{source} is missing (the experiment to simulate validation frames "
