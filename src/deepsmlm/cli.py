@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's own); same pixel size and method")
     s.add_argument("--frames", type=_positive_int, default=None,
                    help="validation patches (default: the experiment's training.val_frames)")
-    s.add_argument("--seed", type=int, default=None,
+    s.add_argument("--seed", type=_seed, default=None,
                    help="their seed (default: the training's validation seed)")
     s.add_argument("--device", type=_device, default="cpu")
     s.set_defaults(func=cmd_tune)

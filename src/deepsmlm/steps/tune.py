@@ -50,9 +50,10 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
     from deepsmlm.training.train import tune_threshold
 
     device = check_device(device)
-    check_number("--frames", frames, at_least=1)
-    if frames is not None and int(frames) != frames:
-        raise UserError(f"--frames must be a whole number, got {frames}")
+    for name, value, least in (("--frames", frames, 1), ("--seed", seed, 0)):
+        check_number(name, value, at_least=least)
+        if value is not None and int(value) != value:
+            raise UserError(f"{name} must be a whole number, got {value}")
     folder = ModelFolder(model_dir)
     card = folder.read_trained_card()  # a UserError when there is none
     source = Path(experiment) if experiment is not None else folder.experiment_path
@@ -62,15 +63,15 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
     exp = load_experiment(source)
     check_tuning_experiment(exp, card, exp.training.model, source)
     t = exp.training
+    n_frames = int(frames or t.val_frames)
+    val_seed = t.seed + 1 if seed is None else int(seed)  # training validates on seed + 1
     with folder_lock(model_dir, "tune"):
         pred = Predictor.load(folder.path, device)
-        batches = fixed_batches(build_patch_sampler(exp), int(frames or t.val_frames),
-                                t.batch_size, t.seed + 1 if seed is None else int(seed))
+        batches = fixed_batches(build_patch_sampler(exp), n_frames, t.batch_size, val_seed)
         tuned_card = dataclasses.replace(pred.card, settings=dict(pred.card.settings))
         tuned = tune_threshold(pred.model, pred.normalizer, batches, tuned_card, device)
-        tuned["tuned_on"] = {"experiment": str(source.resolve()),
-                             "frames": int(frames or t.val_frames),
-                             "seed": t.seed + 1 if seed is None else int(seed)}
+        tuned["tuned_on"] = {"experiment": str(source.resolve()), "frames": n_frames,
+                             "seed": val_seed}
         tuned_card.threshold, tuned_card.validation = tuned["threshold"], tuned
         folder.write_card(tuned_card)
     return tuned
