@@ -238,7 +238,11 @@ def check_device(text: str) -> str:
     return name
 
 
-def check_movie_fits_model(stack, card, tolerance: float = 0.02) -> None:
+# how far (relative) a movie's or an experiment's pixel size may be from the model's
+PIXEL_SIZE_TOLERANCE = 0.02
+
+
+def check_movie_fits_model(stack, card, tolerance: float = PIXEL_SIZE_TOLERANCE) -> None:
     """A UserError when the movie's pixel size (TIFF metadata, when present) differs from
     the model's by more than ``tolerance`` (relative): the model would localize on the
     wrong scale."""

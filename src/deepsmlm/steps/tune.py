@@ -16,17 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepsmlm.errors import UserError
-
-PIXEL_TOLERANCE = 0.02  # as localize: a movie's pixel may differ from the model's by 2 %
+from deepsmlm.steps.common import PIXEL_SIZE_TOLERANCE
 
 
 def check_tuning_experiment(exp, card, method_name: str, source) -> None:
     """The experiment must image at the model's pixel size and train the model's method (its
     training section sets the validation patches)."""
     px = exp.optics.pixel_size_nm
-    if abs(px - card.pixel_size_nm) > PIXEL_TOLERANCE * card.pixel_size_nm:
+    if abs(px - card.pixel_size_nm) > PIXEL_SIZE_TOLERANCE * card.pixel_size_nm:
         raise UserError(f"{source}: pixel_size_nm {px:g} differs from the model's "
-                        f"{card.pixel_size_nm:g} by more than 2 %")
+                        f"{card.pixel_size_nm:g} by more than {PIXEL_SIZE_TOLERANCE:.0%}")
     if method_name != card.method:
         raise UserError(f"{source}: its training section is for {method_name}, but the model "
                         f"is {card.method}; give it `training: {{model: {card.method}}}`")
