@@ -177,6 +177,8 @@ def cmd_dense_evaluate(args) -> None:
     """The held-out movies of deepstorm2d.py (2d-dense.yaml, seeds 1000 + i)."""
     from common import density_experiment
 
+    from deepsmlm.evaluation.matching import match
+
     rows = []
     exp = density_experiment(1.0)
     photons, bg = crlb_operating_point(exp)
@@ -191,17 +193,20 @@ def cmd_dense_evaluate(args) -> None:
                                                                         ).numpy()
         r = evaluate(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"],
                      field_nm=field_nm(exp))
+        # the same matching, kept for the breakdowns below (evaluate does not return it)
+        m = match(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"],
+                  field_nm=field_nm(exp))
         row = {"density_per_um2": density, "jaccard": r["jaccard"],
                "rmse_xy_nm": r["rmse_xy_nm"], "efficiency_xy": r["efficiency_xy"],
                "recall": r["recall"], "precision": r["precision"],
                "frames_per_s": loc["frames_per_s"],
                "calibration": calibration(truth, found, field_nm(exp), 2),
-               "by_gap": rmse_by_gap(truth, found, field_nm(exp))}
+               "by_gap": rmse_by_gap(truth, found, m)}
         if args.scene_bound:
             from deepsmlm.config import load_experiment
 
             row["scene_bound"] = scene_bound(load_experiment(mdir / "experiment.yaml"), truth,
-                                             found, field_nm(exp))
+                                             found, m)
         rows.append(row)
         iso, crowd = row["by_gap"]["isolated"], row["by_gap"]["crowded"]
         print(f"{density:4g}/µm²: Jaccard {r['jaccard']:5.1f} %  RMSE {r['rmse_xy_nm']:5.1f} nm "
@@ -222,16 +227,12 @@ def cmd_dense_evaluate(args) -> None:
                                               indent=2, default=float))
 
 
-def rmse_by_gap(truth: dict, found: dict, field, gap_nm: float = 500.0,
-                border_nm: float = 0.0) -> dict:
-    """Radial RMSE [nm] of the matched emitters whose nearest true neighbour in the frame
-    is farther than ``gap_nm`` ("isolated") and of the rest ("crowded"), with their
-    counts: the CRLB is a one-emitter bound, which only the isolated ones can reach."""
-    from deepsmlm.evaluation.matching import match
-
+def rmse_by_gap(truth: dict, found: dict, m, gap_nm: float = 500.0) -> dict:
+    """Radial RMSE [nm] of the matched emitters (``m``, an ``evaluation.matching.Matching``)
+    whose nearest true neighbour in the frame is farther than ``gap_nm`` ("isolated") and of
+    the rest ("crowded"), with their counts: the CRLB is a one-emitter bound, which only the
+    isolated ones can reach."""
     t_xyz, f_xyz = lateral(truth), lateral(found)
-    m = match(truth["frame"], t_xyz, found["frame"], f_xyz, field_nm=field,
-              border_nm=border_nm)
     gap = np.full(len(t_xyz), np.inf)
     for t in np.unique(truth["frame"]):
         k = np.flatnonzero(truth["frame"] == t)
@@ -247,7 +248,7 @@ def rmse_by_gap(truth: dict, found: dict, field, gap_nm: float = 500.0,
     return out
 
 
-def scene_bound(exp, truth: dict, found: dict, field) -> dict:
+def scene_bound(exp, truth: dict, found: dict, m) -> dict:
     """The Cramér–Rao bound of the frames as they are: every true emitter bounded together
     with those whose PSF patches overlap it (``refine.crlb_nm``: their positions, photons,
     the known background level), against the one-emitter CRLB the bar names. A pair closer
@@ -258,10 +259,8 @@ def scene_bound(exp, truth: dict, found: dict, field) -> dict:
     import torch
 
     from deepsmlm.build import build_camera, build_psf
-    from deepsmlm.evaluation.matching import match
     from deepsmlm.refine import crlb_nm
 
-    m = match(truth["frame"], truth["xyz_nm"], found["frame"], found["xyz_nm"], field_nm=field)
     frames = np.unique(truth["frame"])
     index = np.searchsorted(frames, truth["frame"])
     bg = float(np.mean(exp.background.photons_per_px))
