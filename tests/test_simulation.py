@@ -6,14 +6,14 @@ import torch
 
 from deepsmlm.api import simulate
 from deepsmlm.build import build_simulator, sample_emitters
-from deepsmlm.config import load_experiment
+from deepsmlm.config import experiment_from_dict, load_experiment
 from deepsmlm.emitters import EmitterSet
 from deepsmlm.simulation.background import ConstantBackground, SmoothBackground
 from deepsmlm.simulation.emission import PhotonDistribution
 from deepsmlm.simulation.simulator import gaussian_blur
 from deepsmlm.simulation.structures import EllipsoidSurface, Filaments
 
-from .conftest import CONFIGS, make_experiment
+from .conftest import CONFIGS, MATCHED, make_experiment
 
 SMALL = dict(frame={"height_px": 24, "width_px": 24},
              optics={"psf": "gaussian", "pixel_size_nm": 100, "gaussian_sigma_nm": 120})
@@ -142,3 +142,41 @@ def test_emitter_blur_conserves_photons():
     out = gaussian_blur(img, 1.5)
     assert float(out.sum()) == pytest.approx(100.0, rel=1e-5)
     assert float(out[0, 15, 15]) < 10
+
+
+def test_a_frame_without_emitters_is_dark_for_every_psf():
+    for optics in ({"psf": "gaussian"}, {"psf": "pupil", **MATCHED, "pupil_grid_px": 32}):
+        exp = make_experiment(frame={"height_px": 12, "width_px": 12}, optics=optics)
+        none = EmitterSet.empty()
+        signal = build_simulator(exp).signal(none, 3)
+        assert signal.shape == (3, 12, 12) and float(signal.abs().max()) == 0.0
+
+
+def _one_emitter_per_frame(n: int) -> EmitterSet:
+    return EmitterSet(torch.tensor([[1250.0, 1230.0, 300.0]]).repeat(n, 1),
+                      torch.full((n,), 3000.0), torch.arange(n))
+
+
+@pytest.mark.parametrize("frames_per_sample", [1, 3])
+def test_aberration_jitter_gives_each_sample_its_own_microscope(frames_per_sample):
+    from deepsmlm.build import build_patch_sampler
+
+    from .conftest import tiny_fastloc
+
+    d = tiny_fastloc(aberration_jitter_rad=0.5, patch_px=16)
+    d["optics"] = {"psf": "pupil", **MATCHED, "pupil_grid_px": 32}
+    d["emitters"]["z_range_nm"] = [-500, 500]
+    sampler = build_patch_sampler(experiment_from_dict(d))
+    n, f = 4, frames_per_sample
+    em = _one_emitter_per_frame(n * f)
+    jittered = sampler._signal(em, n, f, torch.Generator().manual_seed(0))
+    assert jittered.shape[0] == n * f
+    sample = jittered.view(n, f, -1)
+    # the frames of one sample (a temporal window) share its microscope ...
+    assert torch.allclose(sample, sample[:, :1].expand_as(sample), atol=1e-4)
+    # ... and each sample has another one: the same emitter renders differently
+    for i in range(1, n):
+        assert float((sample[i, 0] - sample[0, 0]).abs().max()) > 1.0
+    sampler.perturb = None
+    plain = sampler._signal(em, n, f, torch.Generator().manual_seed(0)).view(n, f, -1)
+    assert torch.allclose(plain, plain[:1, :1].expand_as(plain), atol=1e-4)

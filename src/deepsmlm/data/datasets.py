@@ -36,7 +36,7 @@ class PatchSampler:
 
     ``differentiable``: frames rendered with the camera's Gaussian noise model (no
     rounding), so gradients reach the PSF's parameters (mask design). ``perturb(generator)``
-    changes the simulator before each batch (e.g. random aberrations).
+    changes the simulator before each sample is rendered (e.g. random aberrations).
 
     ``context_frames`` k > 0: each sample is a window of 2k + 1 frames
     (``data.context.window_emitters``: emitters stay on into the next frame with
@@ -65,9 +65,8 @@ class PatchSampler:
             em, centre = window_emitters(self.draw_emitters, n, k, self.p_stay, generator)
         else:
             em = self.draw_emitters(n, generator)
-        if self.perturb is not None:  # a microscope a little different for this batch
-            self.perturb(generator)
-        signal, bg = self.simulator.expected_photons(em, n * f, generator)
+        signal, bg = self._signal(em, n, f, generator), \
+            self.simulator.background(n * f, self.simulator.frame_shape, generator)
         expected = signal + bg
         if k:  # one background per window (it changes slowly), that of its centre frame
             bg = bg.view(n, f, *bg.shape[1:])[:, k]
@@ -89,6 +88,23 @@ class PatchSampler:
         em = EmitterSet(xyz[inside], em.photons[inside], em.frame[inside], em.id[inside],
                         species=None if em.species is None else em.species[inside])
         return Batch(crop, self.encode(em, n, p, bg), em)
+
+
+    def _signal(self, em: EmitterSet, n: int, f: int, generator: torch.Generator
+                ) -> torch.Tensor:
+        """Expected signal of n samples of f frames each; with ``perturb``, each sample is
+        rendered through a microscope of its own (one batch-wide draw would let the
+        network's last steps learn that draw's bias)."""
+        if self.perturb is None:
+            return self.simulator.signal(em, n * f)
+        sample = torch.div(em.frame, f, rounding_mode="floor")
+        parts = []
+        for i in range(n):
+            self.perturb(generator)
+            one = em.subset(torch.nonzero(sample == i).ravel())
+            one.frame = one.frame - i * f
+            parts.append(self.simulator.signal(one, f))
+        return torch.cat(parts)
 
 
 def to_device(targets, device):

@@ -88,8 +88,10 @@ class PSF(nn.Module):
                species: torch.Tensor | None = None) -> torch.Tensor:
         """Expected photon image (T, H, W) of emitters xyz_nm (N, 3) with photons (N,)
         (and species (N,) for a PSF that ``takes_species``)."""
+        if len(photons) == 0:
+            return torch.zeros(shape, device=xyz_nm.device)
         out = None
-        for s in range(0, max(len(photons), 1), chunk):
+        for s in range(0, len(photons), chunk):
             extra = (species[s:s + chunk],) if self.takes_species else ()
             vals, origin = self.patches(xyz_nm[s:s + chunk], photons[s:s + chunk], *extra)
             part = place_patches(vals, origin, frame_idx[s:s + chunk], shape)

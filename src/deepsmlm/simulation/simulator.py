@@ -45,11 +45,15 @@ class Simulator:
                          generator: torch.Generator | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected signal (T, H, W) and background (T, H, W) photons per pixel."""
+        return self.signal(emitters, n_frames), self.background(n_frames, self.frame_shape,
+                                                                generator)
+
+    def signal(self, emitters: EmitterSet, n_frames: int) -> torch.Tensor:
+        """Expected signal photons per pixel (T, H, W): the PSF's image, blurred."""
         shape = (n_frames, *self.frame_shape)
         signal = self.psf.render(emitters.xyz_nm, emitters.photons, emitters.frame, shape,
                                  species=emitters.species)
-        signal = gaussian_blur(signal, self.blur_sigma_px)
-        return signal, self.background(n_frames, self.frame_shape, generator)
+        return gaussian_blur(signal, self.blur_sigma_px)
 
     def __call__(self, emitters: EmitterSet, n_frames: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
