@@ -73,3 +73,41 @@ def test_tune_refuses_an_experiment_the_model_cannot_serve(trained, capsys, edit
 def test_tune_without_a_model_folder_says_so(tmp_path, capsys):
     assert main(["tune", str(tmp_path / "nothing")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+def _card(**settings):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(pixel_size_nm=100.0, method="fastloc", settings=settings)
+
+
+def _exp(z_range_nm):
+    from deepsmlm.config import experiment_from_dict
+
+    d = tiny_fastloc()
+    d["emitters"]["z_range_nm"] = z_range_nm
+    return experiment_from_dict(d)
+
+
+@pytest.mark.parametrize("z_range_nm, refused", [
+    ([-400, 400], False), ([-500, 500], False), ([-600, 400], True), ([0, 700], True)])
+def test_tune_keeps_a_3d_model_within_its_depths(z_range_nm, refused):
+    from deepsmlm.errors import UserError
+    from deepsmlm.steps.tune import check_tuning_experiment
+
+    card = _card(localize_z=True, z_range_nm=[-500.0, 500.0])
+    if refused:
+        with pytest.raises(UserError, match=r"reaches beyond the depths the model localizes"):
+            check_tuning_experiment(_exp(z_range_nm), card, "fastloc", "exp.yaml")
+    else:
+        check_tuning_experiment(_exp(z_range_nm), card, "fastloc", "exp.yaml")
+
+
+def test_tune_lets_a_2d_model_meet_a_sample_with_depth():
+    from deepsmlm.steps.tune import check_tuning_experiment, model_z_range_nm
+
+    for card in (_card(localize_z=False, z_range_nm=[0.0, 0.0]), _card()):  # fastloc 2D, Deep-STORM
+        assert model_z_range_nm(card) is None
+        check_tuning_experiment(_exp([-750, 750]), card, "fastloc", "exp.yaml")
+    # DeepSTORM3D has no localize_z: its z range is what it localizes over
+    assert model_z_range_nm(_card(z_range_nm=[2000, 6000])) == (2000.0, 6000.0)

@@ -20,8 +20,9 @@ from deepsmlm.steps.common import PIXEL_SIZE_TOLERANCE
 
 
 def check_tuning_experiment(exp, card, method_name: str, source) -> None:
-    """The experiment must image at the model's pixel size and train the model's method (its
-    training section sets the validation patches)."""
+    """The experiment must image at the model's pixel size, train the model's method (its
+    training section sets the validation patches) and, for a 3D model, place its emitters
+    within the depths the model localizes."""
     px = exp.optics.pixel_size_nm
     if abs(px - card.pixel_size_nm) > PIXEL_SIZE_TOLERANCE * card.pixel_size_nm:
         raise UserError(f"{source}: pixel_size_nm {px:g} differs from the model's "
@@ -29,6 +30,26 @@ def check_tuning_experiment(exp, card, method_name: str, source) -> None:
     if method_name != card.method:
         raise UserError(f"{source}: its training section is for {method_name}, but the model "
                         f"is {card.method}; give it `training: {{model: {card.method}}}`")
+    z_model = model_z_range_nm(card)
+    lo, hi = exp.emitters.z_range_nm
+    if z_model is not None and (lo < z_model[0] - Z_TOLERANCE_NM
+                                or hi > z_model[1] + Z_TOLERANCE_NM):
+        raise UserError(f"{source}: emitters.z_range_nm [{lo:g}, {hi:g}] reaches beyond the "
+                        f"depths the model localizes, [{z_model[0]:g}, {z_model[1]:g}] nm "
+                        "(it cannot report z outside them); tune on depths within them")
+
+
+Z_TOLERANCE_NM = 1.0
+
+
+def model_z_range_nm(card) -> tuple[float, float] | None:
+    """The depths a 3D model localizes over (its training's emitters.z_range_nm), or None for
+    a model that reports no z (a 2D method, or fastloc without ``localize_z``)."""
+    s = card.settings
+    if "z_range_nm" not in s or not s.get("localize_z", True):
+        return None
+    lo, hi = s["z_range_nm"]
+    return float(lo), float(hi)
 
 
 def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | None = None,
