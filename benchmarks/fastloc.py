@@ -8,6 +8,7 @@ CRLB on the same frames, with frames rendered by a PSF that is not the one train
     python benchmarks/fastloc.py dense-evaluate --model bench_out/fl_dense \
         --movies bench_out/movies2d --json bench_out/fastloc_dense.json
     python benchmarks/fastloc.py speed --model bench_out/fl2d --json bench_out/fastloc_speed.json
+    python benchmarks/fastloc.py isolated --model bench_out/fl2d   # lone spots, depth by depth
     python benchmarks/fastloc.py compare3d --fastloc A.json --deepstorm3d B.json  # 3D, below
 
 3D (``compare3d``): fastloc with ``localize_z`` and DeepSTORM3D trained for the same time on
@@ -307,6 +308,70 @@ def cmd_defocus_fit(args) -> None:
           f"fitted |z| median {xyz[:, 2].abs().median():.0f} nm")
 
 
+ISOLATED_DEPTHS_NM = (0.0, 250.0, 400.0, 550.0, 650.0, 750.0)
+
+
+def cmd_isolated(args) -> None:
+    """A model on isolated spots of the SMLM set-up (16 per 64×64 frame, 1.6 µm apart;
+    4000 photons, 30 background/px, the EMCCD), one depth at a time: recall, lateral RMSE
+    and mean error (a bias) against the one-emitter CRLB with z unknown, and std(e/σ) of
+    the σ it reports — what the network makes of one defocused spot, with no neighbours to
+    blame (``--mismatch``: the test aberration it never saw)."""
+    import torch
+
+    from deepsmlm.build import build_camera, build_psf
+    from deepsmlm.inference import Predictor
+    from deepsmlm.refine import crlb_nm
+
+    exp = smlm_experiment(args.mismatch)
+    psf, camera = build_psf(exp).eval(), build_camera(exp)
+    pred = Predictor.load(args.model)
+    g = torch.Generator().manual_seed(args.seed)
+    n, per = args.frames, 16
+    grid = torch.tensor([8.0, 24.0, 40.0, 56.0]) * exp.optics.pixel_size_nm
+    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+    sites = torch.stack([gx.ravel(), gy.ravel()], 1).repeat(n, 1)
+    frame = torch.arange(n).repeat_interleave(per)
+    rows = []
+    for z in args.z_nm:
+        xy = sites + (torch.rand(n * per, 2, generator=g) - 0.5) * exp.optics.pixel_size_nm
+        xyz = torch.cat([xy, torch.full((n * per, 1), float(z))], 1)
+        with torch.no_grad():
+            mu = psf.render(xyz, torch.full((n * per,), 4000.0), frame, (n, 64, 64)) + 30.0
+            adu = camera(mu, g).float()
+        found = pred.localize(pred.super_resolve(adu))
+        errors, ratios, extra, hits = [], [], 0, 0
+        for t in range(n):
+            f, true = found.in_frame(t), xyz[frame == t]
+            if not len(f):
+                continue
+            near, j = torch.cdist(f.xyz_nm[:, :2], true[:, :2]).min(1)
+            ok = near < 250.0  # sites are 1.6 µm apart: a detection is its nearest site's
+            hits += len(torch.unique(j[ok]))
+            extra += int((~ok).sum()) + int(ok.sum()) - len(torch.unique(j[ok]))
+            e = f.xyz_nm[ok, :2] - true[j[ok], :2]
+            errors.append(e)
+            ratios.append(e / f.uncertainty_xyz_nm[ok, :2])
+        e, r = torch.cat(errors).double(), torch.cat(ratios).double()
+        sd = crlb_nm(psf, 0.0, camera, xyz[:1], torch.tensor([4000.0]), frame[:1],
+                     torch.tensor([30.0]), (64, 64), fit_z=True)[0]
+        rows.append({"z_nm": z, "recall": hits / (n * per), "extra_detections": extra,
+                     "rmse_xy_nm": float(e.pow(2).sum(1).mean().sqrt()),
+                     "mean_error_xy_nm": e.mean(0).tolist(),
+                     "crlb_xy_nm": float(torch.hypot(sd[0], sd[1])),
+                     "std_e_over_sigma_xy": r.std(0).tolist()})
+        w = rows[-1]
+        print(f"z {z:5.0f} nm: recall {w['recall']:.3f}, extra {extra}, RMSE "
+              f"{w['rmse_xy_nm']:5.1f} nm = {w['rmse_xy_nm'] / w['crlb_xy_nm']:.2f}× CRLB "
+              f"{w['crlb_xy_nm']:.1f}, mean error x, y {w['mean_error_xy_nm'][0]:+.1f}, "
+              f"{w['mean_error_xy_nm'][1]:+.1f} nm, std(e/σ) {w['std_e_over_sigma_xy'][0]:.2f}, "
+              f"{w['std_e_over_sigma_xy'][1]:.2f}", flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"model": args.model, "mismatch": args.mismatch,
+                                               "rows": rows}, indent=1))
+
+
 def flops_per_frame(model, side: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -469,6 +534,14 @@ def main() -> None:
     s.add_argument("--draws", type=int, default=20)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_defocus_fit)
+    s = sub.add_parser("isolated", help="a model on isolated spots, depth by depth")
+    s.add_argument("--model", required=True)
+    s.add_argument("--mismatch", action="store_true", help="the test aberration it never saw")
+    s.add_argument("--z-nm", type=float, nargs="+", default=list(ISOLATED_DEPTHS_NM))
+    s.add_argument("--frames", type=int, default=40)
+    s.add_argument("--seed", type=int, default=5)
+    s.add_argument("--json", default=None)
+    s.set_defaults(func=cmd_isolated)
     s = sub.add_parser("speed")
     s.add_argument("--model", required=True)
     s.add_argument("--out", default="bench_out/fastloc_speed")
