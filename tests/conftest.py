@@ -37,4 +37,4 @@ def tiny_fastloc(density_per_um2: float = 0.6, **training) -> dict:
                          "photons": {"lo": 2000, "hi": 4000}},
             "background": {"photons_per_px": [20, 20]},
             "training": {"model": "fastloc", "width": 8, "seed": 3, "patch_px": 16,
-                         "batch_size": 4, "val_frames": 8, **training}}
+                         "batch_size": 4, "val_frames": 8, "tune_frames": 16, **training}}

@@ -219,7 +219,7 @@ def test_a_classifier_learns_trivially_separable_colours(tmp_path):
         "background": {"photons_per_px": [10, 10]},
         "training": {"model": "multicolor", "width": 8, "seed": 1, "patch_px": 16,
                      "batch_size": 16, "steps_per_epoch": 50, "max_epochs": 20,
-                     "val_frames": 16, "learning_rate": 3e-3}})
+                     "val_frames": 16, "tune_frames": 16, "learning_rate": 3e-3}})
     train(exp, tmp_path / "m", progress=False)
     movie = simulate(exp, 16, seed=5)
     pred = Predictor.load(tmp_path / "m")

@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+import torch
 import yaml
 
 from deepsmlm.cli import main
@@ -38,7 +39,7 @@ def test_tune_on_the_models_own_frames_repeats_the_training_tuning(trained, caps
     assert after["settings"] == before["settings"]  # decoding and σ calibration alike
     tuned_on = after["validation"].pop("tuned_on")
     assert after["validation"] == before["validation"]
-    assert tuned_on["frames"] == 8 and tuned_on["experiment"].endswith("experiment.yaml")
+    assert tuned_on["frames"] == 16 and tuned_on["experiment"].endswith("experiment.yaml")
     assert digest(model / "weights.safetensors") == weights
     assert digest(model / "experiment.yaml") == experiment
 
@@ -111,3 +112,23 @@ def test_tune_lets_a_2d_model_meet_a_sample_with_depth():
         check_tuning_experiment(_exp([-750, 750]), card, "fastloc", "exp.yaml")
     # DeepSTORM3D has no localize_z: its z range is what it localizes over
     assert model_z_range_nm(_card(z_range_nm=[2000, 6000])) == (2000.0, 6000.0)
+
+
+def test_training_tunes_on_tune_frames_patches_of_the_validation_seed():
+    from deepsmlm.build import build_patch_sampler
+    from deepsmlm.config import experiment_from_dict
+    from deepsmlm.data.datasets import fixed_batches
+    from deepsmlm.training.train import tuning_batches
+
+    exp = experiment_from_dict(tiny_fastloc())
+    t = exp.training
+    val = fixed_batches(build_patch_sampler(exp), t.val_frames, t.batch_size, t.seed + 1)
+    tune = tuning_batches(exp, val, None)
+    assert sum(len(b.inputs_adu) for b in tune) == t.tune_frames == 16
+    # the validation seed: its first patches are the validation patches
+    assert torch.equal(tune[0].inputs_adu, val[0].inputs_adu)
+    assert tuning_batches(exp, val, stack=("frames", "truth")) is val  # a user's stack
+    d = tiny_fastloc()
+    d["training"]["tune_frames"] = None
+    assert tuning_batches(experiment_from_dict(d), val, None) is val
+    assert experiment_from_dict({"training": {"model": "fastloc"}}).training.tune_frames == 512

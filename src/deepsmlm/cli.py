@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate the validation frames from this experiment (default: the "
                         "model's own); same pixel size and method")
     s.add_argument("--frames", type=_positive_int, default=None,
-                   help="validation patches (default: the experiment's training.val_frames)")
+                   help="validation patches (default: the experiment's training.tune_frames, "
+                        "else its val_frames)")
     s.add_argument("--seed", type=_seed, default=None,
                    help="their seed (default: the training's validation seed)")
     s.add_argument("--device", type=_device, default="cpu")

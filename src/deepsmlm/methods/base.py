@@ -46,12 +46,16 @@ class TrainingSection(Strict):
     normalization: Literal["photons", "per-frame"] = "photons"
     density_range_per_um2: tuple[PosFloat, PosFloat] | None = None
     val_frames: Annotated[int, Field(ge=1)] = 64
+    # validation patches the threshold, decoding options and σ calibration are tuned on
+    # when training ends (simulated afresh with the validation seed; None: val_frames; a
+    # training from a user's stack tunes on its validation part)
+    tune_frames: Annotated[int, Field(ge=1)] | None = None
     # the resumable checkpoint (checkpoint/last.safetensors) is written at the end of every
     # epoch, and also every this many optimiser steps when set (a kill -9 loses at most
     # that many steps; --resume continues the epoch at its step)
     checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
-    # real microscopes never match the simulation: each training batch is rendered with
+    # real microscopes never match the simulation: each training sample is rendered with
     # random aberrations (Noll 5–15) of this total RMS [rad] added to the pupil (pupil PSF)
     aberration_jitter_rad: Annotated[float, Field(ge=0, le=3)] = 0.0
 

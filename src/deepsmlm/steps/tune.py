@@ -56,8 +56,8 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
              device: str = "cpu") -> dict:
     """Tune ``model_dir``'s threshold, decoding and σ calibration on ``frames`` validation
     patches of ``experiment`` (None: the model's own, ``experiment.yaml`` in the folder;
-    ``frames`` None: its ``training.val_frames``; ``seed`` None: the training's validation
-    seed). Writes ``model.json`` and returns the tuning summary."""
+    ``frames`` None: its ``training.tune_frames``, else ``val_frames``; ``seed`` None: the
+    training's validation seed). Writes ``model.json`` and returns the tuning summary."""
     import dataclasses
 
     from deepsmlm.build import build_patch_sampler
@@ -83,7 +83,7 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
     exp = load_experiment(source)
     check_tuning_experiment(exp, card, exp.training.model, source)
     t = exp.training
-    n_frames = int(frames or t.val_frames)
+    n_frames = int(frames or t.tune_frames or t.val_frames)
     val_seed = t.seed + 1 if seed is None else int(seed)  # training validates on seed + 1
     with folder_lock(model_dir, "tune"):
         pred = Predictor.load(folder.path, device)

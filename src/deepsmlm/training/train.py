@@ -154,7 +154,8 @@ def _train(exp, out, ctx: distributed.Context, *, max_minutes, resume: bool, pro
                 checkpoint_every=t.checkpoint_every_steps, ctx=ctx)
     if ctx.is_main:  # the threshold is tuned once; the other ranks wait
         model.load_state_dict(folder.read_weights())
-        tuned = tune_threshold(model, normalizer, val, card, device)
+        tuned = tune_threshold(model, normalizer, tuning_batches(exp, val, stack), card,
+                               device)
         card.threshold, card.validation = tuned["threshold"], tuned
         card.training = {"epochs": state.epoch, "stopped": state.stopped,
                          "seconds": state.seconds, "best_val_loss": state.best_val,
@@ -167,6 +168,17 @@ def _train(exp, out, ctx: distributed.Context, *, max_minutes, resume: bool, pro
         folder.write_curves(state.history)
     ctx.barrier()
     return card  # on the other ranks: as trained, threshold not tuned (they write nothing)
+
+
+def tuning_batches(exp, val: list[Batch], stack) -> list[Batch]:
+    """The patches the threshold and σ are tuned on: ``training.tune_frames`` simulated with
+    the validation seed (the validation batches themselves when that is their number, or
+    for a training from a user's stack)."""
+    t = exp.training
+    n = t.tune_frames or t.val_frames
+    if stack is not None or n == t.val_frames:
+        return val
+    return fixed_batches(build_patch_sampler(exp), n, t.batch_size, t.seed + 1)
 
 
 def rank_data(exp, ctx: distributed.Context = distributed.SINGLE,
