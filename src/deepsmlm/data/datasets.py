@@ -89,7 +89,6 @@ class PatchSampler:
                         species=None if em.species is None else em.species[inside])
         return Batch(crop, self.encode(em, n, p, bg), em)
 
-
     def _signal(self, em: EmitterSet, n: int, f: int, generator: torch.Generator
                 ) -> torch.Tensor:
         """Expected signal of n samples of f frames each; with ``perturb``, each sample is

@@ -18,6 +18,9 @@ from pathlib import Path
 from deepsmlm.errors import UserError
 from deepsmlm.steps.common import PIXEL_SIZE_TOLERANCE
 
+# a tuning experiment's depths may exceed a 3D model's range by this much (rounding)
+Z_TOLERANCE_NM = 1.0
+
 
 def check_tuning_experiment(exp, card, method_name: str, source) -> None:
     """The experiment must image at the model's pixel size, train the model's method (its
@@ -37,9 +40,6 @@ def check_tuning_experiment(exp, card, method_name: str, source) -> None:
         raise UserError(f"{source}: emitters.z_range_nm [{lo:g}, {hi:g}] reaches beyond the "
                         f"depths the model localizes, [{z_model[0]:g}, {z_model[1]:g}] nm "
                         "(it cannot report z outside them); tune on depths within them")
-
-
-Z_TOLERANCE_NM = 1.0
 
 
 def model_z_range_nm(card) -> tuple[float, float] | None:
