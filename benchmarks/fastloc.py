@@ -278,6 +278,28 @@ def scene_bound(exp, truth: dict, found: dict, m) -> dict:
             "n": int(ok.sum()), "n_unbounded": int((~ok).sum())}
 
 
+# the operating point of the lone-spot tests (defocus-fit, isolated): photons of a spot,
+# background photons per pixel
+LONE_PHOTONS, LONE_BACKGROUND = 4000.0, 30.0
+
+
+def lone_spot(psf, camera, xyz_nm, frame, n_frames: int, generator):
+    """Frames (n_frames, 64, 64) in ADU of spots at ``xyz_nm`` (N, 3) in ``frame`` (N,) at
+    the lone-spot operating point, and the radial CRLB [nm] of the first spot with z
+    unknown."""
+    import torch
+
+    from deepsmlm.refine import crlb_nm
+
+    n = len(xyz_nm)
+    with torch.no_grad():
+        mu = psf.render(xyz_nm, torch.full((n,), LONE_PHOTONS), frame, (n_frames, 64, 64))
+        adu = camera(mu + LONE_BACKGROUND, generator).float()
+    sd = crlb_nm(psf, 0.0, camera, xyz_nm[:1], torch.tensor([LONE_PHOTONS]), frame[:1],
+                 torch.tensor([LONE_BACKGROUND]), (64, 64), fit_z=True)[0]
+    return adu, float(torch.hypot(sd[0], sd[1]))
+
+
 def cmd_defocus_fit(args) -> None:
     """One isolated emitter of the SMLM set-up at depth ``--z-nm`` (4000 photons, 30
     background/px, the EMCCD's noise), fitted by ``refine.fit_frames`` with z as a nuisance
@@ -286,25 +308,22 @@ def cmd_defocus_fit(args) -> None:
     import torch
 
     from deepsmlm.build import build_camera, build_psf
-    from deepsmlm.refine import crlb_nm, fit_frames, nuisance_start_nm
+    from deepsmlm.refine import fit_frames, nuisance_start_nm
 
     exp = smlm_experiment(False)
     psf, camera = build_psf(exp).eval(), build_camera(exp)
     n, truth = args.draws, torch.tensor([[3200.0, 3150.0, args.z_nm]])
     frame = torch.arange(n)
-    with torch.no_grad():
-        mu = psf.render(truth.repeat(n, 1), torch.full((n,), 4000.0), frame, (n, 64, 64)) + 30.0
-        adu = camera(mu, torch.Generator().manual_seed(args.seed))
+    adu, bound = lone_spot(psf, camera, truth.repeat(n, 1), frame, n,
+                           torch.Generator().manual_seed(args.seed))
     start = truth.repeat(n, 1) + torch.tensor([80.0, -60.0, 0.0])
     bounds = (-825.0, 825.0)
     start[:, 2] = nuisance_start_nm(bounds)
     xyz, photons, bg = fit_frames(psf, 0.0, camera, camera.to_photons(adu.float()), start,
                                   frame, True, bounds, roi_px=psf.patch_px)
     err = (xyz - truth)[:, :2]
-    sd = crlb_nm(psf, 0.0, camera, truth, torch.tensor([4000.0]), frame[:1],
-                 torch.tensor([30.0]), (64, 64), fit_z=True)[0]
     print(f"z {args.z_nm:.0f} nm, {n} draws: lateral RMSE {err.pow(2).sum(1).mean().sqrt():.1f} "
-          f"nm (radial), CRLB {float(torch.hypot(sd[0], sd[1])):.1f} nm with z unknown; "
+          f"nm (radial), CRLB {bound:.1f} nm with z unknown; "
           f"fitted |z| median {xyz[:, 2].abs().median():.0f} nm")
 
 
@@ -321,7 +340,6 @@ def cmd_isolated(args) -> None:
 
     from deepsmlm.build import build_camera, build_psf
     from deepsmlm.inference import Predictor
-    from deepsmlm.refine import crlb_nm
 
     exp = smlm_experiment(args.mismatch)
     psf, camera = build_psf(exp).eval(), build_camera(exp)
@@ -336,29 +354,26 @@ def cmd_isolated(args) -> None:
     for z in args.z_nm:
         xy = sites + (torch.rand(n * per, 2, generator=g) - 0.5) * exp.optics.pixel_size_nm
         xyz = torch.cat([xy, torch.full((n * per, 1), float(z))], 1)
-        with torch.no_grad():
-            mu = psf.render(xyz, torch.full((n * per,), 4000.0), frame, (n, 64, 64)) + 30.0
-            adu = camera(mu, g).float()
+        adu, bound = lone_spot(psf, camera, xyz, frame, n, g)
         found = pred.localize(pred.super_resolve(adu))
-        errors, ratios, extra, hits = [], [], 0, 0
+        errors, ratios, extra, hits = [torch.zeros(0, 2)], [torch.zeros(0, 2)], 0, 0
         for t in range(n):
             f, true = found.in_frame(t), xyz[frame == t]
             if not len(f):
                 continue
             near, j = torch.cdist(f.xyz_nm[:, :2], true[:, :2]).min(1)
             ok = near < 250.0  # sites are 1.6 µm apart: a detection is its nearest site's
-            hits += len(torch.unique(j[ok]))
-            extra += int((~ok).sum()) + int(ok.sum()) - len(torch.unique(j[ok]))
+            found_sites = len(torch.unique(j[ok]))
+            hits += found_sites
+            extra += len(f) - found_sites  # far from every site, or a site's second
             e = f.xyz_nm[ok, :2] - true[j[ok], :2]
             errors.append(e)
             ratios.append(e / f.uncertainty_xyz_nm[ok, :2])
-        e, r = torch.cat(errors).double(), torch.cat(ratios).double()
-        sd = crlb_nm(psf, 0.0, camera, xyz[:1], torch.tensor([4000.0]), frame[:1],
-                     torch.tensor([30.0]), (64, 64), fit_z=True)[0]
+        e, r = torch.cat(errors).double(), torch.cat(ratios).double()  # NaN below if none
         rows.append({"z_nm": z, "recall": hits / (n * per), "extra_detections": extra,
                      "rmse_xy_nm": float(e.pow(2).sum(1).mean().sqrt()),
                      "mean_error_xy_nm": e.mean(0).tolist(),
-                     "crlb_xy_nm": float(torch.hypot(sd[0], sd[1])),
+                     "crlb_xy_nm": bound,
                      "std_e_over_sigma_xy": r.std(0).tolist()})
         w = rows[-1]
         print(f"z {z:5.0f} nm: recall {w['recall']:.3f}, extra {extra}, RMSE "
