@@ -180,3 +180,25 @@ def test_aberration_jitter_gives_each_sample_its_own_microscope(frames_per_sampl
     sampler.perturb = None
     plain = sampler._signal(em, n, f, torch.Generator().manual_seed(0)).view(n, f, -1)
     assert torch.allclose(plain, plain[:1, :1].expand_as(plain), atol=1e-4)
+
+
+def test_training_samples_lie_on_structures_of_their_own():
+    """With a density range, every training frame draws its own random filaments (one draw
+    per batch gave all its samples, and the validation patches of a batch, one geometry)."""
+    from deepsmlm.build import training_emitters
+
+    from .conftest import tiny_fastloc
+
+    d = tiny_fastloc(density_range_per_um2=[40, 50])
+    d["emitters"].update(structure="filaments", n_filaments=1)
+    em = training_emitters(experiment_from_dict(d))(3, torch.Generator().manual_seed(1))
+    xy = [em.xyz_nm[em.frame == i, :2] for i in range(3)]
+    assert all(len(p) > 200 for p in xy)  # 10.24 µm² at 40–50 per µm²
+
+    def gap_nm(a, b):  # median distance from a point of a to the nearest point of b
+        return float(torch.cdist(a, b).min(1).values.median())
+
+    # one filament per frame, densely labelled: a frame's points lie within tens of nm of
+    # the rest of its own filament, but far from another frame's filament
+    assert gap_nm(xy[0][:100], xy[0][100:]) < 40
+    assert gap_nm(xy[1], xy[0]) > 200 and gap_nm(xy[2], xy[1]) > 200

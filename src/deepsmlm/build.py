@@ -242,7 +242,8 @@ def build_method(exp: Experiment):
 def training_emitters(exp: Experiment):
     """draw(n, generator) → the emitters of n training frames of the experiment's size:
     counts from ``training.n_per_patch_range`` (per patch, scaled to the margin) or
-    ``training.density_range_per_um2`` when set, else the experiment's own emitters."""
+    ``training.density_range_per_um2`` when set (each frame then on a structure of its own),
+    else the experiment's own emitters."""
     t = exp.training
     side = exp.frame.width_px
     patch_px = t.patch_px
@@ -261,8 +262,10 @@ def training_emitters(exp: Experiment):
             lo, hi = t.density_range_per_um2
             dens = lo + (hi - lo) * torch.rand(n, generator=generator)
             counts = torch.poisson(dens * side_um ** 2, generator=generator).long()
-        em = emission.emit_independent(build_structure(exp, generator), n, counts,
-                                       photon_distribution(exp), generator)
+        # each sample on a structure of its own (one random set of filaments per batch
+        # would give all its samples, and all the validation patches of a batch, one geometry)
+        em = emission.emit_on_own_structures(lambda: build_structure(exp, generator), counts,
+                                             photon_distribution(exp), generator)
         mix = species_mix(exp)
         return em if mix is None else mix.assign(em, generator)
 

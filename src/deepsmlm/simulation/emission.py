@@ -56,6 +56,18 @@ def emit_independent(structure: Structure, n_frames: int, counts: torch.Tensor,
     return EmitterSet(xyz.float(), photons.sample(total, generator).float(), frame)
 
 
+def emit_on_own_structures(new_structure, counts: torch.Tensor, photons: PhotonDistribution,
+                           generator: torch.Generator | None = None) -> EmitterSet:
+    """Fresh emitters in every frame, each frame on a structure of its own:
+    ``new_structure()`` draws one (e.g. random filaments), ``counts`` (T,) emitters in frame
+    t. Training samples drawn this way do not share one structure's geometry."""
+    counts = counts.long()
+    xyz = [new_structure().sample(int(c), generator).float() for c in counts.tolist()]
+    frame = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    xyz = torch.cat(xyz) if xyz else torch.zeros(0, 3)
+    return EmitterSet(xyz, photons.sample(int(counts.sum()), generator).float(), frame)
+
+
 def draw_counts(n_frames: int, mean: float | None = None, lo_hi: tuple[int, int] | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Emitters per frame: Poisson(mean) or uniform integers in [lo, hi]. Long (T,)."""
