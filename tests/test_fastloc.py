@@ -184,6 +184,50 @@ def test_neighbour_aware_suppression_keeps_the_stronger_of_a_close_pair():
     assert keep.tolist() == [True, False, True]
 
 
+def spots_map(values: dict) -> torch.Tensor:
+    """A probability map (1, 20, 20) of 1e-4 with the given {(row, col): p}."""
+    p = torch.full((1, 20, 20), 1e-4)
+    for (r, c), v in values.items():
+        p[0, r, c] = v
+    return p
+
+
+def test_mass_accounting_merges_one_wide_spot_and_keeps_a_real_pair():
+    from deepsmlm.postprocess import claim_mass, pixel_detections
+
+    def scores(p):
+        idx, score = pixel_detections(p, 0.05, certain=0.99)
+        return idx, claim_mass(p, idx[:, 0], idx[:, 1], idx[:, 2], score, 2)
+
+    # one wide spot, probability 0.95 in all, with two maxima two pixels apart: the weaker
+    # maximum has nothing left once the stronger takes one emitter's worth
+    idx, s = scores(spots_map({(10, 10): 0.4, (10, 11): 0.1, (10, 12): 0.35, (10, 13): 0.1}))
+    assert len(idx) == 2 and sorted(s.tolist()) == pytest.approx([0.0, 0.55], abs=1e-3)
+    # two emitters side by side (1.7 in all): the second keeps what the first leaves
+    idx, s = scores(spots_map({(10, 10): 0.8, (10, 11): 0.1, (10, 12): 0.8}))
+    first = 0.8 + 0.1 + 7e-4  # its 3×3
+    mass = 1.7 + 22e-4  # the first's 5×5 window, which it scales by 1 − 1/mass
+    left = (1.7 + 12e-4) * (1 - 1 / mass) + 10e-4  # the second's: 15 pixels shared, 10 not
+    assert sorted(s.tolist()) == pytest.approx([left, first], abs=1e-5)
+    assert left > 0.5
+    # detections whose windows do not touch keep their scores
+    idx, s = scores(spots_map({(4, 4): 0.7, (15, 15): 0.6}))
+    assert sorted(s.tolist()) == pytest.approx([0.6 + 8e-4, 0.7 + 8e-4], abs=1e-5)
+
+
+def test_decoding_with_mass_accounting_finds_one_wide_spot_once():
+    names = channels(False)
+    raw = emitters_output(1, [], False, size=20)
+    for (r, c), v in {(10, 10): 0.4, (10, 11): 0.1, (10, 12): 0.35, (10, 13): 0.1}.items():
+        raw[0, names.index("p"), r, c] = inverse("p", v)
+    c = card(False)
+    assert len(FL.decode(c, raw, threshold=0.3)) == 2  # two maxima, 2 px apart
+    c.settings["mass_radius_px"] = 2
+    em, score = FL.decode(c, raw, threshold=0.3, return_peaks=True)
+    assert len(em) == 1 and em.xyz_nm[0, 0].item() == pytest.approx(1250.0, abs=1e-2)
+    assert score.tolist() == pytest.approx([0.55], abs=1e-3)
+
+
 def emitters_output(n_frames: int, pixels: list[tuple[int, int]], localize_z: bool,
                     size: int = 40) -> torch.Tensor:
     """Raw output of ``n_frames`` frames (size × size) with one emitter (p = 0.95, no

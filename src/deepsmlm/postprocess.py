@@ -141,6 +141,40 @@ def pixel_detections(p: torch.Tensor, threshold: float, certain: float = 0.6
     return keep, score[keep[:, 0], keep[:, 1], keep[:, 2]]
 
 
+def claim_mass(p: torch.Tensor, frame: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
+               score: torch.Tensor, radius_px: int) -> torch.Tensor:
+    """Scores (K,) of detections at pixels (``frame``, ``row``, ``col``) of the probability
+    maps ``p`` (T, H, W) after probability-mass accounting.
+
+    A network trained with a count term (fastloc's loss) makes the probability summed over
+    a region the expected number of emitters in it, so the probability of one wide
+    (defocused) spot spread over two maxima holds one emitter, not two. In each frame, in
+    order of ``score``, a detection's score becomes at most the probability left in the
+    (2r + 1)² pixels around it, and it takes one emitter's worth of what is left there (all
+    of it when less is left). An isolated detection keeps its score (its window holds at
+    least its 3×3 score); the second maximum of one spot is left with little, while two
+    emitters side by side leave enough for the second. The result does not depend on a
+    threshold, so thresholds can be tried by filtering the scores."""
+    import numpy as np
+
+    out = score.detach().clone().cpu().numpy().astype(np.float64)
+    if len(out) == 0:
+        return torch.from_numpy(out).to(score)
+    k = int(radius_px)
+    f, r, c = (v.cpu().numpy() for v in (frame, row, col))
+    for t in np.unique(f):
+        idx = np.flatnonzero(f == t)
+        if len(idx) < 2:  # alone in its frame: its window holds its score or more
+            continue
+        left = p[int(t)].detach().cpu().numpy().astype(np.float64)
+        for i in idx[np.argsort(-out[idx], kind="stable")]:
+            win = left[max(r[i] - k, 0):r[i] + k + 1, max(c[i] - k, 0):c[i] + k + 1]
+            mass = float(win.sum())
+            out[i] = min(out[i], mass)
+            win *= max(0.0, 1.0 - 1.0 / max(mass, 1e-12))  # a view: ``left`` changes
+    return torch.from_numpy(out).to(score)
+
+
 def suppress_close(frame: torch.Tensor, xy: torch.Tensor, score: torch.Tensor,
                    radius: float) -> torch.Tensor:
     """Keep mask (K,) of detections after neighbour-aware suppression: in each frame, a

@@ -7,8 +7,10 @@ background. It is trained with a loss that needs no matching to the truth
 (``losses.mixture_loss``: a Gaussian mixture over pixels weighted by their probability, a
 count term) plus the background's squared error, and decoded by ``postprocess.
 pixel_detections`` (3×3 maxima of the probability, scored by its 3×3 sum) and
-``postprocess.suppress_close`` (of two detections within a pixel, the weaker goes):
-positions are the pixel centre plus the offset, uncertainties the predicted σ in nm.
+``postprocess.suppress_close`` (of two detections within a pixel, the weaker goes), and,
+where tuning picks it, ``postprocess.claim_mass`` (detections share the probability around
+them: one wide spot with two maxima is one emitter): positions are the pixel centre plus
+the offset, uncertainties the predicted σ in nm.
 """
 
 from __future__ import annotations
@@ -67,15 +69,18 @@ class FastLocTraining(TrainingSection):
 # of two detections closer than ``suppress_px`` [camera px] the weaker goes (one emitter
 # found twice); a detection whose lateral σ (the network's own, √(σx² + σy²)) exceeds
 # ``max_sigma_px`` camera pixels goes (None: none does) — a strongly defocused spot is found
-# but placed too far off to count. These defaults hold for model folders written before
+# but placed too far off to count; with ``mass_radius_px`` r, the detections share the
+# probability of the (2r + 1)² pixels around them (``postprocess.claim_mass``: one wide spot
+# found at two maxima is one emitter). These defaults hold for model folders written before
 # they were tuned; training picks them on the validation frames from DECODING_OPTIONS (at
 # density, two emitters often fall on neighbouring pixels: 0.6 and 1 px merge them). The
 # defaults come first, so another choice is kept only where it scores higher.
 CERTAIN_PROBABILITY = 0.6
 SUPPRESS_PX = 1.0
-DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r, "max_sigma_px": m}
+DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r, "max_sigma_px": m,
+                          "mass_radius_px": k}
                          for c in (0.6, 0.45, 0.3) for r in (1.0, 0.5)
-                         for m in (None, 1.5, 1.0, 0.75, 0.5))
+                         for m in (None, 1.5, 1.0, 0.75, 0.5) for k in (None, 2))
 
 
 class FastLoc:
@@ -208,7 +213,7 @@ class FastLoc:
         import torch
 
         from deepsmlm.models.fastloc import activate, channels
-        from deepsmlm.postprocess import pixel_detections, suppress_close
+        from deepsmlm.postprocess import claim_mass, pixel_detections, suppress_close
         from deepsmlm.uncertainty import local_density_per_um2
 
         s = card.settings
@@ -247,7 +252,13 @@ class FastLoc:
                               s.get("suppress_px", SUPPRESS_PX) * px)
         if s.get("max_sigma_px") is not None:
             keep &= torch.hypot(sx, sy) <= s["max_sigma_px"] * px
-        return {k: v[keep] for k, v in out.items()}
+        out = {k: v[keep] for k, v in out.items()}
+        if s.get("mass_radius_px") is not None:  # one wide spot's second maximum goes
+            k = torch.nonzero(keep).flatten()
+            out["score"] = claim_mass(maps["p"], t[k], r[k], c[k], out["score"],
+                                      s["mass_radius_px"])
+            out = {key: v[out["score"] > threshold] for key, v in out.items()}
+        return out
 
     def uncertainty_columns(self, card) -> int:
         return 3 if card.settings["localize_z"] else 2
