@@ -154,6 +154,14 @@ def cmd_smlm_evaluate(args) -> None:
                            "by_depth": by_depth(truth, found, field)}
             if "uncertainty_xyz_nm" in found:
                 rows[label]["calibration"] = calibration(truth, found, field, 2)
+            if args.scene_bound:  # the frames' own bound, depth a nuisance; lateral matches
+                from deepsmlm.evaluation.matching import match
+
+                m = match(truth["frame"], lateral(truth), found["frame"], lateral(found),
+                          field_nm=field, border_nm=BORDER_NM)
+                rows[label]["scene_bound"] = scene_bound(
+                    smlm_experiment(name == "mismatched"), truth, found, m, fit_z=True,
+                    depth_bins_nm=DEPTH_BINS_NM)
         if not args.no_picasso:
             frames = np.asarray(read_stack(mdir / "frames.tif").data)
             rows["picasso"] = picasso(exp, frames, truth, field)
@@ -164,11 +172,16 @@ def cmd_smlm_evaluate(args) -> None:
                   f"{r['recall']:.3f}  precision {r['precision']:.3f}  RMSE "
                   f"{r['rmse_xy_nm']:5.1f} nm  E_xy {r['efficiency_xy']:5.1f}"
                   + (f"  e/σ std x {cal['std'][0]:.2f} y {cal['std'][1]:.2f}" if cal else ""))
-            for b in r.get("by_depth", []):
+            bound = r.get("scene_bound", {}).get("by_depth")
+            for i, b in enumerate(r.get("by_depth", [])):
                 if b["rmse_xy_nm"] is not None:
+                    sb = bound[i] if bound else None
                     print(f"{'':26s}|z| {b['abs_z_nm'][0]:3.0f}–{b['abs_z_nm'][1]:3.0f} nm: "
                           f"recall {b['recall']:.2f}  RMSE {b['rmse_xy_nm']:5.1f} nm  median "
-                          f"error {b['median_error_nm']:5.1f} nm  ({b['n_gt']} emitters)")
+                          f"error {b['median_error_nm']:5.1f} nm  ({b['n_gt']} emitters)"
+                          + (f"  bound of the frames: median {sb['median_bound_xy_nm']:.1f} nm,"
+                             f" RMS(error/bound) {sb['rms_error_over_bound']:.2f}"
+                             if sb and sb["n"] else ""))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2, default=float))
@@ -249,14 +262,17 @@ def rmse_by_gap(truth: dict, found: dict, m, gap_nm: float = 500.0) -> dict:
     return out
 
 
-def scene_bound(exp, truth: dict, found: dict, m) -> dict:
+def scene_bound(exp, truth: dict, found: dict, m, fit_z: bool = False,
+                depth_bins_nm: tuple[float, ...] | None = None) -> dict:
     """The Cramér–Rao bound of the frames as they are: every true emitter bounded together
     with those whose PSF patches overlap it (``refine.crlb_nm``: their positions, photons,
     the known background level), against the one-emitter CRLB the bar names. A pair closer
     than the PSF has a bound of microns, which an RMS of bounds would be all about, so the
     summary is per emitter: the RMS of (radial error / its radial bound) over the matched
     emitters with a finite bound (1: every emitter at its own bound), beside the median
-    bound, and how many matches had no finite bound (two emitters on one spot)."""
+    bound, and how many matches had no finite bound (two emitters on one spot).
+    ``fit_z``: depth is unknown too (a 2D method on emitters spread in depth: z is a
+    nuisance); ``depth_bins_nm``: the same summary by the true |z|."""
     import torch
 
     from deepsmlm.build import build_camera, build_psf
@@ -269,13 +285,25 @@ def scene_bound(exp, truth: dict, found: dict, m) -> dict:
                  build_camera(exp), torch.as_tensor(truth["xyz_nm"], dtype=torch.float32),
                  torch.as_tensor(truth["photons"], dtype=torch.float32),
                  torch.as_tensor(index), torch.full((len(frames),), bg),
-                 (exp.frame.height_px, exp.frame.width_px), fit_z=False).numpy()
+                 (exp.frame.height_px, exp.frame.width_px), fit_z=fit_z).numpy()
     radial = np.hypot(sd[:, 0], sd[:, 1])[m.gt_index]
-    ok = np.isfinite(radial)
     err2 = ((found["xyz_nm"][m.pred_index] - truth["xyz_nm"][m.gt_index])[:, :2] ** 2).sum(1)
-    return {"median_bound_xy_nm": float(np.median(radial[ok])),
-            "rms_error_over_bound": float(np.sqrt(np.mean(err2[ok] / radial[ok] ** 2))),
-            "n": int(ok.sum()), "n_unbounded": int((~ok).sum())}
+
+    def summary(rows: np.ndarray) -> dict:
+        ok = rows & np.isfinite(radial)
+        if not ok.any():
+            return {"median_bound_xy_nm": None, "rms_error_over_bound": None, "n": 0,
+                    "n_unbounded": int(rows.sum())}
+        return {"median_bound_xy_nm": float(np.median(radial[ok])),
+                "rms_error_over_bound": float(np.sqrt(np.mean(err2[ok] / radial[ok] ** 2))),
+                "n": int(ok.sum()), "n_unbounded": int((rows & ~ok).sum())}
+
+    out = summary(np.ones(len(radial), bool))
+    if depth_bins_nm is not None:
+        depth = np.abs(truth["xyz_nm"][m.gt_index, 2])
+        out["by_depth"] = [{"abs_z_nm": [lo, hi], **summary((depth >= lo) & (depth < hi))}
+                           for lo, hi in zip(depth_bins_nm[:-1], depth_bins_nm[1:], strict=True)]
+    return out
 
 
 # the operating point of the lone-spot tests (defocus-fit, isolated): photons of a spot,
@@ -530,6 +558,8 @@ def main() -> None:
     s.add_argument("--movies", required=True)
     s.add_argument("--out", default="bench_out/fastloc_smlm")
     s.add_argument("--no-picasso", action="store_true")
+    s.add_argument("--scene-bound", action="store_true",
+                   help="also the CRLB of the frames as they are, depth unknown, by |z|")
     s.add_argument("--refine", action="store_true",
                    help="add fastloc with localize --refine (maximum likelihood through the PSF)")
     s.add_argument("--json", default=None)

@@ -202,7 +202,8 @@ def cmd_tune(args) -> None:
 
     r = run_tune(args.model, args.experiment, args.frames, args.seed, args.device)
     extra = "".join(f", {k} {r[k]:g}" if isinstance(r[k], float) else f", {k} {r[k]}"
-                    for k in ("certain_probability", "suppress_px", "max_sigma_px") if k in r)
+                    for k in ("certain_probability", "suppress_px", "max_sigma_px",
+                              "mass_radius_px") if k in r)
     print(f"threshold {r['threshold']:.3g}{extra}: validation Jaccard {r['jaccard']:.1f} %, "
           f"RMSE {r['rmse_xy_nm']:.1f} nm on {r['tuned_on']['frames']} frames of "
           f"{r['tuned_on']['experiment']} → {args.model}/model.json")

@@ -154,25 +154,34 @@ def claim_mass(p: torch.Tensor, frame: torch.Tensor, row: torch.Tensor, col: tor
     of it when less is left). An isolated detection keeps its score (its window holds at
     least its 3×3 score); the second maximum of one spot is left with little, while two
     emitters side by side leave enough for the second. The result does not depend on a
-    threshold, so thresholds can be tried by filtering the scores."""
-    import numpy as np
-
-    out = score.detach().clone().cpu().numpy().astype(np.float64)
-    if len(out) == 0:
-        return torch.from_numpy(out).to(score)
+    threshold, so thresholds can be tried by filtering the scores. The frames are processed
+    together: round j takes the j-th strongest detection of every frame."""
+    out = score.detach().to(torch.float64).clone()
+    n = len(out)
+    if n == 0:
+        return out.to(score.dtype)
     k = int(radius_px)
-    f, r, c = (v.cpu().numpy() for v in (frame, row, col))
-    for t in np.unique(f):
-        idx = np.flatnonzero(f == t)
-        if len(idx) < 2:  # alone in its frame: its window holds its score or more
-            continue
-        left = p[int(t)].detach().cpu().numpy().astype(np.float64)
-        for i in idx[np.argsort(-out[idx], kind="stable")]:
-            win = left[max(r[i] - k, 0):r[i] + k + 1, max(c[i] - k, 0):c[i] + k + 1]
-            mass = float(win.sum())
-            out[i] = min(out[i], mass)
-            win *= max(0.0, 1.0 - 1.0 / max(mass, 1e-12))  # a view: ``left`` changes
-    return torch.from_numpy(out).to(score)
+    frame, row, col = frame.long(), row.long(), col.long()
+    left = F.pad(p.detach().to(torch.float64), (k, k, k, k))  # padded: windows stay inside
+    # rank of each detection within its frame, strongest first
+    order = torch.argsort(out, descending=True, stable=True)
+    order = order[torch.argsort(frame[order], stable=True)]
+    first = torch.searchsorted(frame[order], frame[order], right=False)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n) - first
+    span = torch.arange(2 * k + 1)
+    by_rank = torch.argsort(rank, stable=True)
+    bounds = torch.searchsorted(rank[by_rank], torch.arange(int(rank.max()) + 2))
+    for j in range(int(rank.max()) + 1):  # at most one detection per frame in each round
+        sel = by_rank[bounds[j]:bounds[j + 1]]
+        t = frame[sel][:, None, None]
+        rr = (row[sel][:, None] + span)[:, :, None]  # padded rows r − k … r + k
+        cc = (col[sel][:, None] + span)[:, None, :]
+        win = left[t, rr, cc]
+        mass = win.sum((1, 2))
+        out[sel] = torch.minimum(out[sel], mass)
+        left[t, rr, cc] = win * (1.0 - 1.0 / mass.clamp_min(1e-12)).clamp_min(0.0)[:, None, None]
+    return out.to(score.dtype)
 
 
 def suppress_close(frame: torch.Tensor, xy: torch.Tensor, score: torch.Tensor,
