@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -545,6 +546,22 @@ def _random_deepstorm(folder: Path, like: str) -> None:
     save_tensors(new_network(card, 0).state_dict(), folder / "weights.safetensors")
 
 
+def cmd_retune(args) -> None:
+    """``deepsmlm tune`` with one of fastloc's decoding options withheld (the arm a tuned
+    option is compared against)."""
+    import deepsmlm.methods.fastloc as fastloc
+    from deepsmlm.cli import main as cli
+
+    if args.withhold:
+        keep = tuple(o for o in fastloc.DECODING_OPTIONS if o.get(args.withhold) is None)
+        if len(keep) == len(fastloc.DECODING_OPTIONS):
+            print(f"error: no decoding option of fastloc sets {args.withhold!r}",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        fastloc.DECODING_OPTIONS = keep
+    raise SystemExit(cli(["tune", args.model, "--frames", str(args.frames)]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -587,6 +604,11 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=5)
     s.add_argument("--json", default=None)
     s.set_defaults(func=cmd_isolated)
+    s = sub.add_parser("retune", help="deepsmlm tune with a decoding option withheld")
+    s.add_argument("--model", required=True)
+    s.add_argument("--frames", type=int, default=512)
+    s.add_argument("--withhold", default=None, help="e.g. mass_radius_px")
+    s.set_defaults(func=cmd_retune)
     s = sub.add_parser("speed")
     s.add_argument("--model", required=True)
     s.add_argument("--out", default="bench_out/fastloc_speed")
