@@ -154,33 +154,56 @@ def claim_mass(p: torch.Tensor, frame: torch.Tensor, row: torch.Tensor, col: tor
     of it when less is left). An isolated detection keeps its score (its window holds at
     least its 3×3 score); the second maximum of one spot is left with little, while two
     emitters side by side leave enough for the second. The result does not depend on a
-    threshold, so thresholds can be tried by filtering the scores. The frames are processed
-    together: round j takes the j-th strongest detection of every frame."""
+    threshold, so thresholds can be tried by filtering the scores.
+
+    Only a stronger detection whose window overlaps a detection's window changes what it
+    finds, so the detections are processed in levels (a detection's level is one more than
+    the highest of the stronger ones overlapping it): the windows of one level are disjoint,
+    and each level is one vectorised step over all frames — the same result as one
+    detection at a time."""
     out = score.detach().to(torch.float64).clone()
     n = len(out)
     if n == 0:
         return out.to(score.dtype)
-    k = int(radius_px)
+    k, m = int(radius_px), 2 * int(radius_px)
     frame, row, col = frame.long(), row.long(), col.long()
-    left = F.pad(p.detach().to(torch.float64), (k, k, k, k))  # padded: windows stay inside
-    # rank of each detection within its frame, strongest first
-    order = torch.argsort(out, descending=True, stable=True)
-    order = order[torch.argsort(frame[order], stable=True)]
-    first = torch.searchsorted(frame[order], frame[order], right=False)
-    rank = torch.empty(n, dtype=torch.long)
-    rank[order] = torch.arange(n) - first
+    t_n, h, w = p.shape
+    # strength: position in a stable sort by score, strongest first (ties: the earlier)
+    pos = torch.empty(n, dtype=torch.long)
+    pos[torch.argsort(out, descending=True, stable=True)] = torch.arange(n)
+    # pairs (stronger, weaker) whose windows overlap: at most 2k pixels apart in row and col
+    # (flat indices into a map of detection numbers, padded by 2k)
+    label = torch.full((t_n * (h + 2 * m) * (w + 2 * m),), -1, dtype=torch.long)
+    at = (frame * (h + 2 * m) + row + m) * (w + 2 * m) + col + m
+    label[at] = torch.arange(n)
+    mine, theirs = [], []
+    for dr in range(0, m + 1):  # half of the offsets: each pair once
+        for dc in range(-m if dr else 1, m + 1):
+            nb = label[at + dr * (w + 2 * m) + dc]
+            hit = torch.nonzero(nb >= 0).flatten()
+            mine.append(hit)
+            theirs.append(nb[hit])
+    a, b = torch.cat(mine), torch.cat(theirs)
+    a_first = pos[a] < pos[b]
+    src, dst = torch.where(a_first, a, b), torch.where(a_first, b, a)
+    level = torch.zeros(n, dtype=torch.long)
+    while len(src):  # the longest chain of stronger, overlapping neighbours
+        new = level.scatter_reduce(0, dst, level[src] + 1, reduce="amax")
+        if torch.equal(new, level):
+            break
+        level = new
+    # each window's pixels as flat indices into the probability, padded by k
+    left = F.pad(p.detach().to(torch.float64), (k, k, k, k)).reshape(-1)
     span = torch.arange(2 * k + 1)
-    by_rank = torch.argsort(rank, stable=True)
-    bounds = torch.searchsorted(rank[by_rank], torch.arange(int(rank.max()) + 2))
-    for j in range(int(rank.max()) + 1):  # at most one detection per frame in each round
-        sel = by_rank[bounds[j]:bounds[j + 1]]
-        t = frame[sel][:, None, None]
-        rr = (row[sel][:, None] + span)[:, :, None]  # padded rows r − k … r + k
-        cc = (col[sel][:, None] + span)[:, None, :]
-        win = left[t, rr, cc]
-        mass = win.sum((1, 2))
+    offsets = (span[:, None] * (w + 2 * k) + span[None, :]).reshape(-1)
+    corner = (frame * (h + 2 * k) + row) * (w + 2 * k) + col  # window's first pixel
+    for lv in range(int(level.max()) + 1):
+        sel = torch.nonzero(level == lv).flatten()
+        pix = corner[sel][:, None] + offsets
+        win = left[pix]
+        mass = win.sum(1)
         out[sel] = torch.minimum(out[sel], mass)
-        left[t, rr, cc] = win * (1.0 - 1.0 / mass.clamp_min(1e-12)).clamp_min(0.0)[:, None, None]
+        left[pix] = win * (1.0 - 1.0 / mass.clamp_min(1e-12)).clamp_min(0.0)[:, None]
     return out.to(score.dtype)
 
 
