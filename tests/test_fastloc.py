@@ -215,6 +215,32 @@ def test_mass_accounting_merges_one_wide_spot_and_keeps_a_real_pair():
     assert sorted(s.tolist()) == pytest.approx([0.6 + 8e-4, 0.7 + 8e-4], abs=1e-5)
 
 
+def test_mass_accounting_in_levels_equals_one_detection_at_a_time():
+    """``claim_mass`` processes disjoint windows together; the result must be that of the
+    plain rule, one detection at a time in order of score, on crowded random maps."""
+    from deepsmlm.postprocess import claim_mass, pixel_detections
+
+    g = torch.Generator().manual_seed(4)
+    p = torch.zeros(3, 24, 24)
+    for t in range(3):
+        rc = torch.randint(1, 23, (60, 2), generator=g)
+        p[t, rc[:, 0], rc[:, 1]] += 0.5 * torch.rand(60, generator=g) + 0.1
+    p = p.clamp(max=1.0)
+    idx, score = pixel_detections(p, 0.05, certain=0.5)
+    assert len(idx) > 60
+    fast = claim_mass(p, idx[:, 0], idx[:, 1], idx[:, 2], score, 2)
+    slow = score.double().clone()
+    left = torch.nn.functional.pad(p.double(), (2, 2, 2, 2))
+    for i in torch.argsort(score, descending=True, stable=True).tolist():
+        t, r, c = idx[i].tolist()
+        win = left[t, r:r + 5, c:c + 5]  # padded: rows r − 2 … r + 2
+        mass = float(win.sum())
+        slow[i] = min(float(slow[i]), mass)
+        win *= max(0.0, 1.0 - 1.0 / max(mass, 1e-12))
+    assert fast.double().tolist() == pytest.approx(slow.tolist(), abs=1e-6)
+    assert (fast < score - 1e-3).sum() > 10  # the crowding did take mass away
+
+
 def test_decoding_with_mass_accounting_finds_one_wide_spot_once():
     names = channels(False)
     raw = emitters_output(1, [], False, size=20)
