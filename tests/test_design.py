@@ -224,7 +224,8 @@ def test_design_command_end_to_end_writes_a_loadable_mask_and_resumes(tmp_path):
     assert main(["design", str(exp_path), "--out", str(tmp_path / "d2"), "--init-model",
                  str(out), "--quiet"]) == 2
     assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 2
-    # the learned mask drives a new experiment
+    # the learned mask (the resumed run's best) drives a new experiment
+    mask = np.load(out / "mask.npy")
     d = load_experiment(exp_path).to_dict()
     d["optics"]["mask"] = {"kind": "file", "path": str(out / "mask.npy")}
     psf = build_psf(experiment_from_dict(d))

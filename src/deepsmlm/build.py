@@ -161,6 +161,10 @@ def field_nm(exp: Experiment) -> tuple[float, float]:
     return exp.frame.width_px * px, exp.frame.height_px * px
 
 
+# structures that build_structure draws at random (the others depend on the field only)
+RANDOM_STRUCTURES = ("filaments",)
+
+
 def build_structure(exp: Experiment, generator: torch.Generator | None = None
                     ) -> emission.Structure:
     e = exp.emitters
@@ -242,8 +246,8 @@ def build_method(exp: Experiment):
 def training_emitters(exp: Experiment):
     """draw(n, generator) → the emitters of n training frames of the experiment's size:
     counts from ``training.n_per_patch_range`` (per patch, scaled to the margin) or
-    ``training.density_range_per_um2`` when set (each frame then on a structure of its own),
-    else the experiment's own emitters."""
+    ``training.density_range_per_um2`` when set (each frame then on a random structure of its
+    own), else the experiment's own emitters."""
     t = exp.training
     side = exp.frame.width_px
     patch_px = t.patch_px
@@ -262,10 +266,14 @@ def training_emitters(exp: Experiment):
             lo, hi = t.density_range_per_um2
             dens = lo + (hi - lo) * torch.rand(n, generator=generator)
             counts = torch.poisson(dens * side_um ** 2, generator=generator).long()
-        # each sample on a structure of its own (one random set of filaments per batch
-        # would give all its samples, and all the validation patches of a batch, one geometry)
-        em = emission.emit_on_own_structures(lambda: build_structure(exp, generator), counts,
-                                             photon_distribution(exp), generator)
+        if exp.emitters.structure in RANDOM_STRUCTURES:
+            # each sample on a structure of its own (one random set of filaments per batch
+            # would give all its samples, and the validation patches of a batch, one geometry)
+            em = emission.emit_on_own_structures(lambda: build_structure(exp, generator),
+                                                 counts, photon_distribution(exp), generator)
+        else:  # a structure that is not drawn at random: one for all (the same draws)
+            em = emission.emit_independent(build_structure(exp, generator), n, counts,
+                                           photon_distribution(exp), generator)
         mix = species_mix(exp)
         return em if mix is None else mix.assign(em, generator)
 
