@@ -83,13 +83,18 @@ def score(truth: dict, found: dict, field: tuple[float, float]) -> dict:
 DEPTH_BINS_NM = (0.0, 250.0, 500.0, 650.0, 800.0)
 
 
-def by_depth(truth: dict, found: dict, field: tuple[float, float]) -> list[dict]:
-    """Recall and lateral RMSE by the true |z| (``DEPTH_BINS_NM``), matched as ``score``:
-    where a 2D method loses its emitters and its precision."""
+def lateral_match(truth: dict, found: dict, field: tuple[float, float]):
+    """The matching of ``score`` (greedy 250 nm, lateral only, 450 nm border)."""
     from deepsmlm.evaluation.matching import match
 
+    return match(truth["frame"], lateral(truth), found["frame"], lateral(found),
+                 field_nm=field, border_nm=BORDER_NM)
+
+
+def by_depth(truth: dict, found: dict, m) -> list[dict]:
+    """Recall and lateral RMSE by the true |z| (``DEPTH_BINS_NM``) over ``m``
+    (``lateral_match``): where a 2D method loses its emitters and its precision."""
     t, f = lateral(truth), lateral(found)
-    m = match(truth["frame"], t, found["frame"], f, field_nm=field, border_nm=BORDER_NM)
     depth = np.abs(truth["xyz_nm"][:, 2])
     err = np.linalg.norm((f[m.pred_index] - t[m.gt_index])[:, :2], axis=1)
     rows = []
@@ -151,15 +156,12 @@ def cmd_smlm_evaluate(args) -> None:
             res = Path(args.out) / name / label
             loc = run_localize(model, mdir / "frames.tif", res, progress=False, refine=refine)
             found = read_csv(res / "localizations.csv").numpy()
+            m = lateral_match(truth, found, field)
             rows[label] = {**score(truth, found, field), "frames_per_s": loc["frames_per_s"],
-                           "by_depth": by_depth(truth, found, field)}
+                           "by_depth": by_depth(truth, found, m)}
             if "uncertainty_xyz_nm" in found:
                 rows[label]["calibration"] = calibration(truth, found, field, 2)
-            if args.scene_bound:  # the frames' own bound, depth a nuisance; lateral matches
-                from deepsmlm.evaluation.matching import match
-
-                m = match(truth["frame"], lateral(truth), found["frame"], lateral(found),
-                          field_nm=field, border_nm=BORDER_NM)
+            if args.scene_bound:  # the frames' own bound, depth a nuisance
                 rows[label]["scene_bound"] = scene_bound(
                     smlm_experiment(name == "mismatched"), truth, found, m, fit_z=True,
                     depth_bins_nm=DEPTH_BINS_NM)
