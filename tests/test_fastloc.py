@@ -436,3 +436,25 @@ def test_a_sigma_cut_drops_the_uncertain_detections():
     assert em.xyz_nm[:, 0].tolist() == pytest.approx([1050.0], abs=1e-2)
     c.settings["max_sigma_px"] = 2.5  # √(2² + 0.1²) ≈ 2.0 px: kept
     assert len(FL.decode(c, raw, threshold=0.5)) == 2
+
+
+def test_suppression_of_all_frames_at_once_equals_going_one_by_one():
+    # crowded random frames with tied scores: the rounds give what a loop in score order
+    # (ties: the earlier detection first) gives
+    from deepsmlm.postprocess import suppress_close
+
+    rng = np.random.default_rng(5)
+    frame = torch.from_numpy(rng.integers(0, 4, 300))
+    xy = torch.from_numpy(rng.uniform(0, 12, (300, 2)))
+    score = torch.from_numpy(rng.choice([0.3, 0.5, 0.7, 0.9], 300))
+    order = sorted(range(300), key=lambda k: (-float(score[k]), k))
+    kept = []
+    for k in order:
+        if all(int(frame[m]) != int(frame[k]) or float(torch.dist(xy[m], xy[k])) >= 1.5
+               for m in kept):
+            kept.append(k)
+    want = np.zeros(300, bool)
+    want[kept] = True
+    got = suppress_close(frame, xy, score, radius=1.5).numpy()
+    assert (got == want).all()
+    assert 50 < want.sum() < 250  # crowded: many are suppressed, many kept

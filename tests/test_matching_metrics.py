@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from deepsmlm.evaluation.matching import match
+from deepsmlm.evaluation.matching import match, match_at_thresholds
 from deepsmlm.evaluation.metrics import efficiency, evaluate
 
 
@@ -195,3 +195,72 @@ def test_uncertainty_calibration_leaves_out_unknown_sigmas_worked_by_hand():
     assert c["std"][1] == pytest.approx(math.sqrt(104 / 9))
     assert math.isnan(c["std"][2]) and math.isnan(c["mean_sigma_nm"][2])
     assert c["mean_sigma_nm"][:2].tolist() == pytest.approx([1.0, 5.0 / 3.0])
+
+
+def _greedy_one_by_one(gt_frame, gt, pr_frame, pr, tol_xy, tol_z, tol_3d=None):
+    """The protocol written out: per frame, every admissible pair nearest-first (ties by
+    axial distance, then ground-truth index, then prediction index), taken one at a time."""
+    pairs = []
+    for g in range(len(gt)):
+        for p in range(len(pr)):
+            if gt_frame[g] != pr_frame[p]:
+                continue
+            d_xy = math.hypot(gt[g, 0] - pr[p, 0], gt[g, 1] - pr[p, 1])
+            d_z = abs(gt[g, 2] - pr[p, 2])
+            if not (d_xy <= tol_xy and d_z <= tol_z):
+                continue
+            if tol_3d is not None:
+                d_xy = math.hypot(d_xy, d_z)
+                if d_xy > tol_3d:
+                    continue
+            pairs.append((d_xy, d_z, g, p))
+    g_done, p_done, out = set(), set(), {}
+    for _, _, g, p in sorted(pairs):
+        if g not in g_done and p not in p_done:
+            g_done.add(g)
+            p_done.add(p)
+            out[g] = p
+    return out
+
+
+@pytest.mark.parametrize("tol_z, tol_3d", [(np.inf, None), (300.0, None), (500.0, 200.0)])
+def test_all_frames_at_once_equals_taking_pairs_one_by_one(tol_z, tol_3d):
+    # crowded frames on a 50 nm grid, so that many distances tie exactly; frames in any
+    # order, some frames without predictions or without truth, and a prediction at NaN
+    rng = np.random.default_rng(7)
+    n_matched = 0
+    for trial in range(20):
+        n_gt, n_pr = rng.integers(0, 60, 2)
+        gt_f, pr_f = rng.integers(0, 5, n_gt), rng.integers(1, 6, n_pr)
+        gt = rng.integers(0, 16, (n_gt, 3)) * 50.0
+        pr = rng.integers(0, 16, (n_pr, 3)) * 50.0
+        if n_pr:
+            pr[0, 0] = np.nan
+        m = match(gt_f, gt, pr_f, pr, tol_xy_nm=150.0, tol_z_nm=tol_z, tol_3d_nm=tol_3d)
+        want = _greedy_one_by_one(gt_f, gt, pr_f, pr, 150.0, tol_z, tol_3d)
+        assert dict(zip(m.gt_index.tolist(), m.pred_index.tolist())) == want, trial
+        n_matched += len(want)
+    assert n_matched > 50  # the cases are crowded enough to test something
+
+
+@pytest.mark.parametrize("kw", [dict(tol_z_nm=np.inf),
+                                dict(field_nm=(800.0, 800.0), border_nm=100.0),
+                                dict(method="hungarian", tol_xy_nm=100.0, tol_z_nm=100.0,
+                                     tol_3d_nm=100.0)])
+def test_matching_at_many_thresholds_equals_matching_each_subset(kw):
+    rng = np.random.default_rng(3)
+    gt_f, pr_f = rng.integers(0, 6, 150), rng.integers(0, 6, 200)
+    gt = rng.integers(0, 16, (150, 3)) * 50.0
+    pr = rng.integers(0, 16, (200, 3)) * 50.0
+    score = rng.choice([0.1, 0.2, 0.3, 0.5, 0.9], 200)  # ties at each threshold too
+    thresholds = [0.0, 0.2, 0.3, 0.6, 1.0]
+    got = match_at_thresholds(gt_f, gt, pr_f, pr, score, thresholds, **kw)
+    n_tp = []
+    for t, m in zip(thresholds, got, strict=True):
+        keep = np.nonzero(score > t)[0]
+        want = match(gt_f, gt, pr_f[keep], pr[keep], **kw)
+        assert m.gt_index.tolist() == want.gt_index.tolist()
+        assert m.pred_index.tolist() == keep[want.pred_index].tolist()
+        assert m.n_gt == want.n_gt and m.n_pred == want.n_pred
+        n_tp.append(m.tp)
+    assert n_tp[0] > 20 and n_tp[-1] == 0  # crowded enough, and 1.0 drops every prediction

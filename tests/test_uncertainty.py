@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from deepsmlm.uncertainty import fit_scale_table, local_density_per_um2, scale_factors
+from deepsmlm.uncertainty import (
+    fit_scale_table,
+    local_density_at,
+    local_density_per_um2,
+    scale_factors,
+)
 
 
 def terms(table: dict) -> dict:
@@ -95,3 +100,14 @@ def test_scale_factors_interpolate_and_hold_at_the_ends():
     assert f[:, 1] == pytest.approx([3.0] * 5)
     assert f[:, 2] == pytest.approx([1.0] * 5)  # no z column in the table
     assert scale_factors(None, {"density_per_um2": np.zeros(4)}, 2).tolist() == [[1.0] * 2] * 4
+
+
+def test_local_density_at_pixels_equals_the_density_maps():
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(3, 9, 7, generator=g)
+    t, r, c = torch.meshgrid(torch.arange(3), torch.arange(9), torch.arange(7), indexing="ij")
+    t, r, c = t.flatten(), r.flatten(), c.flatten()
+    for box in (3, 5):  # edges and corners, where the box is cut by the frame
+        want = local_density_per_um2(p, 100.0, box)[t, r, c]
+        got = local_density_at(p, t, r, c, 100.0, box)
+        assert torch.allclose(got, want, rtol=1e-5)

@@ -64,6 +64,22 @@ def local_density_per_um2(p: torch.Tensor, pixel_size_nm: float,
     return x[:, 0] / (pixel_size_nm * 1e-3) ** 2
 
 
+def local_density_at(p: torch.Tensor, t: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
+                     pixel_size_nm: float, box_px: int = DENSITY_BOX_PX) -> torch.Tensor:
+    """``local_density_per_um2(p, pixel_size_nm, box_px)[t, r, c]`` without the maps: the
+    box sums at the K pixels asked for, from one summed-area table (float64)."""
+    if box_px % 2 == 0:
+        raise ValueError(f"box_px must be odd, got {box_px}")
+    pad = box_px // 2
+    h, w = p.shape[1:]
+    table = F.pad(p.double().cumsum(1).cumsum(2), (1, 0, 1, 0))  # (T, H + 1, W + 1)
+    r0, r1 = (r - pad).clamp(min=0), (r + pad + 1).clamp(max=h)
+    c0, c1 = (c - pad).clamp(min=0), (c + pad + 1).clamp(max=w)
+    total = table[t, r1, c1] - table[t, r0, c1] - table[t, r1, c0] + table[t, r0, c0]
+    mean = total / ((r1 - r0) * (c1 - c0)).double()
+    return (mean / (pixel_size_nm * 1e-3) ** 2).float()
+
+
 def fit_scale_table(ratios: np.ndarray, features: dict[str, np.ndarray], bins: int = 5,
                     min_per_bin: int = MIN_PER_BIN) -> dict | None:
     """Calibration table from matched localizations: ``ratios`` (M, D) error/σ per axis

@@ -12,6 +12,12 @@ Two methods (DESIGN §6):
 An optional border band excludes ground truth and predictions near the frame edges before
 matching. Inputs are arrays: frame (N,) int, xyz (N, 3) nm.
 
+Greedy matching runs on all frames at once: the candidate pairs come from
+``neighbours.pairs_within`` (one pass over every frame), and the pairs are taken in rounds:
+a pair is accepted when it comes first among the remaining pairs of both its members, which
+is what taking them one by one in order accepts (every pair that goes before it and shares
+a member has been decided by then). Hungarian matching is solved frame by frame.
+
 >>> import numpy as np
 >>> gt = np.array([[100., 100., 0.], [400., 100., 0.]]); f = np.array([0, 0])
 >>> pr = np.array([[130., 100., 0.], [900., 900., 0.]])
@@ -25,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from deepsmlm.neighbours import pairs_within
 
 
 @dataclass(frozen=True)
@@ -82,20 +90,62 @@ def _pairs(gt: np.ndarray, pr: np.ndarray, tol_xy: float, tol_z: float,
     return d_xy, d_z, ok
 
 
+def _greedy_rounds(gi: np.ndarray, pi: np.ndarray, n_gt: int, n_pred: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy one-to-one choice among pairs (gi[k], pi[k]) already in order of preference:
+    the pairs that one-by-one acceptance in that order keeps, found in vectorised rounds."""
+    g_done = np.zeros(n_gt, bool)
+    p_done = np.zeros(n_pred, bool)
+    alive = np.arange(len(gi))
+    out = []
+    while len(alive):
+        g, p = gi[alive], pi[alive]
+        first_g = np.zeros(len(alive), bool)
+        first_g[np.unique(g, return_index=True)[1]] = True
+        first_p = np.zeros(len(alive), bool)
+        first_p[np.unique(p, return_index=True)[1]] = True
+        take = alive[first_g & first_p]  # never empty: the first alive pair qualifies
+        out.append(take)
+        g_done[gi[take]] = True
+        p_done[pi[take]] = True
+        alive = alive[~(g_done[g] | p_done[p])]
+    k = np.concatenate(out) if out else np.zeros(0, np.int64)
+    return gi[k].astype(np.int64), pi[k].astype(np.int64)
+
+
 def _greedy(gt, pr, tol_xy, tol_z, tol_3d=None):
+    """Greedy matching of one frame, for an infinite lateral tolerance (which has no grid
+    of cells); ``_ordered_pairs`` finds the pairs of every frame at once otherwise."""
     d_xy, d_z, ok = _pairs(gt, pr, tol_xy, tol_z, tol_3d)
     gi, pi = np.nonzero(ok)
     order = np.lexsort((pi, gi, d_z[gi, pi], d_xy[gi, pi]))
-    g_done = np.zeros(len(gt), bool)
-    p_done = np.zeros(len(pr), bool)
-    out_g, out_p = [], []
-    for k in order:
-        g, p = gi[k], pi[k]
-        if not g_done[g] and not p_done[p]:
-            g_done[g] = p_done[p] = True
-            out_g.append(g)
-            out_p.append(p)
-    return np.array(out_g, dtype=np.int64), np.array(out_p, dtype=np.int64)
+    return _greedy_rounds(gi[order], pi[order], len(gt), len(pr))
+
+
+def _candidate_pairs(gt_frame, gt_xyz, pr_frame, pr_xyz, tol_xy, tol_z, tol_3d=None):
+    """All admissible (ground truth, prediction) pairs of the same frame, with their
+    lateral (or, with ``tol_3d``, 3D) and axial distances, computed as ``_pairs`` does."""
+    gi, pi, d_xy = pairs_within(gt_frame, gt_xyz[:, :2], pr_frame, pr_xyz[:, :2], tol_xy)
+    d_z = np.abs(gt_xyz[gi, 2] - pr_xyz[pi, 2])
+    ok = d_z <= tol_z
+    if tol_3d is not None:
+        d_xy = np.hypot(d_xy, d_z)
+        ok &= d_xy <= tol_3d
+    return gi[ok], pi[ok], d_xy[ok], d_z[ok]
+
+
+def _ordered_pairs(gt_frame, gt_xyz, pr_frame, pr_xyz, tol_xy, tol_z, tol_3d=None):
+    """The admissible pairs of every frame (indices into the arrays given) in the greedy
+    order: nearest first, ties by axial distance, then ground-truth, then prediction index.
+    Pairs of different frames share no member, so one global order gives each frame the
+    result of its own."""
+    if len(gt_xyz) == 0 or len(pr_xyz) == 0:
+        none = np.zeros(0, np.int64)
+        return none, none
+    gi, pi, d_xy, d_z = _candidate_pairs(gt_frame, gt_xyz, pr_frame, pr_xyz, tol_xy, tol_z,
+                                         tol_3d)
+    order = np.lexsort((pi, gi, d_z, d_xy))
+    return gi[order], pi[order]
 
 
 def _hungarian(gt, pr, tol_xy, tol_z, tol_3d=None):
@@ -131,17 +181,14 @@ def match(gt_frame: np.ndarray, gt_xyz_nm: np.ndarray, pred_frame: np.ndarray,
     ``tol_3d_nm`` adds a spherical tolerance (3D distance, also used to rank and assign),
     as DeepSTORM3D reports with 100 nm.
     """
-    if method not in ("greedy", "hungarian"):
-        raise ValueError(f"method must be 'greedy' or 'hungarian', got {method!r}")
-    gt_frame, pred_frame = np.asarray(gt_frame), np.asarray(pred_frame)
-    gt_xyz, pr_xyz = np.asarray(gt_xyz_nm, float), np.asarray(pred_xyz_nm, float)
-    gt_used = np.ones(len(gt_xyz), bool)
-    pr_used = np.ones(len(pr_xyz), bool)
-    if border_nm > 0:
-        if field_nm is None:
-            raise ValueError("border exclusion needs field_nm = (width, height)")
-        gt_used &= inside_border(gt_xyz, field_nm, border_nm)
-        pr_used &= inside_border(pr_xyz, field_nm, border_nm)
+    gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz, pr_used = _inputs(
+        gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, method, field_nm, border_nm)
+    if method == "greedy" and np.isfinite(tol_xy_nm):
+        gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
+        a, b = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
+                                 tol_xy_nm, tol_z_nm, tol_3d_nm)
+        return _matching(*_greedy_rounds(gi[a], pi[b], len(gt_xyz), len(pr_xyz)),
+                         gt_used, pr_used)
     solver = _greedy if method == "greedy" else _hungarian
     out_g, out_p = [], []
     g_sorted, g_bounds = _frame_groups(gt_frame)
@@ -157,5 +204,62 @@ def match(gt_frame: np.ndarray, gt_xyz_nm: np.ndarray, pred_frame: np.ndarray,
         out_p.append(pi[b])
     g = np.concatenate(out_g) if out_g else np.zeros(0, np.int64)
     p = np.concatenate(out_p) if out_p else np.zeros(0, np.int64)
+    return _matching(g, p, gt_used, pr_used)
+
+
+def match_at_thresholds(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, pred_score,
+                        thresholds, tol_xy_nm: float = 250.0, tol_z_nm: float = 500.0,
+                        method: str = "greedy", field_nm: tuple[float, float] | None = None,
+                        border_nm: float = 0.0, tol_3d_nm: float | None = None
+                        ) -> list[Matching]:
+    """``match`` of the predictions with ``pred_score > t``, for every t of ``thresholds``
+    (indices into the full arrays; the predictions at or below t are not used).
+
+    Greedy: the candidate pairs are found and ordered once, and each threshold only drops
+    the pairs of the predictions it removes — the same matchings as calling ``match`` on
+    each subset (tested), at a fraction of the cost when a threshold is tuned."""
+    gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz, pr_used = _inputs(
+        gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, method, field_nm, border_nm)
+    score = np.asarray(pred_score)  # compared with each threshold in its own dtype
+    if len(score) != len(pr_xyz):
+        raise ValueError(f"pred_score has {len(score)} values for {len(pr_xyz)} predictions")
+    out = []
+    if method == "greedy" and np.isfinite(tol_xy_nm):
+        gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
+        a, b = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
+                                 tol_xy_nm, tol_z_nm, tol_3d_nm)
+        gi, pi = gi[a], pi[b]
+        for t in thresholds:
+            keep = score[pi] > t
+            out.append(_matching(*_greedy_rounds(gi[keep], pi[keep], len(gt_xyz),
+                                                 len(pr_xyz)), gt_used, pr_used & (score > t)))
+        return out
+    for t in thresholds:
+        keep = np.nonzero(score > t)[0]
+        m = match(gt_frame, gt_xyz, pred_frame[keep], pr_xyz[keep], tol_xy_nm, tol_z_nm,
+                  method, field_nm, border_nm, tol_3d_nm)
+        used = np.zeros(len(pr_xyz), bool)
+        used[keep] = m.pred_used
+        out.append(Matching(m.gt_index, keep[m.pred_index], m.gt_used, used))
+    return out
+
+
+def _inputs(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, method, field_nm, border_nm):
+    """Arrays, and which of them the border lets take part."""
+    if method not in ("greedy", "hungarian"):
+        raise ValueError(f"method must be 'greedy' or 'hungarian', got {method!r}")
+    gt_frame, pred_frame = np.asarray(gt_frame), np.asarray(pred_frame)
+    gt_xyz, pr_xyz = np.asarray(gt_xyz_nm, float), np.asarray(pred_xyz_nm, float)
+    gt_used = np.ones(len(gt_xyz), bool)
+    pr_used = np.ones(len(pr_xyz), bool)
+    if border_nm > 0:
+        if field_nm is None:
+            raise ValueError("border exclusion needs field_nm = (width, height)")
+        gt_used &= inside_border(gt_xyz, field_nm, border_nm)
+        pr_used &= inside_border(pr_xyz, field_nm, border_nm)
+    return gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz, pr_used
+
+
+def _matching(g, p, gt_used, pr_used) -> Matching:
     order = np.argsort(g, kind="stable")
     return Matching(g[order], p[order], gt_used, pr_used)

@@ -214,37 +214,41 @@ class FastLoc:
 
         from deepsmlm.models.fastloc import activate, channels
         from deepsmlm.postprocess import claim_mass, pixel_detections, suppress_close
-        from deepsmlm.uncertainty import local_density_per_um2
+        from deepsmlm.uncertainty import local_density_at
 
         s = card.settings
         n_species = len(s.get("species", []))
         raw = raw.detach().float()
-        maps = activate(raw, channels(bool(s["localize_z"]), n_species))
-        idx, score = pixel_detections(maps["p"], threshold,
+        names = channels(bool(s["localize_z"]), n_species)
+        p = activate(raw[:, [names.index("p")]], ("p",))["p"]
+        idx, score = pixel_detections(p, threshold,
                                       s.get("certain_probability", CERTAIN_PROBABILITY))
         if len(idx) == 0:
             return None
         t, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
+        # the other maps only where there is a detection (K, 1, 1 each)
+        at = {k: v[:, 0, 0] for k, v in activate(raw[t, :, r, c][:, :, None, None],
+                                                 names).items()}
         px = card.pixel_size_nm
-        x = (c.float() + 0.5 + maps["dx"][t, r, c]) * px
-        y = (r.float() + 0.5 + maps["dy"][t, r, c]) * px
-        sx, sy = maps["s_dx"][t, r, c] * px, maps["s_dy"][t, r, c] * px
+        x = (c.float() + 0.5 + at["dx"]) * px
+        y = (r.float() + 0.5 + at["dy"]) * px
+        sx, sy = at["s_dx"] * px, at["s_dy"] * px
         if s["localize_z"]:
             z_mid, z_half = _z_scale(s)
-            z = z_mid + z_half * maps["z"][t, r, c]
-            sz = z_half * maps["s_z"][t, r, c]
+            z = z_mid + z_half * at["z"]
+            sz = z_half * at["s_z"]
         else:
             z, sz = torch.zeros_like(x), torch.full_like(x, float("nan"))
         out = {"xyz": torch.stack([x, y, z], 1), "sigma": torch.stack([sx, sy, sz], 1),
-               "photons": maps["n"][t, r, c] * s["photon_scale"], "t": t, "score": score}
+               "photons": at["n"] * s["photon_scale"], "t": t, "score": score}
         if n_species:  # the species with the highest probability at the detection's pixel
-            q = torch.softmax(raw[:, -n_species:], 1)[t, :, r, c]  # (N, C)
+            q = torch.softmax(raw[t, -n_species:, r, c], 1)  # (N, C)
             out["prob"], out["species"] = q.max(1)
         else:
             out["prob"] = out["species"] = torch.zeros_like(x)
         if with_features:  # those of the σ calibration (uncertainty.FEATURES)
-            out["density_per_um2"] = local_density_per_um2(maps["p"], px)[t, r, c]
-            h, w = maps["p"].shape[1:]
+            out["density_per_um2"] = local_density_at(p, t, r, c, px)
+            h, w = p.shape[1:]
             out["edge_px"] = torch.minimum(torch.minimum(x, w * px - x),
                                            torch.minimum(y, h * px - y)).clamp(min=0) / px
             out["log_photons"] = torch.log(out["photons"].clamp(min=1.0))
@@ -255,7 +259,7 @@ class FastLoc:
         out = {k: v[keep] for k, v in out.items()}
         if s.get("mass_radius_px") is not None:  # one wide spot's second maximum goes
             k = torch.nonzero(keep).flatten()
-            out["score"] = claim_mass(maps["p"], t[k], r[k], c[k], out["score"],
+            out["score"] = claim_mass(p, t[k], r[k], c[k], out["score"],
                                       s["mass_radius_px"])
             out = {key: v[out["score"] > threshold] for key, v in out.items()}
         return out
