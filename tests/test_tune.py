@@ -59,6 +59,24 @@ def test_tune_on_other_frames_records_them_and_keeps_the_weights(trained):
     assert digest(model / "weights.safetensors") == weights
 
 
+def test_tuning_for_the_efficiency_trades_found_emitters_for_precise_ones(trained, tmp_path):
+    import shutil
+
+    tuned = {}
+    for objective in ("jaccard", "efficiency"):
+        model = tmp_path / objective
+        shutil.copytree(trained / "model", model)
+        assert main(["tune", str(model), "--objective", objective]) == 0
+        tuned[objective] = json.loads((model / "model.json").read_text())["validation"]
+        assert tuned[objective]["objective"] == objective
+    jac, eff = tuned["jaccard"], tuned["efficiency"]  # the same frames, the same options
+    # this model's best Jaccard (≈ 65 %) and best efficiency (≈ 22 %) are different choices
+    assert eff["efficiency"] > jac["efficiency"] and jac["jaccard"] > eff["jaccard"]
+    # E = 100 − sqrt((100 − J)² + RMSE²) for this 2D model, as recorded
+    assert eff["efficiency"] == pytest.approx(
+        100 - ((100 - eff["jaccard"]) ** 2 + eff["rmse_xy_nm"] ** 2) ** 0.5)
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"optics": {"psf": "gaussian", "pixel_size_nm": 160}}, "differs from the model's"),
     ({"training": {"model": "deepstorm"}}, "training section is for deepstorm"),
@@ -132,3 +150,19 @@ def test_training_tunes_on_tune_frames_patches_of_the_validation_seed():
     d["training"]["tune_frames"] = None
     assert tuning_batches(experiment_from_dict(d), val, None) is val
     assert experiment_from_dict({"training": {"model": "fastloc"}}).training.tune_frames == 512
+
+
+def test_tuning_score_by_hand():
+    from deepsmlm.training.train import tuning_score
+
+    r = {"jaccard": 80.0, "efficiency_xy": 100 - 5 ** 0.5 * 10, "efficiency_z": 40.0}
+    assert tuning_score(r, "jaccard", fit_z=True) == 80.0
+    assert tuning_score(r, "efficiency", fit_z=False) == pytest.approx(77.639, abs=1e-3)
+    assert tuning_score(r, "efficiency", fit_z=True) == pytest.approx((77.639 + 40) / 2,
+                                                                      abs=1e-3)
+    nothing = {"jaccard": float("nan"), "efficiency_xy": float("nan"),
+               "efficiency_z": float("nan")}
+    assert tuning_score(nothing, "jaccard", False) < 0 < tuning_score(r, "jaccard", False)
+    assert tuning_score(nothing, "efficiency", False) < -100
+    with pytest.raises(ValueError, match="objective"):
+        tuning_score(r, "recall", False)

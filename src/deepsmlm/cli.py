@@ -200,13 +200,16 @@ def cmd_train(args) -> None:
 def cmd_tune(args) -> None:
     from deepsmlm.steps.tune import run_tune
 
-    r = run_tune(args.model, args.experiment, args.frames, args.seed, args.device)
+    r = run_tune(args.model, args.experiment, args.frames, args.seed, args.device,
+                 args.objective)
     extra = "".join(f", {k} {r[k]:g}" if isinstance(r[k], float) else f", {k} {r[k]}"
                     for k in ("certain_probability", "suppress_px", "max_sigma_px",
                               "mass_radius_px") if k in r)
-    print(f"threshold {r['threshold']:.3g}{extra}: validation Jaccard {r['jaccard']:.1f} %, "
-          f"RMSE {r['rmse_xy_nm']:.1f} nm on {r['tuned_on']['frames']} frames of "
-          f"{r['tuned_on']['experiment']} → {args.model}/model.json")
+    eff = "" if r["efficiency"] is None else f", efficiency {r['efficiency']:.1f} %"
+    print(f"threshold {r['threshold']:.3g}{extra} (for the {r['objective']}): validation "
+          f"Jaccard {r['jaccard']:.1f} %, RMSE {r['rmse_xy_nm']:.1f} nm{eff} on "
+          f"{r['tuned_on']['frames']} frames of {r['tuned_on']['experiment']} → "
+          f"{args.model}/model.json")
 
 
 def cmd_design(args) -> None:
@@ -395,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "else its val_frames)")
     s.add_argument("--seed", type=_seed, default=None,
                    help="their seed (default: the training's validation seed)")
+    s.add_argument("--objective", choices=("jaccard", "efficiency"), default=None,
+                   help="what the tuning maximises (default: the experiment's "
+                        "training.tune_objective): the Jaccard, or the SMLM Challenge's "
+                        "efficiency, which trades found emitters for precise ones")
     s.add_argument("--device", type=_device, default="cpu")
     s.set_defaults(func=cmd_tune)
 

@@ -50,6 +50,11 @@ class TrainingSection(Strict):
     # when training ends (simulated afresh with the validation seed; None: val_frames; a
     # training from a user's stack tunes on its validation part)
     tune_frames: Annotated[int, Field(ge=1)] | None = None
+    # what that tuning maximises: "jaccard" (detection), or "efficiency" — the SMLM
+    # Challenge's E = 100 − sqrt((100 − Jaccard)² + (α·RMSE)²) (lateral; for a method that
+    # localizes z, the mean of the lateral and axial E), which trades found emitters for
+    # precise ones (a higher threshold, a cut on σ)
+    tune_objective: Literal["jaccard", "efficiency"] = "jaccard"
     # the resumable checkpoint (checkpoint/last.safetensors) is written at the end of every
     # epoch, and also every this many optimiser steps when set (a kill -9 loses at most
     # that many steps; --resume continues the epoch at its step)

@@ -53,11 +53,12 @@ def model_z_range_nm(card) -> tuple[float, float] | None:
 
 
 def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | None = None,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", objective: str | None = None) -> dict:
     """Tune ``model_dir``'s threshold, decoding and σ calibration on ``frames`` validation
     patches of ``experiment`` (None: the model's own, ``experiment.yaml`` in the folder;
     ``frames`` None: its ``training.tune_frames``, else ``val_frames``; ``seed`` None: the
-    training's validation seed). Writes ``model.json`` and returns the tuning summary."""
+    training's validation seed), for ``objective`` (None: its ``training.tune_objective``).
+    Writes ``model.json`` and returns the tuning summary."""
     import dataclasses
 
     from deepsmlm.build import build_patch_sampler
@@ -67,9 +68,12 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
     from deepsmlm.io.lock import folder_lock
     from deepsmlm.steps.common import check_device, check_number
     from deepsmlm.training.model_folder import ModelFolder
-    from deepsmlm.training.train import tune_threshold
+    from deepsmlm.training.train import TUNING_OBJECTIVES, tune_threshold
 
     device = check_device(device)
+    if objective is not None and objective not in TUNING_OBJECTIVES:
+        raise UserError(f"--objective must be one of {', '.join(TUNING_OBJECTIVES)}, "
+                        f"got {objective!r}")
     for name, value, least in (("--frames", frames, 1), ("--seed", seed, 0)):
         check_number(name, value, at_least=least)
         if value is not None and int(value) != value:
@@ -89,7 +93,8 @@ def run_tune(model_dir, experiment=None, frames: int | None = None, seed: int | 
         pred = Predictor.load(folder.path, device)
         batches = fixed_batches(build_patch_sampler(exp), n_frames, t.batch_size, val_seed)
         tuned_card = dataclasses.replace(pred.card, settings=dict(pred.card.settings))
-        tuned = tune_threshold(pred.model, pred.normalizer, batches, tuned_card, device)
+        tuned = tune_threshold(pred.model, pred.normalizer, batches, tuned_card, device,
+                               objective or t.tune_objective)
         tuned["tuned_on"] = {"experiment": str(source.resolve()), "frames": n_frames,
                              "seed": val_seed}
         tuned_card.threshold, tuned_card.validation = tuned["threshold"], tuned

@@ -50,12 +50,14 @@ def new_card(exp, normalizer: Normalizer) -> ModelCard:
 
 
 def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: ModelCard,
-                   device) -> dict:
+                   device, objective: str = "jaccard") -> dict:
     """Threshold (and the method's ``decoding_options``, if it has them: each is tried
-    with every threshold, the best written into card.settings) with the highest Jaccard on
-    ``batches`` (the method's tuning match)."""
+    with every threshold, the best written into card.settings) with the highest
+    ``objective`` on ``batches`` (the method's tuning match): "jaccard", or "efficiency"
+    (``tuning_score``)."""
     from deepsmlm import methods
-    from deepsmlm.evaluation.metrics import evaluate
+    from deepsmlm.evaluation.matching import match_at_thresholds
+    from deepsmlm.evaluation.metrics import summarize
 
     method = methods.get(card.method)
     model.eval()
@@ -69,28 +71,52 @@ def tune_threshold(model, normalizer: Normalizer, batches: list[Batch], card: Mo
             offset += len(b.inputs_adu)
     raw = torch.cat(outs)
     truth = EmitterSet.cat(truths).numpy()
-    best = None
+    fit_z = bool(np.isfinite(method.tuning_match(card).get("tol_z_nm", np.inf)))
+    best, best_score = None, -np.inf
     thresholds = method.thresholds(card)
     options = getattr(method, "decoding_options", lambda c: ({},))(card)
     for option in options:  # decoding settings tried with every threshold (the best kept)
         trial = dataclasses.replace(card, settings={**card.settings, **option})
         # the maxima do not depend on the threshold: find them once, then filter by score
         found, peaks = method.decode(trial, raw, float(thresholds[0]), return_peaks=True)
-        for thr in thresholds:
-            pred = found.subset(peaks > thr).numpy()
-            r = evaluate(truth["frame"], truth["xyz_nm"], pred["frame"], pred["xyz_nm"],
-                         **method.tuning_match(card))
-            score = -1.0 if np.isnan(r["jaccard"]) else r["jaccard"]
-            if best is None or score > best["jaccard"]:
-                best = {"threshold": float(thr), "jaccard": score,
+        pred = found.numpy()
+        # scores compared in their own precision (float32), as decoding compares them
+        matchings = match_at_thresholds(truth["frame"], truth["xyz_nm"], pred["frame"],
+                                        pred["xyz_nm"], peaks.numpy(),
+                                        np.asarray(thresholds, peaks.numpy().dtype),
+                                        **method.tuning_match(card))
+        for thr, m in zip(thresholds, matchings, strict=True):
+            r = summarize(m, truth["xyz_nm"], pred["xyz_nm"])
+            score = tuning_score(r, objective, fit_z)
+            if best is None or score > best_score:
+                best_score = score
+                e = tuning_score(r, "efficiency", fit_z)
+                best = {"threshold": float(thr), "jaccard": tuning_score(r, "jaccard", fit_z),
+                        "efficiency": e if e > -1000.0 else None,
                         "rmse_xy_nm": r["rmse_xy_nm"], "rmse_z_nm": r["rmse_z_nm"],
-                        "recall": r["recall"], "precision": r["precision"], **option}
+                        "recall": r["recall"], "precision": r["precision"],
+                        "objective": objective, **option}
     card.settings.update({k: best[k] for k in options[0]})
     if hasattr(method, "calibrate_uncertainty"):  # the σ it reports, scaled to the errors
         best["uncertainty_calibration"] = method.calibrate_uncertainty(
             card, raw, truth, best["threshold"], uncertainty_match(method, card))
     model.train()
     return best
+
+
+TUNING_OBJECTIVES = ("jaccard", "efficiency")
+
+
+def tuning_score(r: dict, objective: str, fit_z: bool) -> float:
+    """What tuning maximises, from ``evaluation.metrics.summarize``'s ``r``: the Jaccard
+    [%], or the SMLM Challenge's efficiency [%] (lateral; with ``fit_z`` the mean of the
+    lateral and axial). No detection at all scores −1 (Jaccard) or −1000 (efficiency)."""
+    if objective not in TUNING_OBJECTIVES:
+        raise ValueError(f"objective must be one of {TUNING_OBJECTIVES}, got {objective!r}")
+    if objective == "jaccard":
+        return -1.0 if np.isnan(r["jaccard"]) else float(r["jaccard"])
+    e = (r["efficiency_xy"] + r["efficiency_z"]) / 2 if fit_z else r["efficiency_xy"]
+    return -1000.0 if np.isnan(e) else float(e)
 
 
 def uncertainty_match(method, card) -> dict:
@@ -155,7 +181,7 @@ def _train(exp, out, ctx: distributed.Context, *, max_minutes, resume: bool, pro
     if ctx.is_main:  # the threshold is tuned once; the other ranks wait
         model.load_state_dict(folder.read_weights())
         tuned = tune_threshold(model, normalizer, tuning_batches(exp, val, stack), card,
-                               device)
+                               device, t.tune_objective)
         card.threshold, card.validation = tuned["threshold"], tuned
         card.training = {"epochs": state.epoch, "stopped": state.stopped,
                          "seconds": state.seconds, "best_val_loss": state.best_val,
