@@ -20,7 +20,7 @@ from typing import Annotated, Literal, Protocol
 import numpy as np
 from pydantic import Field, model_validator
 
-from deepsmlm.schema import PosFloat, Strict, check_range
+from deepsmlm.schema import CardSettings, PosFloat, Strict, check_range
 
 IntPair = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
 
@@ -137,6 +137,7 @@ class Method(Protocol):
 
     name: str
     section: type[TrainingSection]  # its training section (pydantic), tagged by `model`
+    settings: type[CardSettings]  # what its model.json settings hold (checked on reading)
     value_column: str  # what the localization table's value column holds
 
     def decodes_z(self, t: TrainingSection) -> bool:

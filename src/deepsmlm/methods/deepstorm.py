@@ -4,10 +4,12 @@ and a centre of gravity (``postprocess.decode``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from deepsmlm.methods.base import UpsampledOutput, UpsampledSection
-from deepsmlm.schema import NonNegFloat
+from deepsmlm.schema import CardSettings, NonNegFloat, PosFloat, PosInt
 
 
 class DeepSTORMTraining(UpsampledSection):
@@ -20,9 +22,17 @@ class DeepSTORMTraining(UpsampledSection):
     l1_weight: NonNegFloat = 1.0
 
 
+class DeepSTORMSettings(CardSettings):
+    """``model.json`` settings of a Deep-STORM model."""
+
+    target_scale: PosFloat
+    channels: Annotated[list[PosInt], Field(min_length=4, max_length=4)]
+
+
 class DeepSTORM(UpsampledOutput):
     name = "deepstorm"
     section = DeepSTORMTraining
+    settings = DeepSTORMSettings
     value_column = "confidence"
 
     def decodes_z(self, t) -> bool:

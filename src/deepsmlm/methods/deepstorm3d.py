@@ -11,7 +11,19 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from deepsmlm.methods.base import UpsampledOutput, UpsampledSection
-from deepsmlm.schema import NonNegFloat, PosFloat
+from deepsmlm.schema import FiniteFloat, NonNegFloat, PosFloat, PosInt, ZRangeSettings
+
+
+class DeepSTORM3DSettings(ZRangeSettings):
+    """``model.json`` settings of a DeepSTORM3D model."""
+
+    target_scale: PosFloat
+    depth_planes: PosInt
+    width: PosInt
+    dilations: Annotated[list[PosInt], Field(min_length=1)]
+    z_range_nm: Annotated[list[FiniteFloat], Field(min_length=2, max_length=2)]
+    target_encoding: Literal["voxel", "trilinear"] = "voxel"
+    score: Literal["peak", "mass"] = "peak"
 
 
 class DeepSTORM3DTraining(UpsampledSection):
@@ -43,6 +55,7 @@ class DeepSTORM3DTraining(UpsampledSection):
 class DeepSTORM3D(UpsampledOutput):
     name = "deepstorm3d"
     section = DeepSTORM3DTraining
+    settings = DeepSTORM3DSettings
     value_column = "confidence"
 
     def decodes_z(self, t) -> bool:

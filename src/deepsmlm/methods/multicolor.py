@@ -13,10 +13,12 @@ phase mask designed end to end with this method (``deepsmlm design``) makes it s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from deepsmlm.errors import UserError
-from deepsmlm.methods.fastloc import FastLoc, FastLocTraining
+from deepsmlm.methods.fastloc import FastLoc, FastLocSettings, FastLocTraining
 from deepsmlm.schema import PosFloat
 
 
@@ -30,9 +32,17 @@ class MulticolorTraining(FastLocTraining):
     species_weight: PosFloat = 1.0
 
 
+class MulticolorSettings(FastLocSettings):
+    """``model.json`` settings of a multicolor model: fastloc's and the species."""
+
+    species: Annotated[list[str], Field(min_length=2)]
+    species_wavelengths_nm: list[PosFloat]
+
+
 class Multicolor(FastLoc):
     name = "multicolor"
     section = MulticolorTraining
+    settings = MulticolorSettings
 
     def classifies_species(self, t) -> bool:
         return True

@@ -165,9 +165,11 @@ class ModelFolder:
     def read_trained_card(self) -> ModelCard:
         """The card of a model that finished training (else a UserError says what to do)."""
         from deepsmlm import methods
+        from deepsmlm.schema import check_card_settings
 
         card = self.read_card()
-        methods.get(card.method)  # names the known methods when this one is not
+        method = methods.get(card.method)  # names the known methods when this one is not
+        check_card_settings(method.settings, card.settings, self.card_path)
         if card.threshold is None:
             raise UserError(f"{self.path}: training did not finish (no tuned threshold); "
                             "resume it with `deepsmlm train ... --resume`")
