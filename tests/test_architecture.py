@@ -14,7 +14,8 @@ PKG = SRC / "deepsmlm"
 # above (the first entry that is a prefix of a module's name decides its floor).
 FLOORS = [
     ("foundation", ["deepsmlm._version", "deepsmlm.errors", "deepsmlm.schema",
-                    "deepsmlm.emitters", "deepsmlm.io", "deepsmlm.camera", "deepsmlm.plotting"]),
+                    "deepsmlm.emitters", "deepsmlm.io", "deepsmlm.camera", "deepsmlm.plotting",
+                    "deepsmlm.neighbours"]),
     ("physics", ["deepsmlm.optics", "deepsmlm.simulation"]),
     ("components", ["deepsmlm.render", "deepsmlm.evaluation", "deepsmlm.models",
                     "deepsmlm.losses", "deepsmlm.postprocess", "deepsmlm.data",
