@@ -202,3 +202,32 @@ def test_training_samples_lie_on_structures_of_their_own():
     # the rest of its own filament, but far from another frame's filament
     assert gap_nm(xy[0][:100], xy[0][100:]) < 40
     assert gap_nm(xy[1], xy[0]) > 200 and gap_nm(xy[2], xy[1]) > 200
+
+
+@pytest.mark.parametrize("jitter, mean_lo, mean_hi, spread", [
+    (0.2, 0.17, 0.23, False),  # Gaussian coefficients: total RMS ≈ 0.2, chi-like, narrow
+    ([0.0, 0.4], 0.15, 0.25, True),  # a scale per sample: from well corrected to poorly
+])
+def test_aberration_jitter_total_rms(jitter, mean_lo, mean_hi, spread):
+    from deepsmlm.build import aberration_jitter, build_psf
+
+    from .conftest import tiny_fastloc
+
+    d = tiny_fastloc(aberration_jitter_rad=jitter, patch_px=16)
+    d["optics"] = {"psf": "pupil", **MATCHED, "pupil_grid_px": 32}
+    exp = experiment_from_dict(d)
+    psf = build_psf(exp)
+    base = psf.aberration_phase.clone()
+    perturb = aberration_jitter(exp, psf)
+    g = torch.Generator().manual_seed(3)
+    rms = []
+    for _ in range(300):
+        perturb(g)
+        added = psf.aberration_phase - base
+        inside = added != 0  # Zernike modes vanish outside the pupil
+        rms.append(float(added[inside].square().mean().sqrt()))
+    rms = np.array(rms)
+    assert mean_lo < rms.mean() < mean_hi
+    # a range reaches nearly unaberrated and strongly aberrated samples; a fixed scale not
+    assert ((rms < 0.06).mean() > 0.05) == spread
+    assert ((rms > 0.33).mean() > 0.05) == spread

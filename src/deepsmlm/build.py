@@ -324,9 +324,12 @@ def context_frames(exp: Experiment) -> int:
 
 def aberration_jitter(exp: Experiment, psf):
     """perturb(generator): the PSF's aberrations set to the experiment's plus random Noll
-    5–15 modes of total RMS ``training.aberration_jitter_rad`` (None when 0)."""
+    5–15 modes: independent Gaussian coefficients whose total RMS is, on average,
+    ``training.aberration_jitter_rad`` — or, for a range [lo, hi], a scale drawn uniformly
+    in it for each sample (None when 0)."""
     rms = exp.training.aberration_jitter_rad
-    if rms == 0:
+    lo, hi = (rms, rms) if isinstance(rms, (int, float)) else rms
+    if hi == 0:
         return None
     if not (isinstance(psf, PupilPSF) or getattr(psf, "pupil_based", False)):
         raise UserError("training.aberration_jitter_rad needs optics.psf: pupil or vectorial")
@@ -335,7 +338,8 @@ def aberration_jitter(exp: Experiment, psf):
     base = psf.aberration_phase.clone()
 
     def perturb(generator: torch.Generator) -> None:
-        c = torch.randn(len(modes), generator=generator) * (rms / math.sqrt(len(modes)))
+        scale = lo if lo == hi else lo + (hi - lo) * float(torch.rand(1, generator=generator))
+        c = torch.randn(len(modes), generator=generator) * (scale / math.sqrt(len(modes)))
         psf.aberration_phase = base + torch.einsum("k,kij->ij", c, modes)
 
     return perturb

@@ -61,13 +61,18 @@ class TrainingSection(Strict):
     checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
     # real microscopes never match the simulation: each training sample is rendered with
-    # random aberrations (Noll 5–15) of this total RMS [rad] added to the pupil (pupil PSF)
-    aberration_jitter_rad: Annotated[float, Field(ge=0, le=3)] = 0.0
+    # random aberrations (Noll 5–15) of this total RMS [rad] added to the pupil (pupil PSF);
+    # [lo, hi]: each sample's RMS scale drawn uniformly in it (well corrected to poorly)
+    aberration_jitter_rad: (Annotated[float, Field(ge=0, le=3)]
+                            | tuple[Annotated[float, Field(ge=0, le=3)],
+                                    Annotated[float, Field(ge=0, le=3)]]) = 0.0
 
     @model_validator(mode="after")
     def _ranges(self) -> TrainingSection:
         if self.density_range_per_um2 is not None:
             check_range(self.density_range_per_um2, "training.density_range_per_um2")
+        if isinstance(self.aberration_jitter_rad, tuple):
+            check_range(self.aberration_jitter_rad, "training.aberration_jitter_rad")
         if self.n_per_patch_range is not None:
             check_range(self.n_per_patch_range, "training.n_per_patch_range")
         return self
