@@ -56,6 +56,7 @@ def check_card_settings(model: type[CardSettings], settings: dict, source) -> No
         model.model_validate(settings)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(k) for k in err["loc"])
-        got = "" if err["type"] == "missing" else f", got {err.get('input')!r:.60}"
-        raise UserError(f"{source}: settings.{where}: {err['msg']}{got}") from None
+        where = "".join(f".{k}" for k in err["loc"])
+        got = "" if err["type"] == "missing" or not err["loc"] \
+            else f", got {err.get('input')!r:.60}"
+        raise UserError(f"{source}: settings{where}: {err['msg']}{got}") from None

@@ -186,7 +186,7 @@ def match(gt_frame: np.ndarray, gt_xyz_nm: np.ndarray, pred_frame: np.ndarray,
     if method == "greedy" and np.isfinite(tol_xy_nm):
         gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
         a, b = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
-                                 tol_xy_nm, tol_z_nm, tol_3d_nm)
+                              tol_xy_nm, tol_z_nm, tol_3d_nm)
         return _matching(*_greedy_rounds(gi[a], pi[b], len(gt_xyz), len(pr_xyz)),
                          gt_used, pr_used)
     solver = _greedy if method == "greedy" else _hungarian
@@ -227,7 +227,7 @@ def match_at_thresholds(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, pred_score
     if method == "greedy" and np.isfinite(tol_xy_nm):
         gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
         a, b = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
-                                 tol_xy_nm, tol_z_nm, tol_3d_nm)
+                              tol_xy_nm, tol_z_nm, tol_3d_nm)
         gi, pi = gi[a], pi[b]
         for t in thresholds:
             keep = score[pi] > t

@@ -24,32 +24,6 @@ from deepsmlm.methods.base import TrainingSection
 from deepsmlm.schema import NonNegFloat, PosFloat, PosInt, ZRangeSettings
 
 
-class FastLocSettings(ZRangeSettings):
-    """``model.json`` settings of a fastloc model: the network, the scales of its outputs,
-    and what tuning chose (decoding options, σ calibration)."""
-
-    width: PosInt
-    levels: Annotated[int, Field(ge=2)] = 3
-    context_frames: Annotated[int, Field(ge=0)] = 0
-    localize_z: bool
-    photon_scale: PosFloat
-    background_scale: PosFloat = 1.0
-    certain_probability: Annotated[float, Field(gt=0, le=1)] = 0.6
-    suppress_px: NonNegFloat = 1.0
-    max_sigma_px: PosFloat | None = None
-    mass_radius_px: PosInt | None = None
-    sigma_calibration: dict | None = None
-    sigma_scale: Annotated[list[PosFloat], Field(min_length=3, max_length=3)] | None = None
-    species: list[str] = []
-    species_wavelengths_nm: list[PosFloat] = []
-
-    @model_validator(mode="after")
-    def _depths_when_3d(self):
-        if self.localize_z and self.z_range_nm is None:
-            raise ValueError("a model that localizes z needs z_range_nm")
-        return self
-
-
 class FastLocTraining(TrainingSection):
     """Training section of ``model: fastloc``.
 
@@ -107,6 +81,32 @@ DECODING_OPTIONS = tuple({"certain_probability": c, "suppress_px": r, "max_sigma
                           "mass_radius_px": k}
                          for c in (0.6, 0.45, 0.3) for r in (1.0, 0.5)
                          for m in (None, 1.5, 1.0, 0.75, 0.5) for k in (None, 2))
+
+
+class FastLocSettings(ZRangeSettings):
+    """``model.json`` settings of a fastloc model: the network, the scales of its outputs,
+    and what tuning chose (decoding options, σ calibration)."""
+
+    width: PosInt
+    levels: Annotated[int, Field(ge=2)] = 3
+    context_frames: Annotated[int, Field(ge=0)] = 0
+    localize_z: bool
+    photon_scale: PosFloat
+    background_scale: PosFloat = 1.0
+    certain_probability: Annotated[float, Field(gt=0, le=1)] = CERTAIN_PROBABILITY
+    suppress_px: NonNegFloat = SUPPRESS_PX
+    max_sigma_px: PosFloat | None = None
+    mass_radius_px: PosInt | None = None
+    sigma_calibration: dict | None = None
+    sigma_scale: Annotated[list[PosFloat], Field(min_length=3, max_length=3)] | None = None
+    species: list[str] = []
+    species_wavelengths_nm: list[PosFloat] = []
+
+    @model_validator(mode="after")
+    def _depths_when_3d(self):
+        if self.localize_z and self.z_range_nm is None:
+            raise ValueError("a model that localizes z needs z_range_nm")
+        return self
 
 
 class FastLoc:
