@@ -264,3 +264,36 @@ def test_matching_at_many_thresholds_equals_matching_each_subset(kw):
         assert m.n_gt == want.n_gt and m.n_pred == want.n_pred
         n_tp.append(m.tp)
     assert n_tp[0] > 20 and n_tp[-1] == 0  # crowded enough, and 1.0 drops every prediction
+
+
+def test_hungarian_of_all_frames_at_once_is_each_frames_optimum():
+    # against scipy's assignment solved frame by frame: the same pairs where no two
+    # distances tie (continuous positions); on a grid, where they tie, the same number of
+    # pairs and the same summed distance (an optimum need not be unique)
+    from deepsmlm.evaluation import matching
+
+    rng = np.random.default_rng(11)
+    for grid in (False, True):
+        for trial in range(10):
+            n_gt, n_pr = rng.integers(1, 80, 2)
+            gt_f, pr_f = rng.integers(0, 4, n_gt), rng.integers(0, 4, n_pr)
+            gt = rng.uniform(0, 800, (n_gt, 3))
+            pr = rng.uniform(0, 800, (n_pr, 3))
+            if grid:
+                gt, pr = np.round(gt / 50) * 50, np.round(pr / 50) * 50
+            kw = dict(tol_xy_nm=100.0, tol_z_nm=300.0, tol_3d_nm=150.0)
+            m = match(gt_f, gt, pr_f, pr, method="hungarian", **kw)
+            want_g, want_p = [], []
+            for t in range(4):
+                gi, pi = np.nonzero(gt_f == t)[0], np.nonzero(pr_f == t)[0]
+                if len(gi) and len(pi):
+                    a, b = matching._hungarian(gt[gi], pr[pi], 100.0, 300.0, 150.0)
+                    want_g += gi[a].tolist()
+                    want_p += pi[b].tolist()
+            got_cost = np.linalg.norm(gt[m.gt_index] - pr[m.pred_index], axis=1).sum()
+            want_cost = np.linalg.norm(gt[want_g] - pr[want_p], axis=1).sum()
+            assert m.tp == len(want_g), (grid, trial)
+            assert got_cost == pytest.approx(want_cost)
+            if not grid:
+                assert sorted(zip(m.gt_index.tolist(), m.pred_index.tolist())) == \
+                    sorted(zip(want_g, want_p)), trial

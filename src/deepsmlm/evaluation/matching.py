@@ -16,7 +16,8 @@ Greedy matching runs on all frames at once: the candidate pairs come from
 ``neighbours.pairs_within`` (one pass over every frame), and the pairs are taken in rounds:
 a pair is accepted when it comes first among the remaining pairs of both its members, which
 is what taking them one by one in order accepts (every pair that goes before it and shares
-a member has been decided by then). Hungarian matching is solved frame by frame.
+a member has been decided by then). Hungarian matching solves each connected group of
+candidate pairs on its own, which gives each frame its optimum.
 
 >>> import numpy as np
 >>> gt = np.array([[100., 100., 0.], [400., 100., 0.]]); f = np.array([0, 0])
@@ -135,17 +136,15 @@ def _candidate_pairs(gt_frame, gt_xyz, pr_frame, pr_xyz, tol_xy, tol_z, tol_3d=N
 
 
 def _ordered_pairs(gt_frame, gt_xyz, pr_frame, pr_xyz, tol_xy, tol_z, tol_3d=None):
-    """The admissible pairs of every frame (indices into the arrays given) in the greedy
-    order: nearest first, ties by axial distance, then ground-truth, then prediction index.
+    """The admissible pairs of every frame (indices into the arrays given) and their
+    distance, in the greedy order: nearest first, ties by axial distance, then
+    ground-truth, then prediction index.
     Pairs of different frames share no member, so one global order gives each frame the
     result of its own."""
-    if len(gt_xyz) == 0 or len(pr_xyz) == 0:
-        none = np.zeros(0, np.int64)
-        return none, none
     gi, pi, d_xy, d_z = _candidate_pairs(gt_frame, gt_xyz, pr_frame, pr_xyz, tol_xy, tol_z,
                                          tol_3d)
     order = np.lexsort((pi, gi, d_z, d_xy))
-    return gi[order], pi[order]
+    return gi[order], pi[order], d_xy[order]
 
 
 def _hungarian(gt, pr, tol_xy, tol_z, tol_3d=None):
@@ -162,6 +161,44 @@ def _hungarian(gt, pr, tol_xy, tol_z, tol_3d=None):
     r, c = linear_sum_assignment(cost)
     keep = sub_ok[r, c]
     return rows[r[keep]].astype(np.int64), cols[c[keep]].astype(np.int64)
+
+
+def _hungarian_components(gi: np.ndarray, pi: np.ndarray, cost: np.ndarray, n_gt: int,
+                          n_pred: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching over the admissible pairs (gi[k], pi[k]) of every frame at once:
+    the most pairs, and among those the least summed ``cost``. The pairs fall apart into
+    connected groups (no two frames share one); a group of one pair is matched as it is,
+    and each larger group is solved on its own (scipy's ``linear_sum_assignment``) — the
+    optimum of a frame is the union of its groups' optima."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(gi) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    n = n_gt + n_pred
+    graph = coo_matrix((np.ones(len(gi)), (gi, n_gt + pi)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    group = label[gi]
+    size = np.bincount(group, minlength=label.max() + 1)
+    alone = size[group] == 1  # a group of one pair: its two ends have no other partner
+    out_g, out_p = [gi[alone]], [pi[alone]]
+    crowded = np.nonzero(~alone)[0]
+    order = crowded[np.argsort(group[crowded], kind="stable")]
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    big = 1e6 * (float(cost.max()) + 1.0)  # an inadmissible pair is never worth taking
+    for part in np.split(order, bounds) if len(order) else []:
+        rows, r_idx = np.unique(gi[part], return_inverse=True)
+        cols, c_idx = np.unique(pi[part], return_inverse=True)
+        m = np.full((len(rows), len(cols)), big)
+        m[r_idx, c_idx] = cost[part]
+        ok = np.zeros(m.shape, bool)
+        ok[r_idx, c_idx] = True
+        r, c = linear_sum_assignment(m)
+        keep = ok[r, c]
+        out_g.append(rows[r[keep]])
+        out_p.append(cols[c[keep]])
+    return (np.concatenate(out_g).astype(np.int64), np.concatenate(out_p).astype(np.int64))
 
 
 def _frame_groups(frame: np.ndarray) -> tuple[np.ndarray, dict[int, slice]]:
@@ -183,12 +220,10 @@ def match(gt_frame: np.ndarray, gt_xyz_nm: np.ndarray, pred_frame: np.ndarray,
     """
     gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz, pr_used = _inputs(
         gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, method, field_nm, border_nm)
-    if method == "greedy" and np.isfinite(tol_xy_nm):
-        gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
-        a, b = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
-                              tol_xy_nm, tol_z_nm, tol_3d_nm)
-        return _matching(*_greedy_rounds(gi[a], pi[b], len(gt_xyz), len(pr_xyz)),
-                         gt_used, pr_used)
+    if np.isfinite(tol_xy_nm):
+        pairs = _pairs_of_all_frames(gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz, pr_used,
+                                     method, tol_xy_nm, tol_z_nm, tol_3d_nm)
+        return _matching(*_solve(method, *pairs, len(gt_xyz), len(pr_xyz)), gt_used, pr_used)
     solver = _greedy if method == "greedy" else _hungarian
     out_g, out_p = [], []
     g_sorted, g_bounds = _frame_groups(gt_frame)
@@ -224,15 +259,13 @@ def match_at_thresholds(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, pred_score
     if len(score) != len(pr_xyz):
         raise ValueError(f"pred_score has {len(score)} values for {len(pr_xyz)} predictions")
     out = []
-    if method == "greedy" and np.isfinite(tol_xy_nm):
-        gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
-        a, b = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
-                              tol_xy_nm, tol_z_nm, tol_3d_nm)
-        gi, pi = gi[a], pi[b]
+    if np.isfinite(tol_xy_nm):
+        gi, pi, cost = _pairs_of_all_frames(gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz,
+                                            pr_used, method, tol_xy_nm, tol_z_nm, tol_3d_nm)
         for t in thresholds:
             keep = score[pi] > t
-            out.append(_matching(*_greedy_rounds(gi[keep], pi[keep], len(gt_xyz),
-                                                 len(pr_xyz)), gt_used, pr_used & (score > t)))
+            out.append(_matching(*_solve(method, gi[keep], pi[keep], cost[keep], len(gt_xyz),
+                                         len(pr_xyz)), gt_used, pr_used & (score > t)))
         return out
     for t in thresholds:
         keep = np.nonzero(score > t)[0]
@@ -242,6 +275,26 @@ def match_at_thresholds(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, pred_score
         used[keep] = m.pred_used
         out.append(Matching(m.gt_index, keep[m.pred_index], m.gt_used, used))
     return out
+
+
+def _pairs_of_all_frames(gt_frame, gt_xyz, gt_used, pred_frame, pr_xyz, pr_used, method,
+                         tol_xy, tol_z, tol_3d):
+    """The admissible pairs among the used points of every frame (indices into the full
+    arrays) and their cost — in the greedy order for ``greedy``."""
+    gi, pi = np.nonzero(gt_used)[0], np.nonzero(pr_used)[0]
+    if method == "greedy":
+        a, b, cost = _ordered_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi], pr_xyz[pi],
+                                    tol_xy, tol_z, tol_3d)
+    else:
+        a, b, cost, _ = _candidate_pairs(gt_frame[gi], gt_xyz[gi], pred_frame[pi],
+                                         pr_xyz[pi], tol_xy, tol_z, tol_3d)
+    return gi[a], pi[b], cost
+
+
+def _solve(method, gi, pi, cost, n_gt, n_pred):
+    if method == "greedy":
+        return _greedy_rounds(gi, pi, n_gt, n_pred)
+    return _hungarian_components(gi, pi, cost, n_gt, n_pred)
 
 
 def _inputs(gt_frame, gt_xyz_nm, pred_frame, pred_xyz_nm, method, field_nm, border_nm):
